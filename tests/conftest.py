@@ -1,0 +1,5 @@
+"""Shared pytest setup: float32 everywhere, CPU, quiet TF logs."""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
