@@ -1,0 +1,273 @@
+"""Compiled training: the train state, a pure train step, a scanned epoch, sweeps.
+
+The step is a pure function of (state, hparams, batch). Numeric
+hyper-parameters (lambda1, lambda2, epsilon, beta, the prior itself) live in a
+traced `HParams` pytree, so `jax.vmap` over a leading model axis of both the
+state and the hparams turns one model's epoch into a whole grid's epoch,
+compiled once. Choices that change shapes or control flow (likelihood, beta
+mode, network) are fixed in `TrainSettings` when the step is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from exon_jax import data as data_lib
+from exon_jax import losses
+from exon_jax.priors import MixturePrior
+from exon_jax.sampling import sample_latent
+
+BETA_MODES = ("closed_form", "learned", "fixed")
+OBJECTIVES = ("exon", "supervised")
+
+
+class HParams(flax.struct.PyTreeNode):
+    """Traced per-model hyper-parameters (a leading model axis in a sweep).
+
+    Attributes:
+      lambda1: [] weight of the labelled cross-entropy (eq. 12 uses lambda1 + 1).
+      lambda2: [] beta penalty weight (Gaussian likelihood only).
+      epsilon: [] pixel-variance floor of the weighted Gaussian likelihood (eq. 13).
+      beta: [] the fixed beta (`fixed` mode) or the initial beta (`learned`).
+      prior: the designed mixture prior, means/variances [K, d].
+    """
+
+    lambda1: jax.Array
+    lambda2: jax.Array
+    epsilon: jax.Array
+    beta: jax.Array
+    prior: MixturePrior
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Static choices fixed when the step is compiled."""
+
+    likelihood: str = "gaussian"
+    beta_mode: str = "closed_form"
+    objective: str = "exon"
+    temperature: float = 1.0
+    hard: bool = False
+    batch_unlabelled: int = 2000
+    batch_labelled: int = 179
+    num_unlabelled: int = 55_000
+    num_labelled: int = 5_000
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return data_lib.num_steps_per_epoch(self.num_unlabelled, self.batch_unlabelled)
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training; arrays only.
+
+    Attributes:
+      step: [] int32 optimiser steps taken.
+      params: {"model": network params, "log_beta": [] (learned mode only)}.
+      batch_stats: BatchNorm running statistics ({} for the MLP networks).
+      opt_state: optimiser state.
+      key: this model's PRNG key; step t uses fold_in(key, t).
+      beta: [] the beta used by the last step (closed-form, learned or fixed).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    key: jax.Array
+    beta: jax.Array
+
+
+class DeviceData(flax.struct.PyTreeNode):
+    """Training arrays resident on the device; batches are gathered by index.
+
+    Attributes:
+      images: uint8 [N, H, W, C] all training images.
+      labels: int32 [N].
+      labelled_idx: int32 [L] indices of the labelled examples.
+      unlabelled_idx: int32 [U] indices of the unlabelled examples.
+    """
+
+    images: jax.Array
+    labels: jax.Array
+    labelled_idx: jax.Array
+    unlabelled_idx: jax.Array
+
+
+def _encode_sample_decode(module, x, key, temperature, hard, train):
+    logits, mean, logvar = module.encode(x, train=train)
+    z = sample_latent(key, logits, mean, logvar, temperature, hard)
+    x_hat = module.decode(z, train=train)
+    return logits, mean, logvar, x_hat
+
+
+def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+                       hparams: HParams, settings: TrainSettings,
+                       image_shape: tuple[int, ...]) -> TrainState:
+    """Initialises one model's state (vmap this over keys/hparams for a sweep).
+
+    Args:
+      key: PRNG key; split into the init key and the model's training key.
+      model: an `EXoNModel`.
+      optimizer: optax transformation.
+      hparams: this model's hyper-parameters.
+      settings: static training settings.
+      image_shape: [H, W, C] of one image.
+
+    Returns:
+      A fresh TrainState.
+    """
+    init_key, train_key = jax.random.split(key)
+    variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = {"model": variables["params"]}
+    if settings.beta_mode == "learned":
+        params["log_beta"] = jnp.log(jnp.asarray(hparams.beta, jnp.float32))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=optimizer.init(params),
+        key=train_key,
+        beta=jnp.asarray(hparams.beta, jnp.float32),
+    )
+
+
+def gather_batch(data: DeviceData, unlabelled_batch: jax.Array, labelled_batch: jax.Array):
+    """Gathers one mixed batch: unlabelled examples first, then labelled ones.
+
+    Args:
+      data: device-resident training arrays.
+      unlabelled_batch: int32 [Bu] positions into `data.unlabelled_idx`.
+      labelled_batch: int32 [Bl] positions into `data.labelled_idx`.
+
+    Returns:
+      (x float32 [Bu + Bl, H, W, C] in [0, 1], labels int32 [Bu + Bl], labelled bool [Bu + Bl]).
+    """
+    idx = jnp.concatenate([data.unlabelled_idx[unlabelled_batch], data.labelled_idx[labelled_batch]])
+    x = data_lib.scale_images(data.images[idx])
+    labelled = jnp.arange(idx.shape[0]) >= unlabelled_batch.shape[0]
+    return x, data.labels[idx], labelled
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    settings: TrainSettings) -> Callable:
+    """Builds the pure step `(state, hparams, batch) -> (state, metrics)`.
+
+    `batch` is (x [B, H, W, C], labels [B], labelled [B]); metrics is a dict of
+    scalars (the objective's terms).
+    """
+    if settings.beta_mode not in BETA_MODES:
+        raise ValueError(f"beta_mode must be one of {BETA_MODES}, got {settings.beta_mode!r}")
+    if settings.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {settings.objective!r}")
+    forward = functools.partial(_encode_sample_decode, temperature=settings.temperature,
+                                hard=settings.hard, train=True)
+
+    def loss_fn(params, state, hparams, x, labels, labelled, key):
+        (logits, mean, logvar, x_hat), updates = model.apply(
+            {"params": params["model"], "batch_stats": state.batch_stats}, x, key,
+            method=forward, mutable=["batch_stats"])
+        if settings.beta_mode == "closed_form":
+            beta = jax.lax.stop_gradient(losses.optimal_beta(x, x_hat, hparams.lambda2))
+        elif settings.beta_mode == "learned":
+            beta = jnp.exp(params["log_beta"])
+        else:
+            beta = hparams.beta
+        loss, terms = losses.exon_objective(
+            x, x_hat, logits, mean, logvar, labels, labelled, hparams.prior,
+            lambda1=hparams.lambda1, lambda2=hparams.lambda2, beta=beta,
+            epsilon=hparams.epsilon, likelihood=settings.likelihood)
+        if settings.objective == "supervised":
+            loss = (hparams.lambda1 + 1.0) * terms["cross_entropy"]
+        return loss, (terms, updates.get("batch_stats", {}), beta)
+
+    def train_step(state: TrainState, hparams: HParams, batch) -> tuple[TrainState, Mapping]:
+        x, labels, labelled = batch
+        key = jax.random.fold_in(state.key, state.step)
+        grads, (terms, batch_stats, beta) = jax.grad(loss_fn, has_aux=True)(
+            state.params, state, hparams, x, labels, labelled, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state, beta=beta)
+        return new_state, dict(terms)
+
+    return train_step
+
+
+def make_train_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
+                     settings: TrainSettings, batch_sharding=None) -> Callable:
+    """Builds `(state, hparams, data, epoch_key) -> (state, metrics)`: one epoch as a scan.
+
+    The batch order comes from `epoch_key` alone (shared by every model of a sweep);
+    metrics are the per-step terms averaged over the epoch, plus `max_loss`
+    (non-finite if any step was). With `batch_sharding` (a NamedSharding over the
+    batch axis) each batch is split across devices: data parallelism, with XLA
+    inserting the gradient reduction.
+    """
+    train_step = make_train_step(model, optimizer, settings)
+
+    def train_epoch(state: TrainState, hparams: HParams, data: DeviceData, epoch_key: jax.Array):
+        unlabelled_order, labelled_order = data_lib.epoch_batch_indices(
+            epoch_key, settings.num_unlabelled, settings.num_labelled,
+            settings.batch_unlabelled, settings.batch_labelled)
+
+        def body(state, order):
+            batch = gather_batch(data, *order)
+            if batch_sharding is not None:
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+            return train_step(state, hparams, batch)
+
+        state, per_step = jax.lax.scan(body, state, (unlabelled_order, labelled_order))
+        metrics = jax.tree.map(jnp.mean, per_step)
+        metrics["max_loss"] = jnp.max(per_step["loss"])
+        return state, metrics
+
+    return train_epoch
+
+
+def make_eval_forward(model: nn.Module, chunk_size: int = 1000) -> Callable:
+    """Builds `(state, images uint8 [N, H, W, C]) -> (logits [N, K], mean, logvar [N, K, d])`.
+
+    Eval mode (BatchNorm running averages), no sampling; evaluated in chunks with
+    `lax.map` so memory stays bounded. N must be a multiple of `chunk_size` or
+    smaller than it (the caller pads).
+    """
+
+    def encode(state: TrainState, images: jax.Array):
+        variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
+        n = images.shape[0]
+        size = min(chunk_size, n)
+        chunks = images.reshape(n // size, size, *images.shape[1:])
+        out = jax.lax.map(
+            lambda c: model.apply(variables, data_lib.scale_images(c), train=False,
+                                  method=model.encode), chunks)
+        return jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), out)
+
+    return encode
+
+
+def stack_trees(trees):
+    """Stacks a list of identical pytrees along a new leading (model) axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack_tree(tree, index: int):
+    """Takes model `index` out of a pytree with a leading model axis."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def check_model_axis(state: TrainState, hparams: HParams) -> int:
+    """Returns the model-axis size G shared by a sweep's state and hparams."""
+    sizes = {leaf.shape[0] for leaf in jax.tree.leaves((state.step, hparams))}
+    if len(sizes) != 1:
+        raise ValueError(f"state and hparams disagree on the model axis: sizes {sorted(sizes)}")
+    return sizes.pop()
+
