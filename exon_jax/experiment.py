@@ -219,12 +219,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         f.write(config.to_json_best_effort(indent=2))
 
     data = device_data(exp)
-    hparams = jax.device_put(exp.hparams, parallel.model_sharded(exp.mesh))
+    hparams = sharded_hparams(exp)
     epoch_fn = compile_epoch(exp)
     evaluate_fn = make_evaluate(exp)
-    test_images, test_labels = pad_to_chunks(exp.dataset.test.images, exp.dataset.test.labels)
-    test_images = jax.device_put(test_images, parallel.replicated(exp.mesh))
-    test_labels = jax.device_put(test_labels.astype(np.int32), parallel.replicated(exp.mesh))
+    test_images, test_labels = test_arrays(exp)
 
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
                                        config.train.max_checkpoints)
@@ -361,13 +359,27 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None,
     return exp, jax.device_put(states, parallel.model_sharded(exp.mesh)), meta
 
 
+def test_arrays(exp: Experiment):
+    """Test images and labels (cut to whole evaluation chunks), replicated on the mesh."""
+    images, labels = pad_to_chunks(exp.dataset.test.images, exp.dataset.test.labels)
+    return jax.device_put((images, labels.astype(np.int32)), parallel.replicated(exp.mesh))
+
+
+def sharded_hparams(exp: Experiment) -> train.HParams:
+    """The [G] hyper-parameters with their model axis split like the states'."""
+    return jax.device_put(exp.hparams, parallel.model_sharded(exp.mesh))
+
+
+def evaluate_states(exp: Experiment, states) -> dict[str, np.ndarray]:
+    """Test metrics and posterior codes of all G models, on the host."""
+    return jax.device_get(make_evaluate(exp)(states, sharded_hparams(exp), *test_arrays(exp)))
+
+
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str,
              dataset: data_lib.ImageDataset | None = None) -> dict[str, Any]:
     """Restores the latest checkpoint and rewrites results.json (no training)."""
     exp, states, meta = restore_run(workdir, config, dataset)
-    images, labels = pad_to_chunks(exp.dataset.test.images, exp.dataset.test.labels)
-    evaluated = jax.device_get(make_evaluate(exp)(states, exp.hparams, images,
-                                                  labels.astype(np.int32)))
+    evaluated = evaluate_states(exp, states)
     results = summarise(exp, states, evaluated, meta["train_seconds"])
     write_results(workdir, results)
     return results
@@ -378,9 +390,7 @@ def analyze(config: ml_collections.ConfigDict | None, workdir: str,
     """Restores the latest checkpoint and rewrites all figures in workdir/figures."""
     from exon_jax import figures
     exp, states, _ = restore_run(workdir, config, dataset)
-    images, labels = pad_to_chunks(exp.dataset.test.images, exp.dataset.test.labels)
-    evaluated = jax.device_get(make_evaluate(exp)(states, exp.hparams, images,
-                                                  labels.astype(np.int32)))
+    evaluated = evaluate_states(exp, states)
     figures.write_run_figures(exp, states, evaluated, os.path.join(workdir, "figures"))
 
 

@@ -1,0 +1,32 @@
+# Two entry points: `make run` (the paper's MNIST experiment) and `make test`.
+# Each sets itself up from nothing; make skips the steps already done.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MNIST := data/mnist/mnist.npz
+WORKDIR ?= workdirs/mnist
+
+.PHONY: run test bench bench-quick setup
+
+setup: $(STAMP) $(MNIST)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+$(MNIST): | $(STAMP)
+	$(PY) scripts/fetch_mnist.py --data-dir data
+
+run: setup
+	$(PY) main.py --config=configs/mnist.py --workdir=$(WORKDIR)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/run_all.py
+
+bench-quick: setup
+	$(PY) bench/run_all.py --quick

@@ -1,0 +1,156 @@
+"""End-to-end training on a small slice of real MNIST: learning, resume, errors."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import mnist as mnist_config
+from exon_jax import configuration, data as data_lib, experiment
+
+MNIST_NPZ = os.path.join(os.path.dirname(__file__), "..", "data", "mnist", "mnist.npz")
+pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
+                                reason="run `python scripts/fetch_mnist.py` first")
+
+
+@pytest.fixture(scope="module")
+def small_mnist():
+    """6 000 training and 1 000 test images of the real MNIST."""
+    full = data_lib.load_dataset("mnist", "files", os.path.dirname(os.path.dirname(MNIST_NPZ)))
+    return data_lib.ImageDataset(
+        train=data_lib.ImageSplit(full.train.images[:6000], full.train.labels[:6000]),
+        test=data_lib.ImageSplit(full.test.images[:1000], full.test.labels[:1000]),
+        name="mnist", class_names=full.class_names)
+
+
+def small_config(epochs=4):
+    config = mnist_config.get_config()
+    config.data.labelled_per_class = 50
+    config.train.epochs = epochs
+    config.train.batch_unlabelled = 500
+    config.train.batch_labelled = 100
+    config.train.checkpoint_every = 1
+    config.train.eval_every = 1
+    config.analysis.figures = False
+    return config
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_short_run_learns(small_mnist, tmp_path):
+    """Loss falls and test error beats chance (0.9) by a wide margin after a few epochs."""
+    results = experiment.train_and_evaluate(small_config(epochs=4), str(tmp_path), small_mnist,
+                                            progress=False)
+    rows = read_metrics(str(tmp_path))
+    losses = [r["train/loss"] for r in rows]
+    assert losses[-1] < losses[0]
+    model = results["models"][0]
+    assert model["classification_error"] < 0.35
+    assert np.isfinite(model["kl"]) and 0.0 <= model["negative_ssim"] <= 1.0
+    assert os.path.exists(tmp_path / "config.json")
+    assert any(p.startswith("events") for p in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_resume_equals_uninterrupted(small_mnist, tmp_path):
+    """Two epochs in one go and 1 + 1 epochs with a restart end with identical parameters."""
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    experiment.train_and_evaluate(small_config(epochs=2), straight, small_mnist, progress=False)
+    experiment.train_and_evaluate(small_config(epochs=1), resumed, small_mnist, progress=False)
+    experiment.train_and_evaluate(small_config(epochs=2), resumed, small_mnist, progress=False)
+    _, a, meta_a = experiment.restore_run(straight, dataset=small_mnist)
+    _, b, meta_b = experiment.restore_run(resumed, dataset=small_mnist)
+    assert meta_a["epoch"] == meta_b["epoch"] == 2
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    np.testing.assert_array_equal(jax.random.key_data(a.key), jax.random.key_data(b.key))
+
+
+def test_evaluate_restores_checkpoint(small_mnist, tmp_path):
+    """--mode=evaluate on a finished run reproduces its results from the checkpoint alone."""
+    trained = experiment.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
+                                            progress=False)
+    again = experiment.evaluate(None, str(tmp_path), small_mnist)
+    for key in ("classification_error", "kl", "negative_ssim"):
+        assert again["models"][0][key] == pytest.approx(trained["models"][0][key], rel=1e-5)
+
+
+def test_missing_checkpoint_is_a_clear_error(small_mnist, tmp_path):
+    """Evaluating an empty workdir names the problem instead of crashing inside orbax."""
+    from exon_jax.checkpoints import CheckpointError
+    with pytest.raises(CheckpointError, match="not found|no checkpoint"):
+        experiment.evaluate(None, str(tmp_path), small_mnist)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        experiment.evaluate(small_config(), str(tmp_path), small_mnist)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(small_mnist, tmp_path):
+    """A damaged checkpoint directory gives CheckpointError naming the checkpoint."""
+    from exon_jax.checkpoints import CheckpointError
+    experiment.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
+                                  progress=False)
+    step_dir = tmp_path / "checkpoints" / "1"
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            if name != "_CHECKPOINT_METADATA":
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot be restored"):
+        experiment.evaluate(None, str(tmp_path), small_mnist)
+
+
+def test_non_finite_loss_stops_training(small_mnist, tmp_path):
+    """An infinite learning rate makes the loss non-finite: training stops naming the epoch."""
+    config = small_config(epochs=3)
+    config.optimizer.learning_rate = float("inf")
+    with pytest.raises(experiment.TrainingDiverged, match=r"epoch 1 .*no checkpoint"):
+        experiment.train_and_evaluate(config, str(tmp_path), small_mnist, progress=False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("loss.lambda1", -1.0, "loss.lambda1"),
+    ("loss.lambda2", -0.1, "loss.lambda2"),
+    ("loss.epsilon", 0.0, "loss.epsilon"),
+    ("model.beta_mode", "sometimes", "model.beta_mode"),
+    ("prior.layout", "spiral", "prior.layout"),
+    ("data.source", "ftp", "data.source"),
+    ("model.latent_dim", 3, "model.latent_dim"),
+])
+def test_invalid_config_names_the_field(field, value, message):
+    """Each bad value is refused before compiling, with the field's name in the message."""
+    config = mnist_config.get_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(configuration.ConfigError, match=message):
+        configuration.validate_config(config)
+
+
+def test_unknown_dataset_for_files_source():
+    """An unknown data set name is refused by validation when reading local files."""
+    config = mnist_config.get_config()
+    config.data.source = "files"
+    config.data.name = "imagenet_tiny"
+    with pytest.raises(configuration.ConfigError, match="data.name"):
+        configuration.validate_config(config)
+
+
+def test_batch_larger_than_data_is_refused(small_mnist):
+    """A labelled batch larger than the labelled set fails with the field's name."""
+    config = small_config()
+    config.train.batch_labelled = 10_000
+    with pytest.raises(configuration.ConfigError, match="train.batch_labelled"):
+        experiment.build_experiment(config, small_mnist)
+
+
+def test_two_component_prior_needs_two_classes(small_mnist):
+    """The 0/1 pre-design prior on ten-class data is refused; with classes (0, 1) it builds."""
+    config = small_config()
+    config.prior.layout = "two_component"
+    with pytest.raises(configuration.ConfigError, match="2 classes"):
+        experiment.build_experiment(config, small_mnist)
+    config.data.classes = (0, 1)
+    exp = experiment.build_experiment(config, data_lib.select_classes(small_mnist, (0, 1)))
+    assert exp.hparams.prior.means.shape == (1, 2, 2)
