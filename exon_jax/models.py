@@ -1,0 +1,431 @@
+"""Flax linen networks of EXoN: MLP (MNIST) and convolutional (CIFAR-10, paper Tables 1-2).
+
+Only network definitions live here: no losses, no sampling, no training.
+
+Shapes: B batch, K classes (= mixture components), d latent dimension, images
+channels-last [B, H, W, C] with pixels in [0, 1].
+
+Matmul precision. Every module takes `compute_dtype`:
+- `jnp.float32` (default): flax's ordinary float32 dense / conv path, unchanged.
+- `jnp.bfloat16`: the operands of every dense, conv and transposed-conv product
+  (activations and kernels) are cast to bfloat16, the product accumulates and
+  returns float32 (`preferred_element_type=jnp.float32`). Parameters, biases,
+  BatchNorm, activations and outputs stay float32. The hooks used:
+  `nn.Dense(dot_general=...)`, `nn.Conv(conv_general_dilated=...)`; `nn.ConvTranspose`
+  has no such hook in flax 0.12, so it gets a `promote_dtype` that casts its input
+  and kernel (not its bias) to bfloat16, plus `preferred_element_type=jnp.float32`.
+
+Initialisation follows Keras defaults (the authors' code is Keras): Glorot-uniform
+kernels, zero biases; BatchNorm with momentum 0.99 and epsilon 1e-3, its running
+statistics in the 'batch_stats' collection.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+__all__ = [
+    "Classifier",
+    "ConvDecoder",
+    "ConvEncoder",
+    "EXoNModel",
+    "MLPDecoder",
+    "MLPEncoder",
+    "batch_norm",
+    "conv",
+    "conv_transpose",
+    "dense",
+]
+
+_COMPUTE_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+_KERNEL_INIT = nn.initializers.glorot_uniform()
+
+
+def _is_reduced(compute_dtype: Any) -> bool:
+    """True for bfloat16 compute, False for float32; ValueError otherwise."""
+    dtype = jnp.dtype(compute_dtype)
+    if dtype not in _COMPUTE_DTYPES:
+        raise ValueError(
+            f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
+    return dtype != jnp.dtype(jnp.float32)
+
+
+def _reduced_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                         preferred_element_type=None, *, compute_dtype):
+    """`lax.dot_general` on operands cast to `compute_dtype`, float32 result."""
+    del preferred_element_type
+    return jax.lax.dot_general(
+        lhs.astype(compute_dtype), rhs.astype(compute_dtype), dimension_numbers,
+        precision=precision, preferred_element_type=jnp.float32)
+
+
+def _reduced_conv_general_dilated(lhs, rhs, window_strides, padding, *,
+                                  compute_dtype, **kwargs):
+    """`lax.conv_general_dilated` on operands cast to `compute_dtype`, float32 result."""
+    kwargs.pop("preferred_element_type", None)
+    return jax.lax.conv_general_dilated(
+        lhs.astype(compute_dtype), rhs.astype(compute_dtype), window_strides, padding,
+        preferred_element_type=jnp.float32, **kwargs)
+
+
+def _reduced_promote_dtype(inputs, kernel, bias, dtype=None, inexact=True, *,
+                           compute_dtype):
+    """`promote_dtype` for nn.ConvTranspose: input, kernel -> compute_dtype; bias float32."""
+    del dtype, inexact
+    bias = None if bias is None else jnp.asarray(bias, jnp.float32)
+    return [jnp.asarray(inputs, compute_dtype), jnp.asarray(kernel, compute_dtype), bias]
+
+
+def dense(features: int, compute_dtype: Any = jnp.float32,
+          name: Optional[str] = None) -> nn.Dense:
+    """nn.Dense with Keras initialisation and the module-wide matmul precision.
+
+    Args:
+      features: output width.
+      compute_dtype: float32 (default path) or bfloat16 (bf16 operands, float32
+        accumulation and output; float32 parameters).
+      name: submodule name.
+
+    Returns:
+      An nn.Dense mapping [..., n] -> [..., features], float32 out.
+    """
+    dot_general = None
+    if _is_reduced(compute_dtype):
+        dot_general = functools.partial(_reduced_dot_general, compute_dtype=compute_dtype)
+    return nn.Dense(features, kernel_init=_KERNEL_INIT, dot_general=dot_general, name=name)
+
+
+def conv(features: int, kernel_size: int, strides: int = 1,
+         compute_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Conv:
+    """Square nn.Conv, padding SAME, Keras initialisation, module-wide matmul precision.
+
+    Returns:
+      An nn.Conv mapping [B, H, W, C] -> [B, ceil(H/strides), ceil(W/strides), features].
+    """
+    conv_general_dilated = None
+    if _is_reduced(compute_dtype):
+        conv_general_dilated = functools.partial(
+            _reduced_conv_general_dilated, compute_dtype=compute_dtype)
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
+                   padding="SAME", kernel_init=_KERNEL_INIT,
+                   conv_general_dilated=conv_general_dilated, name=name)
+
+
+def conv_transpose(features: int, kernel_size: int, strides: int = 1,
+                   compute_dtype: Any = jnp.float32,
+                   name: Optional[str] = None) -> nn.ConvTranspose:
+    """Square nn.ConvTranspose, padding SAME, Keras initialisation, matmul precision.
+
+    Returns:
+      An nn.ConvTranspose mapping [B, H, W, C] -> [B, H*strides, W*strides, features].
+    """
+    if _is_reduced(compute_dtype):
+        return nn.ConvTranspose(
+            features, (kernel_size, kernel_size), strides=(strides, strides),
+            padding="SAME", kernel_init=_KERNEL_INIT,
+            promote_dtype=functools.partial(_reduced_promote_dtype,
+                                            compute_dtype=compute_dtype),
+            preferred_element_type=jnp.float32, name=name)
+    return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(strides, strides),
+                            padding="SAME", kernel_init=_KERNEL_INIT, name=name)
+
+
+def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
+    """Keras-default BatchNorm: momentum 0.99, epsilon 1e-3, float32.
+
+    With `train`, normalises with the batch statistics and updates the running
+    averages in 'batch_stats' (apply with mutable=['batch_stats']); otherwise
+    normalises with the running averages.
+    """
+    return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
+                        name=name)
+
+
+def _check_rank(array: jax.Array, rank: int, name: str, shape: str) -> None:
+    if jnp.ndim(array) != rank:
+        raise ValueError(f"{name} must have shape {shape}, got shape {jnp.shape(array)}")
+
+
+class MLPEncoder(nn.Module):
+    """MNIST encoder (paper Section 4.1): logits, means and log-variances from one MLP.
+
+    x -> flatten -> Dense 200 -> leaky_relu -> Dense 400 -> leaky_relu
+      -> one fused head Dense(K + 2*K*d), split into (logits, mean, logvar).
+
+    Attributes:
+      num_classes: K.
+      latent_dim: d.
+      hidden: hidden layer widths.
+      negative_slope: leaky ReLU slope.
+      compute_dtype: matmul operand dtype (module docstring).
+    """
+    num_classes: int = 10
+    latent_dim: int = 2
+    hidden: Sequence[int] = (200, 400)
+    negative_slope: float = 0.01
+    compute_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False):
+        """Encode.
+
+        Args:
+          x: [B, ...] images in [0, 1], flattened to [B, m].
+          train: unused (no BatchNorm); kept so every encoder has one signature.
+
+        Returns:
+          logits [B, K], mean [B, K, d], logvar [B, K, d], float32.
+        """
+        del train
+        if jnp.ndim(x) < 2:
+            raise ValueError(f"x must have shape [B, ...], got shape {jnp.shape(x)}")
+        k, d = self.num_classes, self.latent_dim
+        h = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+        for i, width in enumerate(self.hidden):
+            h = dense(width, self.compute_dtype, name=f"hidden_{i}")(h)
+            h = nn.leaky_relu(h, self.negative_slope)
+        out = dense(k + 2 * k * d, self.compute_dtype, name="head")(h)
+        logits = out[:, :k]
+        mean = jnp.reshape(out[:, k:k + k * d], (-1, k, d))
+        logvar = jnp.reshape(out[:, k + k * d:], (-1, k, d))
+        return logits, mean, logvar
+
+
+class MLPDecoder(nn.Module):
+    """MNIST decoder: z -> Dense 200 -> leaky -> Dense 400 -> leaky -> Dense m -> sigmoid.
+
+    Attributes:
+      output_shape: image shape, m = prod(output_shape).
+      hidden: hidden layer widths.
+      negative_slope: leaky ReLU slope.
+      compute_dtype: matmul operand dtype (module docstring).
+    """
+    output_shape: Sequence[int] = (28, 28, 1)
+    hidden: Sequence[int] = (200, 400)
+    negative_slope: float = 0.01
+    compute_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """Decode.
+
+        Args:
+          z: [B, d] latent codes.
+          train: unused (no BatchNorm); kept so every decoder has one signature.
+
+        Returns:
+          [B, *output_shape] pixel means in (0, 1), float32.
+        """
+        del train
+        _check_rank(z, 2, "z", "[B, d]")
+        h = z.astype(jnp.float32)
+        for i, width in enumerate(self.hidden):
+            h = dense(width, self.compute_dtype, name=f"hidden_{i}")(h)
+            h = nn.leaky_relu(h, self.negative_slope)
+        h = dense(math.prod(self.output_shape), self.compute_dtype, name="output")(h)
+        return jnp.reshape(nn.sigmoid(h), (-1, *self.output_shape))
+
+
+class ConvEncoder(nn.Module):
+    """CIFAR-10 encoder, paper Table 1: component means and log-variances.
+
+    [B,32,32,3] -> conv5x5 32 s2 -> conv5x5 64 s2 -> conv3x3 128 s2 -> conv3x3 256 s2
+    (each relu then BatchNorm, SAME: 16, 8, 4, 2 pixels) -> flatten [B,1024]
+    -> Dense 1024 relu BatchNorm -> Dense(2*K*d) split into (mean, logvar).
+    The paper's "20 x (300 dense, linear)" heads are the K mean heads and K
+    log-variance heads, fused into that one Dense. Mixture logits come from
+    `Classifier`.
+
+    Attributes:
+      num_classes: K.
+      latent_dim: d.
+      compute_dtype: matmul operand dtype (module docstring).
+    """
+    num_classes: int = 10
+    latent_dim: int = 300
+    compute_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False):
+        """Encode.
+
+        Args:
+          x: [B, H, W, C] images in [0, 1] (paper: [B, 32, 32, 3]).
+          train: batch statistics and running-average updates in BatchNorm.
+
+        Returns:
+          mean [B, K, d], logvar [B, K, d], float32.
+        """
+        _check_rank(x, 4, "x", "[B, H, W, C]")
+        k, d = self.num_classes, self.latent_dim
+        h = x.astype(jnp.float32)
+        layers = ((32, 5), (64, 5), (128, 3), (256, 3))
+        for i, (features, size) in enumerate(layers):
+            h = conv(features, size, 2, self.compute_dtype, name=f"conv_{i}")(h)
+            h = batch_norm(train, name=f"norm_{i}")(nn.relu(h))
+        h = jnp.reshape(h, (h.shape[0], -1))
+        h = dense(1024, self.compute_dtype, name="hidden")(h)
+        h = batch_norm(train, name="norm_hidden")(nn.relu(h))
+        out = dense(2 * k * d, self.compute_dtype, name="head")(h)
+        mean = jnp.reshape(out[:, :k * d], (-1, k, d))
+        logvar = jnp.reshape(out[:, k * d:], (-1, k, d))
+        return mean, logvar
+
+
+class ConvDecoder(nn.Module):
+    """CIFAR-10 decoder, paper Table 1.
+
+    [B,d] -> Dense 1024 relu BatchNorm -> reshape [B,2,2,256]
+    -> convT5x5 256 s2 -> convT5x5 256 s1 -> convT5x5 128 s2 -> convT5x5 64 s2
+    -> convT5x5 32 s2 (each relu then BatchNorm, SAME: 4, 4, 8, 16, 32 pixels)
+    -> convT1x1 `output_channels` s1 -> sigmoid.
+
+    Attributes:
+      output_channels: image channels (3 for CIFAR-10).
+      compute_dtype: matmul operand dtype (module docstring).
+    """
+    output_channels: int = 3
+    compute_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """Decode.
+
+        Args:
+          z: [B, d] latent codes (paper: d = 300).
+          train: batch statistics and running-average updates in BatchNorm.
+
+        Returns:
+          [B, 32, 32, output_channels] pixel means in (0, 1), float32.
+        """
+        _check_rank(z, 2, "z", "[B, d]")
+        h = dense(1024, self.compute_dtype, name="hidden")(z.astype(jnp.float32))
+        h = batch_norm(train, name="norm_hidden")(nn.relu(h))
+        h = jnp.reshape(h, (-1, 2, 2, 256))
+        layers = ((256, 2), (256, 1), (128, 2), (64, 2), (32, 2))
+        for i, (features, stride) in enumerate(layers):
+            h = conv_transpose(features, 5, stride, self.compute_dtype, name=f"deconv_{i}")(h)
+            h = batch_norm(train, name=f"norm_{i}")(nn.relu(h))
+        h = conv_transpose(self.output_channels, 1, 1, self.compute_dtype, name="output")(h)
+        return nn.sigmoid(h)
+
+
+class Classifier(nn.Module):
+    """CIFAR-10 classifier, paper Table 2: mixture logits a(x), w = softmax(a).
+
+    [B,32,32,3] -> 2 x (conv3x3 32 relu) -> maxpool 2 -> 2 x (conv3x3 64 relu)
+    -> maxpool 2 -> 2 x (conv3x3 128 relu) -> maxpool 2 -> flatten [B, 4*4*128]
+    -> Dense 128 relu -> Dense K. Convs are stride 1, padding SAME (the paper
+    gives no padding; VALID would shrink 32 pixels to nothing before the last
+    pool). The softmax is left to the losses.
+
+    Attributes:
+      num_classes: K.
+      compute_dtype: matmul operand dtype (module docstring).
+    """
+    num_classes: int = 10
+    compute_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Classify.
+
+        Args:
+          x: [B, H, W, C] images in [0, 1] (paper: [B, 32, 32, 3]).
+          train: unused (no BatchNorm or dropout); kept for one signature.
+
+        Returns:
+          [B, K] logits, float32.
+        """
+        del train
+        _check_rank(x, 4, "x", "[B, H, W, C]")
+        h = x.astype(jnp.float32)
+        for block, features in enumerate((32, 64, 128)):
+            for i in range(2):
+                h = conv(features, 3, 1, self.compute_dtype, name=f"conv_{block}_{i}")(h)
+                h = nn.relu(h)
+            h = nn.max_pool(h, (2, 2), strides=(2, 2))
+        h = jnp.reshape(h, (h.shape[0], -1))
+        h = nn.relu(dense(128, self.compute_dtype, name="hidden")(h))
+        return dense(self.num_classes, self.compute_dtype, name="logits")(h)
+
+
+class EXoNModel(nn.Module):
+    """Encoder, decoder and optional classifier under one variable tree.
+
+    Parameters live under 'encoder', 'decoder' and (if given) 'classifier'.
+    Sampling (Gumbel-Softmax for y, reparameterisation for z) is not done
+    here: it happens in pure functions (`exon_jax.sampling`) between two
+    applies, e.g. in a train step
+
+        (logits, mean, logvar), upd = model.apply(
+            variables, x, True, method=EXoNModel.encode, mutable=['batch_stats'])
+        z = sample_latent(key, logits, mean, logvar)
+        x_hat, upd = model.apply(
+            {**variables, **upd}, z, True, method=EXoNModel.decode,
+            mutable=['batch_stats'])
+
+    (pass the stats updated by `encode` on to `decode` so neither is lost).
+
+    Attributes:
+      encoder: returns (logits, mean, logvar) (MLPEncoder) or (mean, logvar)
+        (ConvEncoder); called as encoder(x, train=...).
+      decoder: called as decoder(z, train=...) -> x_hat.
+      classifier: optional, called as classifier(x, train=...) -> [B, K] logits;
+        when given it supplies the mixture logits and the encoder's are unused.
+    """
+    encoder: nn.Module
+    decoder: nn.Module
+    classifier: Optional[nn.Module] = None
+
+    def encode(self, x: jax.Array, train: bool = False):
+        """q(y, z | x) parameters.
+
+        Args:
+          x: [B, ...] images in [0, 1].
+          train: BatchNorm mode.
+
+        Returns:
+          logits [B, K], mean [B, K, d], logvar [B, K, d].
+        """
+        outputs = self.encoder(x, train=train)
+        if self.classifier is not None:
+            mean, logvar = outputs[-2:]
+            logits = self.classifier(x, train=train)
+            return logits, mean, logvar
+        if len(outputs) != 3:
+            raise ValueError(
+                "encoder must return (logits, mean, logvar) when no classifier is "
+                f"given, got {len(outputs)} outputs")
+        return tuple(outputs)
+
+    def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+        """Decoder mean D(z).
+
+        Args:
+          z: [B, d] latent codes.
+          train: BatchNorm mode.
+
+        Returns:
+          [B, *image_shape] pixel means in (0, 1).
+        """
+        return self.decoder(z, train=train)
+
+    def __call__(self, x: jax.Array, train: bool = False):
+        """Encode x and decode the mean of component 0 (creates every variable in `init`).
+
+        Args:
+          x: [B, ...] images in [0, 1].
+          train: BatchNorm mode.
+
+        Returns:
+          logits [B, K], mean [B, K, d], logvar [B, K, d], x_hat [B, *image_shape].
+        """
+        logits, mean, logvar = self.encode(x, train)
+        x_hat = self.decode(mean[:, 0, :], train)
+        return logits, mean, logvar, x_hat

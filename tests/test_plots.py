@@ -1,0 +1,172 @@
+"""Tests for exon_jax.plots: every figure draws on small inputs and saves a PNG."""
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from exon_jax import plots
+
+NUM_CLASSES = 4
+NAMES = ["zero", "one", "two", "three"]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def means():
+    angles = (2 * np.arange(NUM_CLASSES) + 1) * np.pi / NUM_CLASSES
+    return 8.0 * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+
+
+def _codes(rng, means, count=200):
+    labels = rng.integers(0, NUM_CLASSES, size=count)
+    return means[labels] + 2.0 * rng.normal(size=(count, 2)), labels
+
+
+def _assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000
+    assert data[:8] == plots.PNG_SIGNATURE == b"\x89PNG\r\n\x1a\n"
+
+
+def _save_and_check(fig, tmp_path, name):
+    assert isinstance(fig, Figure)
+    path = tmp_path / "nested" / "dir" / f"{name}.png"
+    assert plots.save(fig, str(path)) == str(path)
+    _assert_png(path)
+
+
+# ---------------------------------------------------------------- tiling
+
+
+@pytest.mark.parametrize("count,nrows,ncols,channels", [(6, 2, 3, 1), (5, 2, 3, 3), (4, 4, 1, 1)])
+def test_tile_images_matches_loop(rng, count, nrows, ncols, channels):
+    """Oracle: explicit per-cell copy into a zero canvas."""
+    height, width = 3, 5
+    images = rng.uniform(size=(count, height, width, channels))
+    expected = np.zeros((nrows * height, ncols * width, channels))
+    for index in range(count):
+        row, col = divmod(index, ncols)
+        expected[row * height:(row + 1) * height, col * width:(col + 1) * width] = images[index]
+    tiled = plots.tile_images(images, nrows, ncols)
+    assert tiled.shape == (nrows * height, ncols * width, channels)
+    np.testing.assert_array_equal(tiled, expected)
+
+
+def test_tile_images_rejects_too_many(rng):
+    with pytest.raises(ValueError, match="images"):
+        plots.tile_images(rng.uniform(size=(7, 2, 2, 1)), 2, 3)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_prior_samples(rng, means, tmp_path):
+    z, labels = _codes(rng, means)
+    _save_and_check(plots.prior_samples(z, labels, means, NAMES), tmp_path, "prior")
+
+
+def test_posterior_scatter_new_and_existing_axes(rng, means, tmp_path):
+    codes, labels = _codes(rng, means)
+    fig = plots.posterior_scatter(codes, labels, means, NAMES, title="posterior")
+    assert fig.axes[0].get_title() == "posterior"
+    panel = plots.posterior_panel([(codes, labels, "a")], means)
+    other = panel.add_subplot(2, 2, 4)
+    assert plots.posterior_scatter(codes, labels, means, ax=other) is panel
+    _save_and_check(fig, tmp_path, "posterior")
+
+
+def test_posterior_panel_shares_limits(rng, means, tmp_path):
+    panels = []
+    for index, spread in enumerate([0.5, 2.0, 6.0]):
+        codes, labels = _codes(rng, means)
+        panels.append((means[labels] + spread * rng.normal(size=codes.shape), labels, f"p{index}"))
+    fig = plots.posterior_panel(panels, means, NAMES, ncols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 3
+    fig.canvas.draw()
+    limits = {(ax.get_xlim(), ax.get_ylim()) for ax in visible}
+    assert len(limits) == 1
+    _save_and_check(fig, tmp_path, "panel")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_grid(rng, tmp_path, channels):
+    images = rng.uniform(size=(9, 6, 6, channels))
+    fig = plots.image_grid(images, 3, 3, title="grid")
+    shown = fig.axes[0].get_images()[0].get_array()
+    expected = plots.tile_images(images, 3, 3)
+    np.testing.assert_allclose(np.asarray(shown), expected[..., 0] if channels == 1 else expected)
+    _save_and_check(fig, tmp_path, f"grid{channels}")
+
+
+def test_label_map_figure(rng, means, tmp_path):
+    label_map = rng.integers(0, NUM_CLASSES, size=(20, 20))
+    fig = plots.label_map_figure(label_map, 15.0, means, NAMES)
+    image = fig.axes[0].get_images()[0]
+    left, right, bottom, top = image.get_extent()
+    assert left < -15.0 and right > 15.0 and bottom < -15.0 and top > 15.0
+    _save_and_check(fig, tmp_path, "label_map")
+
+
+def test_figure3(rng, means, tmp_path):
+    codes, labels = _codes(rng, means)
+    manifold = rng.uniform(size=(16, 8, 8, 1))
+    label_map = rng.integers(0, NUM_CLASSES, size=(10, 10))
+    fig = plots.figure3(codes, labels, manifold, label_map, 15.0, means, NAMES)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    _save_and_check(fig, tmp_path, "figure3")
+    with pytest.raises(ValueError, match="manifold_images"):
+        plots.figure3(codes, labels, manifold[:15], label_map, 15.0, means, NAMES)
+
+
+def test_interpolation_strips(rng, tmp_path):
+    rows = [rng.uniform(size=(11, 8, 8, 1)) for _ in range(4)]
+    fig = plots.interpolation_strips(rows, ["d=8", "d=16", "d=24", "d=32"])
+    assert len(fig.axes) == 4
+    _save_and_check(fig, tmp_path, "strips")
+
+
+def test_heatmap_writes_every_cell(rng, tmp_path):
+    values = rng.uniform(size=(3, 4))
+    fig = plots.heatmap(values, [1, 10, 100], [0.1, 0.5, 1.1, 2.0], "kl", xlabel="lambda2",
+                        ylabel="lambda1")
+    texts = {text.get_text() for text in fig.axes[0].texts}
+    assert texts == {f"{value:.3g}" for value in values.reshape(-1)}
+    _save_and_check(fig, tmp_path, "heatmap")
+    with pytest.raises(ValueError, match="values"):
+        plots.heatmap(values, [1, 10], [0.1, 0.5, 1.1, 2.0], "kl")
+
+
+def test_activation_bars(rng, tmp_path):
+    ratios = rng.exponential(scale=0.1, size=(NUM_CLASSES, 30))
+    fig = plots.activation_bars(ratios, NAMES, threshold=0.1, ncols=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == NUM_CLASSES
+    assert all(len(ax.patches) == 30 for ax in visible)
+    _save_and_check(fig, tmp_path, "bars")
+
+
+def test_trend_single_multiple_and_secondary(tmp_path):
+    x = np.array([0.01, 0.02, 0.05, 0.1])
+    single = plots.trend(x, [3.0, 5.0, 8.0, 9.0], "epsilon", "activated dims", "trend")
+    assert len(single.axes[0].lines) == 1
+    _save_and_check(single, tmp_path, "trend1")
+    several = plots.trend(x, {"automobile": [3, 5, 8, 9], "horse": [2, 4, 6, 7]}, "epsilon",
+                          "activated dims", secondary={"negative SSIM": [0.1, 0.2, 0.25, 0.3]},
+                          secondary_ylabel="negative SSIM", logx=True)
+    assert len(several.axes) == 2
+    assert several.axes[0].get_legend() is not None
+    _save_and_check(several, tmp_path, "trend2")
+
+
+def test_plots_leave_pyplot_alone():
+    """Figures are made off pyplot: no figure is registered there."""
+    plots.trend([0, 1], [0, 1], "x", "y")
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        assert pyplot.get_fignums() == []
