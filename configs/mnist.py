@@ -19,7 +19,7 @@ def get_config(arg=None):
     """Returns the paper's MNIST config; `arg` is unused (kept for config_flags)."""
     del arg
     config = ml_collections.ConfigDict()
-    config.seed = 0
+    config.seed = 0                      # model initialisation and sampling noise
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist"
@@ -27,7 +27,7 @@ def get_config(arg=None):
     config.data.dir = "data"
     config.data.classes = ()             # a subset of labels, relabelled 0..n-1; () = all
     config.data.labelled_per_class = 500
-    config.data.split_seed = 0
+    config.data.seed = 0                 # labelled split and batch order (shared by a grid)
     config.data.max_unlabelled = 0       # 0 = all; a smaller number subsamples (tests, demos)
     config.data.max_test = 0             # 0 = all
 

@@ -65,16 +65,23 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.ImageDataset:
 
 
 def build_experiment(config: ml_collections.ConfigDict,
-                     dataset: data_lib.ImageDataset | None = None) -> Experiment:
-    """Validates the config and builds data, network, optimiser, settings and hparams."""
+                     dataset: data_lib.ImageDataset | None = None,
+                     devices=None) -> Experiment:
+    """Validates the config and builds data, network, optimiser, settings and hparams.
+
+    Args:
+      config: the experiment config.
+      dataset: arrays to use instead of loading `config.data`.
+      devices: the devices of the mesh (default: all).
+    """
     configuration.validate_config(config)
     dataset = dataset if dataset is not None else load_data(config)
     configuration.validate_config(config, dataset.num_classes)
     labelled_idx, unlabelled_idx = data_lib.labelled_split(
-        dataset.train.labels, config.data.labelled_per_class, config.data.split_seed,
+        dataset.train.labels, config.data.labelled_per_class, config.data.seed,
         dataset.num_classes)
     if config.data.max_unlabelled:
-        rng = np.random.default_rng(config.data.split_seed)
+        rng = np.random.default_rng(config.data.seed)
         keep = min(config.data.max_unlabelled, unlabelled_idx.size)
         unlabelled_idx = np.sort(rng.choice(unlabelled_idx, keep, replace=False)).astype(np.int32)
     settings = configuration.build_settings(config, unlabelled_idx.size, labelled_idx.size)
@@ -87,7 +94,7 @@ def build_experiment(config: ml_collections.ConfigDict,
         unlabelled_idx=unlabelled_idx,
         model=configuration.build_model(config, dataset.num_classes, image_shape),
         optimizer=configuration.build_optimizer(config), settings=settings, points=points,
-        hparams=hparams, mesh=parallel.make_mesh(len(points)))
+        hparams=hparams, mesh=parallel.make_mesh(len(points), devices))
 
 
 def device_data(exp: Experiment) -> train.DeviceData:
@@ -105,8 +112,8 @@ def model_keys(exp: Experiment) -> jax.Array:
 
 
 def data_key(config: ml_collections.ConfigDict) -> jax.Array:
-    """The key of the batch order, shared by every model of a run."""
-    return jax.random.fold_in(jax.random.key(config.seed), 1)
+    """The key of the batch order, shared by every model of a run (from `data.seed`)."""
+    return jax.random.fold_in(jax.random.key(config.data.seed), 1)
 
 
 def init_states(exp: Experiment) -> train.TrainState:

@@ -12,7 +12,7 @@ import math
 from typing import Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MODEL_AXIS = "model"
 DATA_AXIS = "data"
@@ -23,7 +23,7 @@ def make_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> M
     devices = list(devices if devices is not None else jax.devices())
     model_size = math.gcd(num_models, len(devices))
     return jax.make_mesh((model_size, len(devices) // model_size), (MODEL_AXIS, DATA_AXIS),
-                         devices=devices)
+                         devices=devices, axis_types=(AxisType.Auto, AxisType.Auto))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
