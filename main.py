@@ -7,7 +7,7 @@
 """
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +24,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "analyze"],
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     import jax
     if os.environ.get("EXON_DISTRIBUTED"):
         jax.distributed.initialize()
