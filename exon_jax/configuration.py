@@ -134,6 +134,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
                                       hidden=tuple(config.model.hidden),
                                       compute_dtype=dtype),
             classifier=None)
+    if tuple(image_shape) != (32, 32, 3):
+        raise ConfigError(f"config.model.network: 'conv' is the paper's CIFAR-10 network for "
+                          f"32x32x3 images, the data has {tuple(image_shape)}")
     return models.EXoNModel(
         encoder=models.ConvEncoder(num_classes=num_classes, latent_dim=config.model.latent_dim,
                                    compute_dtype=dtype),

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from exon_jax import checkpoints, configuration, metrics, parallel, train
 from exon_jax import data as data_lib
@@ -241,6 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _log(progress, f"resumed from epoch {start_epoch} in {workdir}")
     else:
         states = init_states(exp)
+        if config.pretrain.epochs > 0 and exp.model.classifier is not None:
+            states = pretrain_classifier(exp, states, data, workdir, progress)
 
     memory = estimate_memory(exp, epoch_fn, states, data, hparams)
     limit = device_memory_limit_gib()
@@ -302,6 +305,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         from exon_jax import figures
         figures.write_run_figures(exp, states, evaluated, os.path.join(workdir, "figures"))
     return results
+
+
+def pretrain_classifier(exp: Experiment, states, data, workdir: str, progress: bool = True):
+    """Pre-trains every model's classifier on the labelled set (paper Section 4.2).
+
+    The finished stage is checkpointed in workdir/pretrain_checkpoints and restored,
+    not repeated, when the run starts again before its first main checkpoint.
+    """
+    config = exp.config
+    manager = checkpoints.make_manager(os.path.join(workdir, "pretrain_checkpoints"), 1)
+    if checkpoints.latest_epoch(manager) == config.pretrain.epochs:
+        states, _ = checkpoints.restore(manager, abstract_states(exp))
+        manager.close()
+        _log(progress, f"classifier pre-training restored from {manager.directory}")
+        return jax.device_put(states, parallel.model_sharded(exp.mesh))
+    optimizer = optax.adam(config.pretrain.learning_rate, eps=1e-7)
+    epoch_fn = jax.jit(jax.vmap(
+        train.make_classifier_pretrain_epoch(exp.model, optimizer, config.pretrain.batch_size,
+                                             exp.labelled_idx.size),
+        in_axes=(0, 0, None, None)), donate_argnums=(0, 1))
+    opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(states)
+    key = jax.random.fold_in(data_key(config), 2)
+    for epoch in range(config.pretrain.epochs):
+        states, opt_state, metrics = epoch_fn(states, opt_state, data, jax.random.fold_in(key, epoch))
+        metrics = jax.device_get(metrics)
+        _log(progress, f"classifier pre-training epoch {epoch + 1}/{config.pretrain.epochs}: "
+             f"loss {np.mean(metrics['loss']):.4f}, accuracy {np.mean(metrics['accuracy']):.4f}")
+    checkpoints.save(manager, config.pretrain.epochs, states,
+                     {"epoch": config.pretrain.epochs, "stage": "classifier_pretraining"})
+    manager.close()
+    return states
 
 
 def summarise(exp: Experiment, states, evaluated, train_seconds: float) -> dict[str, Any]:

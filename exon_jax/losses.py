@@ -145,9 +145,10 @@ def exon_objective(x: jax.Array, x_hat: jax.Array, logits: jax.Array, mean: jax.
     mask = labelled.astype(log_lik.dtype)
     num_labelled = jnp.maximum(jnp.sum(mask), 1.0)
     log_w = jax.nn.log_softmax(logits, axis=-1)
-    label_log_w = jnp.take_along_axis(log_w, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    safe_labels = jnp.where(labelled, labels, 0).astype(jnp.int32)  # unlabelled rows may hold any value
+    label_log_w = jnp.take_along_axis(log_w, safe_labels[:, None], axis=-1)[:, 0]
     cross_entropy = -jnp.sum(mask * label_log_w) / num_labelled
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(mask.dtype)
+    correct = (jnp.argmax(logits, axis=-1) == safe_labels).astype(mask.dtype)
     elbo = jnp.mean(log_lik - kl)
     objective = elbo - (lambda1 + 1.0) * cross_entropy - beta_penalty
     terms = {

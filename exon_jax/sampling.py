@@ -28,7 +28,7 @@ def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature: float = 1.0,
     if not hard:
         return soft
     one_hot = jax.nn.one_hot(jnp.argmax(soft, axis=-1), logits.shape[-1], dtype=soft.dtype)
-    return one_hot + soft - jax.lax.stop_gradient(soft)
+    return one_hot + (soft - jax.lax.stop_gradient(soft))  # exactly one_hot forward
 
 
 def sample_latent(key: jax.Array, logits: jax.Array, mean: jax.Array, logvar: jax.Array,

@@ -18,3 +18,20 @@ def synthetic_mnist(num_train=1200, num_test=200, num_classes=10, seed=0):
 
     return data_lib.ImageDataset(split(num_train), split(num_test), "synthetic",
                                  tuple(str(k) for k in range(num_classes)))
+
+
+def synthetic_cifar(num_train=800, num_test=200, num_classes=10, seed=0):
+    """CIFAR-shaped data: 32x32x3 uint8, each class a distinct colour blob plus noise."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(40, 255, size=(num_classes, 3))
+
+    def split(n):
+        labels = np.arange(n) % num_classes
+        rng.shuffle(labels)
+        images = rng.integers(0, 50, size=(n, 32, 32, 3))
+        images[:, 8:24, 8:24, :] += palette[labels][:, None, None, :] // 2
+        return data_lib.ImageSplit(np.clip(images, 0, 255).astype(np.uint8),
+                                   labels.astype(np.int32))
+
+    return data_lib.ImageDataset(split(num_train), split(num_test), "cifar10",
+                                 tuple(f"class{k}" for k in range(num_classes)))
