@@ -72,6 +72,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(config.train.batch_labelled > 0, "train.batch_labelled", "must be positive")
     _require(config.train.checkpoint_every > 0, "train.checkpoint_every", "must be positive")
     _require(config.train.eval_every > 0, "train.eval_every", "must be positive")
+    _require(config.train.model_axis in ("auto", "vmap", "map"), "train.model_axis",
+             "must be 'auto', 'vmap' or 'map'")
+    _require(config.train.epoch_loop in ("auto", "scan", "python"), "train.epoch_loop",
+             "must be 'auto', 'scan' or 'python'")
     _require(config.sweep.mode in ("product", "zip"), "sweep.mode", "must be 'product' or 'zip'")
     for name in SWEEP_FIELDS:
         values = tuple(config.sweep[name])

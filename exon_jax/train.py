@@ -202,35 +202,74 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     return train_step
 
 
+def make_indexed_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                      settings: TrainSettings, batch_sharding=None) -> Callable:
+    """Builds `(state, hparams, data, unlabelled_batch, labelled_batch) -> (state, metrics)`.
+
+    The step gathers its own batch from the device-resident data by index. With
+    `batch_sharding` (a NamedSharding over the batch axis) each batch is split
+    across devices: data parallelism, XLA inserting the gradient reduction.
+    """
+    train_step = make_train_step(model, optimizer, settings)
+
+    def indexed_step(state, hparams, data: DeviceData, unlabelled_batch, labelled_batch):
+        batch = gather_batch(data, unlabelled_batch, labelled_batch)
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return train_step(state, hparams, batch)
+
+    return indexed_step
+
+
+def summarise_steps(per_step: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-step metrics [S, ...] -> epoch means [...] plus `max_loss` (non-finite if any step was)."""
+    metrics = {name: jnp.mean(value, axis=0) for name, value in per_step.items()}
+    metrics["max_loss"] = jnp.max(per_step["loss"], axis=0)
+    return metrics
+
+
 def make_train_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
                      settings: TrainSettings, batch_sharding=None) -> Callable:
     """Builds `(state, hparams, data, epoch_key) -> (state, metrics)`: one epoch as a scan.
 
     The batch order comes from `epoch_key` alone (shared by every model of a sweep);
-    metrics are the per-step terms averaged over the epoch, plus `max_loss`
-    (non-finite if any step was). With `batch_sharding` (a NamedSharding over the
-    batch axis) each batch is split across devices: data parallelism, with XLA
-    inserting the gradient reduction.
+    metrics are `summarise_steps` of the per-step terms.
     """
-    train_step = make_train_step(model, optimizer, settings)
+    indexed_step = make_indexed_step(model, optimizer, settings, batch_sharding)
 
     def train_epoch(state: TrainState, hparams: HParams, data: DeviceData, epoch_key: jax.Array):
-        unlabelled_order, labelled_order = data_lib.epoch_batch_indices(
+        orders = data_lib.epoch_batch_indices(
             epoch_key, settings.num_unlabelled, settings.num_labelled,
             settings.batch_unlabelled, settings.batch_labelled)
-
-        def body(state, order):
-            batch = gather_batch(data, *order)
-            if batch_sharding is not None:
-                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            return train_step(state, hparams, batch)
-
-        state, per_step = jax.lax.scan(body, state, (unlabelled_order, labelled_order))
-        metrics = jax.tree.map(jnp.mean, per_step)
-        metrics["max_loss"] = jnp.max(per_step["loss"])
-        return state, metrics
+        state, per_step = jax.lax.scan(
+            lambda state, order: indexed_step(state, hparams, data, *order), state, orders)
+        return state, summarise_steps(per_step)
 
     return train_epoch
+
+
+def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Callable:
+    """The same epoch as `make_train_epoch`, driven one compiled step per call from Python.
+
+    `jitted_step` is a jitted (possibly model-lifted) `make_indexed_step`. Used where a
+    scanned loop is slow (convolutions on XLA:CPU run ~10x slower inside a while loop)
+    and by the benchmarks as the baseline of the scanned epoch.
+    """
+    orders_fn = jax.jit(functools.partial(
+        data_lib.epoch_batch_indices, num_unlabelled=settings.num_unlabelled,
+        num_labelled=settings.num_labelled, batch_unlabelled=settings.batch_unlabelled,
+        batch_labelled=settings.batch_labelled))
+    summarise = jax.jit(summarise_steps)
+
+    def stepwise_epoch(state, hparams, data, epoch_key):
+        unlabelled, labelled = orders_fn(epoch_key)
+        per_step = []
+        for i in range(settings.steps_per_epoch):
+            state, metrics = jitted_step(state, hparams, data, unlabelled[i], labelled[i])
+            per_step.append(metrics)
+        return state, summarise(jax.tree.map(lambda *m: jnp.stack(m), *per_step))
+
+    return stepwise_epoch
 
 
 def make_eval_forward(model: nn.Module, chunk_size: int = 1000) -> Callable:
@@ -309,3 +348,31 @@ def make_classifier_pretrain_epoch(model: nn.Module, optimizer: optax.GradientTr
                                                          "accuracy": jnp.mean(accuracy)}
 
     return pretrain_epoch
+
+
+def over_models(fn: Callable, num_models: int, mode: str = "vmap") -> Callable:
+    """Lifts a one-model `fn(per_model_a, per_model_b, *shared)` to a leading model axis.
+
+    The first two arguments (e.g. state and hparams) carry the model axis [G];
+    the rest are shared by every model. `mode` picks how the G copies run:
+    "vmap" (one batched program, the default) or "map" (`lax.map`, one model after
+    another inside the same compiled program; for convolutions on CPU, where
+    vmapped per-model kernels become grouped convolutions that XLA:CPU runs
+    slowly). With G = 1 the model axis is squeezed away, so a single model runs
+    exactly the unbatched program.
+    """
+    if num_models == 1:
+        def single(a, b, *shared):
+            out = fn(unstack_tree(a, 0), unstack_tree(b, 0), *shared)
+            return jax.tree.map(lambda leaf: leaf[None], out)
+        return single
+    if mode == "map":
+        def sequential(a, b, *shared):
+            return jax.lax.map(lambda ab: fn(ab[0], ab[1], *shared), (a, b))
+        return sequential
+    if mode != "vmap":
+        raise ValueError(f"mode must be 'vmap' or 'map', got {mode!r}")
+
+    def batched(a, b, *shared):
+        return jax.vmap(lambda x, y: fn(x, y, *shared))(a, b)
+    return batched

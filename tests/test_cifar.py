@@ -11,21 +11,21 @@ from tests.synthetic import synthetic_cifar, synthetic_mnist
 
 def tiny_cifar_config():
     config = cifar10.get_config()
-    config.data.labelled_per_class = 20
+    config.data.labelled_per_class = 5
     config.train.epochs = 3
     config.train.batch_unlabelled = 50
-    config.train.batch_labelled = 16
+    config.train.batch_labelled = 10
     config.train.checkpoint_every = 1
     config.train.eval_every = 3
     config.pretrain.epochs = 2
-    config.pretrain.batch_size = 32
+    config.pretrain.batch_size = 25
     config.analysis.figures = False
     return config
 
 
 def test_cifar_config_trains_and_loss_falls(tmp_path):
     """Classifier pre-training, then EXoN with the conv nets: the loss falls, results written."""
-    dataset = synthetic_cifar(num_train=500, num_test=100)
+    dataset = synthetic_cifar(num_train=200, num_test=50)
     results = experiment.train_and_evaluate(tiny_cifar_config(), str(tmp_path), dataset,
                                             progress=False)
     with open(tmp_path / "metrics.jsonl") as f:

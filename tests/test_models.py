@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from exon_jax import models
 
@@ -268,3 +269,19 @@ def test_bad_arguments_raise():
         models.MLPDecoder().init(jax.random.key(0), jnp.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match="x must have shape"):
         models.Classifier().init(jax.random.key(0), jnp.zeros((2, 32, 32)))
+
+
+@pytest.mark.parametrize("size, stride, cin, cout, kernel", [
+    (2, 2, 16, 8, 5), (4, 1, 8, 8, 5), (4, 2, 8, 4, 5), (8, 2, 4, 4, 5), (3, 1, 4, 3, 1)])
+def test_conv_transpose_matches_flax(size, stride, cin, cout, kernel):
+    """Oracle: flax's nn.ConvTranspose (padding SAME) with the same parameters, both paths."""
+    from exon_jax.models import ConvTranspose
+    x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
+    reference = nn.ConvTranspose(cout, (kernel, kernel), strides=(stride, stride), padding="SAME")
+    variables = reference.init(jax.random.key(1), x)
+    variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape),
+                             variables)
+    expected = reference.apply(variables, x)
+    for patch_max_size in (0, 64):   # 0: lax.conv_transpose path; 64: patch-matmul path
+        ours = ConvTranspose(cout, kernel, stride, patch_max_size=patch_max_size)
+        np.testing.assert_allclose(ours.apply(variables, x), expected, rtol=1e-4, atol=1e-4)
