@@ -66,7 +66,9 @@ def write_model_figures(exp, state, codes: np.ndarray, prior: priors.MixturePrio
         label_map = np.asarray(analysis.label_map(decode, classify, cfg.grid_extent,
                                                   cfg.label_map_size))
         save(plots.label_map_figure(label_map, cfg.grid_extent, means, names), "label_map.png")
-        save(plots.figure3(codes, labels, manifold, label_map, cfg.grid_extent, means, names),
+        save(plots.figure3(codes, labels, manifold, label_map, cfg.grid_extent, means, names,
+                           titles=("Test posterior (mean of the most probable component)",
+                                   "Decoded latent grid", "Predicted label of the decoded grid")),
              "figure3.png")
         if prior.num_classes == 2:
             path, title = analysis.predesign_path(), "pre-design path (-10, 0) -> (10, 0)"
