@@ -56,7 +56,8 @@ class Experiment:
 
 def load_data(config: ml_collections.ConfigDict) -> data_lib.ImageDataset:
     """The data set of `config.data`, restricted to `classes` and subsampled as configured."""
-    dataset = data_lib.load_dataset(config.data.name, config.data.source, config.data.dir)
+    dataset = data_lib.load_dataset(config.data.name, config.data.source,
+                                    resolve_data_dir(config.data.dir))
     if tuple(config.data.classes):
         dataset = data_lib.select_classes(dataset, tuple(config.data.classes))
     if config.data.max_test:
@@ -64,6 +65,15 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.ImageDataset:
                                    dataset.test.labels[:config.data.max_test])
         dataset = dataclasses.replace(dataset, test=test)
     return dataset
+
+
+def resolve_data_dir(directory: str) -> str:
+    """A relative data dir is taken from the working directory, else from the repository root."""
+    if os.path.isabs(directory) or os.path.exists(directory):
+        return directory
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidate = os.path.join(repo_root, directory)
+    return candidate if os.path.exists(candidate) else directory
 
 
 def build_experiment(config: ml_collections.ConfigDict,

@@ -1,0 +1,219 @@
+"""Smoke tests of the experiments/ scripts on tiny runs trained once per fixture.
+
+Each script's `main(workdir, out, dataset)` restores a checkpoint written by
+`experiment.train_and_evaluate` on generated MNIST-shaped data and must write its
+figures and JSON without training; numbers are checked against the training run's
+own results.json / sweep_results.json and against NumPy.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import mnist_blocks, test_tiny
+from experiments import activated_subspace, mnist_figures, sweep_figures
+from exon_jax import configuration, experiment
+from tests.synthetic import synthetic_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return synthetic_mnist(num_train=1200, num_test=200)
+
+
+def tiny_config():
+    config = test_tiny.get_config()
+    config.train.epochs = 1
+    config.analysis.figures = False
+    config.analysis.grid_size = 7   # eq. 19 over 49 decodings instead of 169: faster evaluation
+    return config
+
+
+def train(config, workdir, dataset):
+    results = experiment.train_and_evaluate(config, str(workdir), dataset, progress=False)
+    return str(workdir), results
+
+
+def checkpoint_listing(workdir):
+    return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory, dataset):
+    return train(tiny_config(), tmp_path_factory.mktemp("single"), dataset)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory, dataset):
+    config = tiny_config()
+    config.sweep.lambda1 = (1.0, 10.0)
+    config.sweep.lambda2 = (0.5, 1.1)
+    config.sweep.seed = (0, 1)
+    return train(config, tmp_path_factory.mktemp("grid"), dataset)
+
+
+@pytest.fixture(scope="module")
+def blocks_run(tmp_path_factory, dataset):
+    config = mnist_blocks.get_config()
+    config.model.latent_dim = 16
+    config.train.epochs = 1
+    config.train.batch_unlabelled, config.train.batch_labelled = 250, 50
+    config.data.labelled_per_class = 10
+    config.data.max_unlabelled = 0
+    config.sweep.epsilon = (0.02, 0.5)
+    config.analysis.figures = False
+    config.analysis.grid_size = 7
+    return train(config, tmp_path_factory.mktemp("blocks"), dataset)
+
+
+def test_mnist_figures_rebuilds_run_figures(single_run, dataset):
+    workdir, results = single_run
+    before = checkpoint_listing(workdir)
+    out = mnist_figures.main(workdir, dataset=dataset)
+    assert checkpoint_listing(workdir) == before  # restored, not trained
+    directory = os.path.join(workdir, "figures")
+    for name in ("prior_samples.png", "posterior.png", "manifold.png", "label_map.png",
+                 "figure3.png", "interpolation.png"):
+        assert os.path.join(directory, name) in out["figures"]
+        assert os.path.getsize(os.path.join(directory, name)) > 0
+    with open(os.path.join(directory, "figure_metrics.json")) as f:
+        saved = json.load(f)
+    model, trained = saved["models"][0], results["models"][0]
+    assert saved["epoch"] == 1
+    assert set(model["centre_distance_sd"]) == set(dataset.class_names)
+    for key in ("classification_error", "kl", "negative_ssim", "max_centre_distance_sd"):
+        np.testing.assert_allclose(model[key], trained[key], rtol=1e-4, atol=1e-6)
+
+
+def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
+    workdir, results = grid_run
+    out = sweep_figures.main(workdir, out=str(tmp_path), dataset=dataset)
+    for name in ("heatmap_kl.png", "heatmap_negative_ssim.png",
+                 "heatmap_classification_error.png", "posterior_panel.png",
+                 "heatmap_values.json", "seed_table.csv", "seed_table.md"):
+        assert os.path.getsize(tmp_path / name) > 0, name
+    with open(tmp_path / "heatmap_values.json") as f:
+        heat = json.load(f)
+    assert (heat["row_field"], heat["col_field"]) == ("lambda1", "lambda2")
+    assert heat["rows"] == [1.0, 10.0] and heat["cols"] == [0.5, 1.1]
+    assert set(heat["metrics"]) == {"kl", "negative_ssim", "classification_error"}
+    assert np.array_equal(heat["models_per_cell"], [[2, 2], [2, 2]])
+
+    # Independent oracle: the per-model numbers written by training, grouped here.
+    trained = results["models"]
+    def over_seeds(metric, lambda1, lambda2):
+        return np.array([m[metric] for m in trained
+                         if m["point"]["lambda1"] == lambda1 and m["point"]["lambda2"] == lambda2])
+    for metric in ("kl", "negative_ssim", "classification_error"):
+        expected = [[over_seeds(metric, a, b).mean() for b in heat["cols"]] for a in heat["rows"]]
+        np.testing.assert_allclose(heat["metrics"][metric], expected, rtol=1e-4, atol=1e-6)
+
+    with open(tmp_path / "seed_table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for row in rows:
+        assert row["num_seeds"] == "2" and row["seeds"] == "0;1"
+        for metric in ("classification_error", "kl", "negative_ssim"):
+            values = over_seeds(metric, float(row["lambda1"]), float(row["lambda2"]))
+            assert values.size == 2
+            np.testing.assert_allclose(float(row[f"{metric}_mean"]), values.mean(),
+                                       rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(float(row[f"{metric}_std"]), values.std(ddof=1),
+                                       rtol=1e-3, atol=1e-6)
+    # The std is over seeds, not over the whole grid: the KLs of lambda1 = 1 and 10 differ a lot.
+    all_kl = np.array([m["kl"] for m in trained])
+    assert max(float(r["kl_std"]) for r in rows) < all_kl.std(ddof=1)
+    assert "±" in (tmp_path / "seed_table.md").read_text()
+    assert out["seed_table"] is not None and len(out["seed_table"]) == 4
+
+
+def test_sweep_figures_predesign_strips(tmp_path_factory, tmp_path):
+    """A two-component distance sweep gets the Figure 9 strips and distance-indexed tables."""
+    dataset = synthetic_mnist(num_train=600, num_test=100, num_classes=2)
+    config = tiny_config()
+    config.prior.layout = "two_component"
+    config.sweep.distance = (8.0, 16.0)
+    workdir, _ = train(config, tmp_path_factory.mktemp("predesign"), dataset)
+    out = sweep_figures.main(workdir, out=str(tmp_path), dataset=dataset)
+    assert str(tmp_path / "predesign_interpolation.png") in out["figures"]
+    assert os.path.getsize(tmp_path / "posterior_panel_own_centres.png") > 0
+    with open(tmp_path / "heatmap_values.json") as f:
+        heat = json.load(f)
+    assert heat["row_field"] == "distance" and heat["rows"] == [8.0, 16.0]
+    assert out["seed_table"] is None and not (tmp_path / "seed_table.csv").exists()
+
+
+def test_activated_subspace_json_and_figures(blocks_run, dataset, tmp_path):
+    workdir, results = blocks_run
+    out = activated_subspace.main(workdir, out=str(tmp_path), dataset=dataset, per_class=60,
+                                  num_probes=3, num_noise=4)
+    with open(tmp_path / "activated_subspace.json") as f:
+        report = json.load(f)
+    assert report["latent_dim"] == 16 and report["threshold"] == pytest.approx(0.1)
+    assert set(report["train_inputs_per_class"].values()) == {60}
+    names = list(dataset.class_names)
+    assert [m["epsilon"] for m in report["models"]] == pytest.approx([0.02, 0.5])
+    for model, trained in zip(report["models"], results["models"]):
+        assert set(model) >= {"epsilon", "activated_counts", "mean_activated_count",
+                              "negative_ssim_reconstructions", "pixel_change", "F", "top_axes"}
+        assert list(model["activated_counts"]) == names
+        counts = np.array(list(model["activated_counts"].values()))
+        assert np.all((counts >= 0) & (counts <= 16))
+        assert model["mean_activated_count"] == pytest.approx(counts.mean())
+        ratios = np.array([model["F"][n] for n in names], float)
+        np.testing.assert_array_equal((ratios > report["threshold"]).sum(axis=1), counts)
+        # Same 7 x 7 = 49 reconstructions as the training run's evaluation (eq. 19).
+        np.testing.assert_allclose(model["negative_ssim_reconstructions"],
+                                   trained["negative_ssim"], rtol=1e-4)
+        change = model["pixel_change"]
+        assert change["active_noise"] >= 0 and change["inactive_noise"] >= 0
+        assert len(change["per_probe"]) == 3
+        for probe in change["per_probe"]:
+            if probe["active_dims"] == 0:   # no activated dims: that noise changes nothing
+                assert probe["active"] == 0.0
+            if probe["active_dims"] == 16:
+                assert probe["inactive"] == 0.0
+        sub = tmp_path / configuration.point_name(model["point"])
+        for name in ("activation_bars_train.png", "noise_probe.png", "interpolation.png",
+                     "traversal.png"):
+            assert os.path.getsize(sub / name) > 0, name
+    trend = report["epsilon_trend"]
+    assert trend["epsilon"] == pytest.approx([0.02, 0.5])
+    assert set(trend) >= {"mean_activated_count", "negative_ssim_reconstructions",
+                          "activated_count_trend", "larger_epsilon_activates_more_dims"}
+    low, high = trend["mean_activated_count"]
+    assert trend["larger_epsilon_activates_more_dims"] == (None if low == high else high > low)
+    assert os.path.getsize(tmp_path / "epsilon_trend.png") > 0
+    assert out["json_path"] == str(tmp_path / "activated_subspace.json")
+
+
+def test_activated_subspace_refuses_2d_latent(single_run, dataset, tmp_path):
+    with pytest.raises(ValueError, match="latent dim 2"):
+        activated_subspace.main(single_run[0], out=str(tmp_path), dataset=dataset)
+
+
+def test_trend_direction_from_numbers():
+    up = activated_subspace.trend_direction([0.5, 0.005, 0.02, 0.1], [7, 1, 2, 4])
+    assert up["direction"] == "increasing" and up["larger_is_higher"] is True
+    assert up["spearman"] == pytest.approx(1.0) and up["slope_per_log_unit"] > 0
+    down = activated_subspace.trend_direction([0.1, 0.5], [3.0, 1.0])
+    assert down["direction"] == "decreasing" and down["larger_is_higher"] is False
+    flat = activated_subspace.trend_direction([0.1, 0.5], [2.0, 2.0])
+    assert flat["direction"] == "flat" and flat["larger_is_higher"] is None
+    mixed = activated_subspace.trend_direction([1, 2, 3], [1.0, 3.0, 2.0])
+    assert mixed["direction"] == "mixed" and mixed["spearman"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("script", ["mnist_figures", "sweep_figures", "activated_subspace"])
+def test_cli_wrappers(script):
+    """Each script runs as `python experiments/<script>.py` (imports resolve from any cwd)."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", f"{script}.py"),
+                           "--help"], capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--workdir" in done.stdout and "--out" in done.stdout
