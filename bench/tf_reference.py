@@ -1,0 +1,144 @@
+"""exon_jax's MNIST step against the TensorFlow/Keras reference, measured in one run.
+
+The reference is ../shared/refbench/tf_keras_step.py (the paper's MNIST step in Keras 3,
+GradientTape, tf.function; fixed random batch of 2 000 + 179; see its README), run in a
+separate virtual environment /tmp/tfref (TensorFlow is not an exon_jax dependency):
+`--xla --steps 60` (jit_compile=True) and `--steps 60` (plain tf.function), each a fresh
+subprocess that prints steps/s after its own warm-up.
+The exon_jax figures come from this process, interleaved with the TF runs:
+  * "per call": one jitted train step per call (state donated, fixed real batch), the
+    same code path as bench/train_step.py, float32;
+  * "scanned": the compiled 28-step epoch (experiment.compile_epoch), per step, float32
+    and bfloat16.
+Ratios are speed ratios: exon_jax steps/s / TF steps/s (> 1: exon_jax is faster).
+
+If /tmp/tfref/bin/python is missing the JSON says "skipped" with the install command.
+
+  python bench/tf_reference.py [--quick] [--repeats N]
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+
+import common
+
+import jax
+
+from exon_jax import experiment, train
+
+TF_PYTHON = "/tmp/tfref/bin/python"
+INSTALL = 'python3 -m venv /tmp/tfref && /tmp/tfref/bin/pip install "tensorflow-cpu==2.21.*"'
+TF_STEPS = 60
+
+
+def refbench_script() -> str | None:
+    for path in (os.path.join(common.REPO_ROOT, "..", "shared", "refbench", "tf_keras_step.py"),
+                 "/work/shared/refbench/tf_keras_step.py"):
+        if os.path.exists(path):
+            return os.path.abspath(path)
+    return None
+
+
+def run_tf(script: str, xla: bool) -> dict:
+    cmd = [TF_PYTHON, script, "--steps", str(TF_STEPS)] + (["--xla"] if xla else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    lines = [l for l in proc.stdout.splitlines() if l.strip().startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+class JaxSteps:
+    """exon_jax's per-call step and scanned epoch for the paper MNIST config."""
+
+    def __init__(self, compute_dtype: str):
+        config = common.mnist_config(compute_dtype)
+        exp = experiment.build_experiment(config, common.mnist_dataset())
+        self.data = experiment.device_data(exp)
+        self.hparams = experiment.sharded_hparams(exp)
+        self.key = jax.random.fold_in(experiment.data_key(config), 0)
+        self.steps = exp.settings.steps_per_epoch
+        self.epoch = experiment.compile_epoch(exp).lower(
+            experiment.init_states(exp), self.hparams, self.data, self.key).compile()
+        self.states = experiment.init_states(exp)
+        state, self.hp1 = common.single_model(exp)
+        self.batch = common.first_batch(exp, self.data)
+        self.step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings),
+                            donate_argnums=0).lower(state, self.hp1, self.batch).compile()
+        self.state = state
+
+    def one_step(self):
+        self.state, m = self.step(self.state, self.hp1, self.batch)
+        return self.state, m
+
+    def one_epoch(self):
+        self.states, m = self.epoch(self.states, self.hparams, self.data, self.key)
+        return self.states, m
+
+    def per_call_steps_per_s(self, reps: int) -> float:
+        return 1.0 / common.timeit(self.one_step, repeats=reps, warmup=5)["median_s"]
+
+    def scanned_steps_per_s(self, reps: int) -> float:
+        return self.steps / common.timeit(self.one_epoch, repeats=reps, warmup=1)["median_s"]
+
+
+def main():
+    args = common.parse_args(__doc__)
+    script = refbench_script()
+    if not os.path.exists(TF_PYTHON) or script is None:
+        reason = ("TensorFlow reference environment not found at /tmp/tfref" if script else
+                  "../shared/refbench/tf_keras_step.py not found")
+        common.write_json("tf_reference", {
+            "skipped": reason, "install": INSTALL,
+            "table": [common.row("TF Keras reference", "skipped", "", reason + "; " + INSTALL)]},
+            f"skipped: {reason}")
+        return
+    rounds = common.repeats(args, full=3, quick=1)
+    step_reps = 15 if args.quick else 30
+    epoch_reps = 2 if args.quick else 3
+    f32, bf16 = JaxSteps("float32"), JaxSteps("bfloat16")
+    samples = {k: [] for k in ("jax_per_call_f32", "jax_scanned_f32", "jax_scanned_bf16",
+                               "tf_xla", "tf_plain")}
+    tf_runs = []
+    for _ in range(rounds):
+        samples["jax_per_call_f32"].append(f32.per_call_steps_per_s(step_reps))
+        samples["jax_scanned_f32"].append(f32.scanned_steps_per_s(epoch_reps))
+        samples["jax_scanned_bf16"].append(bf16.scanned_steps_per_s(epoch_reps))
+        for xla in (True, False):
+            out = run_tf(script, xla)
+            tf_runs.append(out)
+            samples["tf_xla" if xla else "tf_plain"].append(out["steps_per_s"])
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = {f"{j}_over_{t}": med[j] / med[t]
+              for j in ("jax_per_call_f32", "jax_scanned_f32", "jax_scanned_bf16")
+              for t in ("tf_xla", "tf_plain")}
+    table = [
+        common.row("TF Keras + XLA (refbench), MNIST step", common.sig(med["tf_xla"]), "steps/s",
+                   tf_runs[0].get("version", "")),
+        common.row("TF Keras tf.function (refbench), MNIST step", common.sig(med["tf_plain"]),
+                   "steps/s"),
+        common.row("exon_jax per-call step fp32 / TF+XLA", common.sig(ratios["jax_per_call_f32_over_tf_xla"], 3),
+                   "x speed", f"{common.sig(med['jax_per_call_f32'])} steps/s"),
+        common.row("exon_jax scanned epoch fp32 / TF+XLA", common.sig(ratios["jax_scanned_f32_over_tf_xla"], 3),
+                   "x speed", f"{common.sig(med['jax_scanned_f32'])} steps/s"),
+        common.row("exon_jax scanned epoch bf16 / TF+XLA", common.sig(ratios["jax_scanned_bf16_over_tf_xla"], 3),
+                   "x speed", f"{common.sig(med['jax_scanned_bf16'])} steps/s"),
+    ]
+    summary = (f"TF+XLA {med['tf_xla']:.1f} steps/s, TF {med['tf_plain']:.1f}; exon_jax per-call "
+               f"{med['jax_per_call_f32']:.1f} ({ratios['jax_per_call_f32_over_tf_xla']:.2f}x TF+XLA), "
+               f"scanned fp32 {med['jax_scanned_f32']:.1f} ({ratios['jax_scanned_f32_over_tf_xla']:.2f}x), "
+               f"scanned bf16 {med['jax_scanned_bf16']:.1f} ({ratios['jax_scanned_bf16_over_tf_xla']:.2f}x)")
+    common.write_json("tf_reference", {
+        "quick": args.quick, "rounds": rounds, "tf_steps_per_run": TF_STEPS,
+        "tf_command": f"{TF_PYTHON} {script} [--xla] --steps {TF_STEPS}",
+        "definition": "steps/s; ratios = exon_jax steps/s / TF steps/s (> 1 faster); jax and "
+                      "TF runs interleaved, medians over rounds",
+        "steps_per_s_samples": samples, "steps_per_s_median": med, "speed_ratios": ratios,
+        "tf_runs": tf_runs, "table": table}, summary)
+
+
+if __name__ == "__main__":
+    main()
