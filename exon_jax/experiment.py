@@ -214,12 +214,6 @@ def make_evaluate(exp: Experiment):
     return jax.jit(train.over_models(evaluate_one, exp.num_models, model_axis_mode(exp)))
 
 
-def pad_to_chunks(images: np.ndarray, labels: np.ndarray, chunk: int = 1000):
-    """Cuts the test set to a multiple of `chunk` (or keeps it whole if smaller)."""
-    n = images.shape[0] if images.shape[0] < chunk else images.shape[0] // chunk * chunk
-    return images[:n], labels[:n]
-
-
 def estimate_memory(exp: Experiment, epoch_fn, states, data, hparams) -> dict[str, float]:
     """XLA's own memory analysis of the compiled epoch, in GiB per device ({} if unknown)."""
     if not hasattr(epoch_fn, "lower"):
@@ -445,9 +439,9 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None,
 
 
 def test_arrays(exp: Experiment):
-    """Test images and labels (cut to whole evaluation chunks), replicated on the mesh."""
-    images, labels = pad_to_chunks(exp.dataset.test.images, exp.dataset.test.labels)
-    return jax.device_put((images, labels.astype(np.int32)), parallel.replicated(exp.mesh))
+    """Test images and labels, replicated on the mesh."""
+    return jax.device_put((exp.dataset.test.images, exp.dataset.test.labels.astype(np.int32)),
+                          parallel.replicated(exp.mesh))
 
 
 def sharded_hparams(exp: Experiment) -> train.HParams:

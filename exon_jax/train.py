@@ -275,20 +275,21 @@ def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Calla
 def make_eval_forward(model: nn.Module, chunk_size: int = 1000) -> Callable:
     """Builds `(state, images uint8 [N, H, W, C]) -> (logits [N, K], mean, logvar [N, K, d])`.
 
-    Eval mode (BatchNorm running averages), no sampling; evaluated in chunks with
-    `lax.map` so memory stays bounded. N must be a multiple of `chunk_size` or
-    smaller than it (the caller pads).
+    Eval mode (BatchNorm running averages), no sampling; evaluated in chunks of
+    `chunk_size` with `lax.map` so memory stays bounded (the last chunk is padded
+    and the padding dropped from the outputs).
     """
 
     def encode(state: TrainState, images: jax.Array):
         variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
         n = images.shape[0]
         size = min(chunk_size, n)
-        chunks = images.reshape(n // size, size, *images.shape[1:])
+        padded = jnp.pad(images, [(0, -n % size)] + [(0, 0)] * (images.ndim - 1))
+        chunks = padded.reshape(-1, size, *images.shape[1:])
         out = jax.lax.map(
             lambda c: model.apply(variables, data_lib.scale_images(c), train=False,
                                   method=model.encode), chunks)
-        return jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), out)
+        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n], out)
 
     return encode
 
