@@ -28,7 +28,8 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 README = os.path.join(REPO_ROOT, "README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
-SCRIPTS = ("train_step", "epoch", "sweep", "compile", "cifar_step", "analysis", "tf_reference")
+SCRIPTS = ("train_step", "profile_step", "epoch", "sweep", "compile", "cifar_step", "analysis",
+           "tf_reference")
 
 
 def run_scripts(names, quick: bool) -> list[dict]:
