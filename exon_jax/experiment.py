@@ -242,9 +242,8 @@ def _row(values: dict[str, Any], index: int) -> dict[str, float]:
     return {k: float(np.asarray(v)[index]) for k, v in values.items() if np.ndim(v) == 1}
 
 
-def _meta(exp, epoch, elapsed, history):
-    return {"epoch": int(epoch), "train_seconds": float(elapsed), "history": history,
-            "points": exp.points}
+def _meta(exp, epoch, elapsed):
+    return {"epoch": int(epoch), "train_seconds": float(elapsed), "points": exp.points}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -267,15 +266,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     hparams = sharded_hparams(exp)
     epoch_fn = compile_epoch(exp)
     evaluate_fn = make_evaluate(exp)
-    test_images, test_labels = test_arrays(exp)
+    test_images, test_labels = device_test_set(exp)
 
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
                                        config.train.max_checkpoints)
-    start_epoch, elapsed, history = 0, 0.0, []
+    start_epoch, elapsed = 0, 0.0
     if checkpoints.latest_epoch(manager) is not None:
         states, meta = checkpoints.restore(manager, abstract_states(exp))
         states = jax.device_put(states, parallel.model_sharded(exp.mesh))
-        start_epoch, elapsed, history = meta["epoch"], meta["train_seconds"], meta["history"]
+        start_epoch, elapsed = meta["epoch"], meta["train_seconds"]
         _log(progress, f"resumed from epoch {start_epoch} in {workdir}")
     else:
         states = init_states(exp)
@@ -324,10 +323,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 row.update({f"eval/{k}": v for k, v in _row(evaluated, i).items()})
             row["model"] = i
             writer.write_scalars(done, row)
-        history.append({"epoch": done, "loss": [float(v) for v in train_metrics["loss"]]})
         writer.flush()
         if done % config.train.checkpoint_every == 0 or done == epochs:
-            checkpoints.save(manager, done, states, _meta(exp, done, elapsed, history))
+            checkpoints.save(manager, done, states, _meta(exp, done, elapsed))
             last_good = done
         _update_bar(bar, train_metrics, evaluated)
     if bar is not None:
@@ -360,9 +358,8 @@ def pretrain_classifier(exp: Experiment, states, data, workdir: str, progress: b
     optimizer = optax.adam(config.pretrain.learning_rate, eps=1e-7)
     pretrain_epoch = train.make_classifier_pretrain_epoch(
         exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size)
-    lifted = train.over_models(lambda state, opt_state, data, key: pretrain_epoch(
-        state, opt_state, data, key), exp.num_models, model_axis_mode(exp))
-    epoch_fn = jax.jit(lifted, donate_argnums=(0, 1))
+    epoch_fn = jax.jit(train.over_models(pretrain_epoch, exp.num_models, model_axis_mode(exp)),
+                       donate_argnums=(0, 1))
     opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(states)
     key = jax.random.fold_in(data_key(config), 2)
     for epoch in range(config.pretrain.epochs):
@@ -438,7 +435,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None,
     return exp, jax.device_put(states, parallel.model_sharded(exp.mesh)), meta
 
 
-def test_arrays(exp: Experiment):
+def device_test_set(exp: Experiment):
     """Test images and labels, replicated on the mesh."""
     return jax.device_put((exp.dataset.test.images, exp.dataset.test.labels.astype(np.int32)),
                           parallel.replicated(exp.mesh))
@@ -451,7 +448,7 @@ def sharded_hparams(exp: Experiment) -> train.HParams:
 
 def evaluate_states(exp: Experiment, states) -> dict[str, np.ndarray]:
     """Test metrics and posterior codes of all G models, on the host."""
-    return jax.device_get(make_evaluate(exp)(states, sharded_hparams(exp), *test_arrays(exp)))
+    return jax.device_get(make_evaluate(exp)(states, sharded_hparams(exp), *device_test_set(exp)))
 
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str,

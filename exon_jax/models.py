@@ -396,17 +396,10 @@ class EXoNModel(nn.Module):
 
     Parameters live under 'encoder', 'decoder' and (if given) 'classifier'.
     Sampling (Gumbel-Softmax for y, reparameterisation for z) is not done
-    here: it happens in pure functions (`exon_jax.sampling`) between two
-    applies, e.g. in a train step
-
-        (logits, mean, logvar), upd = model.apply(
-            variables, x, True, method=EXoNModel.encode, mutable=['batch_stats'])
-        z = sample_latent(key, logits, mean, logvar)
-        x_hat, upd = model.apply(
-            {**variables, **upd}, z, True, method=EXoNModel.decode,
-            mutable=['batch_stats'])
-
-    (pass the stats updated by `encode` on to `decode` so neither is lost).
+    here: it happens in pure functions (`exon_jax.sampling`). The train step
+    runs encode -> sample -> decode inside ONE `model.apply` by passing a
+    function as `method` (see `exon_jax.train.make_train_step`), so the
+    BatchNorm statistics of encoder and decoder are updated together.
 
     Attributes:
       encoder: returns (logits, mean, logvar) (MLPEncoder) or (mean, logvar)

@@ -304,15 +304,6 @@ def unstack_tree(tree, index: int):
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def check_model_axis(state: TrainState, hparams: HParams) -> int:
-    """Returns the model-axis size G shared by a sweep's state and hparams."""
-    sizes = {leaf.shape[0] for leaf in jax.tree.leaves((state.step, hparams))}
-    if len(sizes) != 1:
-        raise ValueError(f"state and hparams disagree on the model axis: sizes {sorted(sizes)}")
-    return sizes.pop()
-
-
-
 def make_classifier_pretrain_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
                                    batch_size: int, num_labelled: int) -> Callable:
     """Builds `(state, opt_state, data, epoch_key) -> (state, opt_state, metrics)`.
