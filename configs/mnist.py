@@ -20,11 +20,15 @@ def get_config(arg=None):
     del arg
     config = ml_collections.ConfigDict()
     config.seed = 0                      # model initialisation and sampling noise
+    config.method = "exon"               # exon (this paper) | revision (the authors' later code)
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist"
     config.data.source = "auto"          # auto | files | tfds
-    config.data.dir = "data"
+    config.data.dir = "data"             # files: <dir>/<name>/ (npz, IDX, CIFAR batches, image folders)
+    config.data.path = ""                # files: an .npz or image folder to read instead of <dir>/<name>/
+    config.data.test_fraction = 0.1      # image folder without train/ and test/: share held out as test
+    config.data.validation = 0           # training images held out for model selection (0 = none)
     config.data.classes = ()             # a subset of labels, relabelled 0..n-1; () = all
     config.data.labelled_per_class = 500
     config.data.seed = 0                 # labelled split and batch order (shared by a grid)
@@ -32,7 +36,7 @@ def get_config(arg=None):
     config.data.max_test = 0             # 0 = all
 
     config.prior = ml_collections.ConfigDict()
-    config.prior.layout = "circle"       # circle | two_component | blocks
+    config.prior.layout = "circle"       # circle | two_component | blocks | grid | groups | file | custom
     config.prior.variance = 4.0
     config.prior.radius = 0.0            # 0 = 2 sqrt(variance) / sin(pi / K)
     config.prior.distance = 8.0          # two_component only
@@ -40,6 +44,14 @@ def get_config(arg=None):
     config.prior.max_mean = 6.0          # blocks only
     config.prior.relevant_variance = 0.1  # blocks only
     config.prior.irrelevant_variance = 1.0  # blocks only
+    config.prior.columns = 0             # grid only: 0 = ceil(sqrt(K))
+    config.prior.spacing = 8.0           # grid: centre spacing; groups: distance inside a group
+    config.prior.groups = ()             # groups only: e.g. ((4, 9),) puts 4 and 9 side by side
+    config.prior.group_radius = 20.0     # groups only: radius of the circle of group centres
+    config.prior.file = ""               # file only: .json / .npz with means, variances, weights
+    config.prior.means = None            # custom only: [K, d]
+    config.prior.variances = None        # custom only: [K, d], [K] or a scalar
+    config.prior.weights = None          # custom only: [K] summing to 1; None = uniform
 
     config.model = ml_collections.ConfigDict()
     config.model.network = "mlp"         # mlp | conv
@@ -82,6 +94,7 @@ def get_config(arg=None):
     config.sweep.lambda2 = ()
     config.sweep.epsilon = ()
     config.sweep.distance = ()
+    config.sweep.beta = ()               # fixed / initial beta (beta_mode fixed or learned)
     config.sweep.seed = ()
     config.sweep.mode = "product"        # product | zip
 
@@ -91,4 +104,5 @@ def get_config(arg=None):
     config.analysis.label_map_size = 200
     config.analysis.activation_threshold = 0.1
     config.analysis.figures = True
+    config.analysis.tensorboard_images = True  # reconstructions and decoded grid every eval_every
     return config

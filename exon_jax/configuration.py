@@ -7,23 +7,37 @@ point). Jitted code never sees a ConfigDict.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
 from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from exon_jax import models, priors
 from exon_jax.losses import LIKELIHOODS
 from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
 
-KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10")
-PRIOR_LAYOUTS = ("circle", "two_component", "blocks")
+METHODS = ("exon", "revision")
+PRIOR_LAYOUTS = ("circle", "two_component", "blocks", "grid", "groups", "file", "custom")
 NETWORKS = ("mlp", "conv")
 OPTIMIZERS = ("rmsprop", "adam")
 SOURCES = ("auto", "files", "tfds")
-SWEEP_FIELDS = ("lambda1", "lambda2", "epsilon", "distance", "seed")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+MODEL_AXIS_MODES = ("auto", "vmap", "map")
+EPOCH_LOOPS = ("auto", "scan", "python")
+SWEEP_MODES = ("product", "zip")
+SWEEP_FIELDS = ("lambda1", "lambda2", "epsilon", "distance", "beta", "seed")
+# Fields that cannot change what a run trained: they may differ when a run resumes and may
+# be overridden on top of the stored config by --mode=evaluate / analyze. A field matches
+# when it equals an entry or lies below it ("analysis" covers analysis.grid_size).
+RUN_OPTION_FIELDS = ("analysis", "train.eval_every", "train.checkpoint_every",
+                     "train.max_checkpoints", "train.model_axis", "train.epoch_loop",
+                     "data.dir", "data.path", "data.max_test")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ConfigError(ValueError):
@@ -35,6 +49,20 @@ def _require(condition: bool, field: str, message: str):
         raise ConfigError(f"config.{field}: {message}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _require_float32(value, field: str, positive: bool = False) -> None:
+    """A number that float32 holds: finite, |value| <= float32 max, >= 0 (or > 0)."""
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    ok = ok and np.isfinite(value) and abs(value) <= _FLOAT32_MAX
+    bound = "> 0" if positive else ">= 0"
+    _require(ok and (value > 0 if positive else value >= 0), field,
+             f"must be a finite number {bound} that float32 holds (|x| <= {_FLOAT32_MAX:.3g}), "
+             f"got {value!r}")
+
+
 def validate_config(config: ml_collections.ConfigDict, num_classes: int | None = None) -> None:
     """Checks every field the experiment uses; raises ConfigError naming the field.
 
@@ -42,55 +70,85 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
       config: the experiment config.
       num_classes: K of the loaded data set, when known (checks the prior shape).
     """
+    method = config.get("method", "exon")
+    _require(method in METHODS, "method", f"must be one of {METHODS}")
     _require(config.data.source in SOURCES, "data.source", f"must be one of {SOURCES}")
     _require(isinstance(config.data.name, str) and config.data.name != "", "data.name",
              "must name a data set")
-    if config.data.source == "files":
-        _require(config.data.name in KNOWN_DATASETS, "data.name",
-                 f"unknown data set {config.data.name!r} for source 'files'; known: {KNOWN_DATASETS}")
-    _require(config.data.labelled_per_class > 0, "data.labelled_per_class", "must be positive")
+    _require(_is_int(config.data.labelled_per_class) and config.data.labelled_per_class > 0,
+             "data.labelled_per_class", "must be a positive integer")
+    for name in ("max_unlabelled", "max_test", "validation"):
+        value = config.data.get(name, 0)
+        _require(_is_int(value) and value >= 0, f"data.{name}",
+                 f"must be an integer >= 0 (0 = {'none' if name == 'validation' else 'all'}), "
+                 f"got {value!r}")
+    _require(0 < config.data.get("test_fraction", 0.1) < 1, "data.test_fraction",
+             "must lie in (0, 1)")
     _require(config.prior.layout in PRIOR_LAYOUTS, "prior.layout", f"must be one of {PRIOR_LAYOUTS}")
-    _require(config.prior.variance > 0, "prior.variance", "must be > 0")
+    _require_float32(config.prior.variance, "prior.variance", positive=True)
     _require(config.prior.radius >= 0, "prior.radius", "must be >= 0 (0 = automatic)")
-    _require(config.prior.distance > 0, "prior.distance", "must be > 0")
+    _require_float32(config.prior.distance, "prior.distance", positive=True)
+    if config.prior.layout == "file":
+        _require(bool(config.prior.file), "prior.file", "must name a .json or .npz file "
+                 "holding means [K, d], variances and optional weights [K]")
+    if config.prior.layout == "custom":
+        _require(config.prior.means is not None, "prior.means",
+                 "must hold the [K, d] means of the custom prior")
+        _require(config.prior.variances is not None, "prior.variances",
+                 "must hold the variances of the custom prior ([K, d], [K] or a scalar)")
     _require(config.model.network in NETWORKS, "model.network", f"must be one of {NETWORKS}")
     _require(config.model.latent_dim > 0, "model.latent_dim", "must be positive")
     _require(config.model.beta_mode in BETA_MODES, "model.beta_mode", f"must be one of {BETA_MODES}")
-    _require(config.model.beta > 0, "model.beta", "must be > 0")
-    _require(config.model.compute_dtype in ("float32", "bfloat16"), "model.compute_dtype",
-             "must be 'float32' or 'bfloat16'")
+    _require_float32(config.model.beta, "model.beta", positive=True)
+    _require(config.model.compute_dtype in COMPUTE_DTYPES, "model.compute_dtype",
+             f"must be one of {COMPUTE_DTYPES}")
     _require(config.loss.objective in OBJECTIVES, "loss.objective", f"must be one of {OBJECTIVES}")
     _require(config.loss.likelihood in LIKELIHOODS, "loss.likelihood", f"must be one of {LIKELIHOODS}")
-    _require(config.loss.lambda1 >= 0, "loss.lambda1", "must be >= 0")
-    _require(config.loss.lambda2 >= 0, "loss.lambda2", "must be >= 0")
-    _require(config.loss.epsilon > 0, "loss.epsilon", "must be > 0")
-    _require(config.loss.temperature > 0, "loss.temperature", "must be > 0")
+    _require_float32(config.loss.lambda1, "loss.lambda1")
+    _require_float32(config.loss.lambda2, "loss.lambda2")
+    _require_float32(config.loss.epsilon, "loss.epsilon", positive=True)
+    _require_float32(config.loss.temperature, "loss.temperature", positive=True)
     _require(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"must be one of {OPTIMIZERS}")
-    _require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
-    _require(config.train.epochs > 0, "train.epochs", "must be positive")
-    _require(config.train.batch_unlabelled > 0, "train.batch_unlabelled", "must be positive")
-    _require(config.train.batch_labelled > 0, "train.batch_labelled", "must be positive")
-    _require(config.train.checkpoint_every > 0, "train.checkpoint_every", "must be positive")
-    _require(config.train.eval_every > 0, "train.eval_every", "must be positive")
-    _require(config.train.model_axis in ("auto", "vmap", "map"), "train.model_axis",
-             "must be 'auto', 'vmap' or 'map'")
-    _require(config.train.epoch_loop in ("auto", "scan", "python"), "train.epoch_loop",
-             "must be 'auto', 'scan' or 'python'")
-    _require(config.sweep.mode in ("product", "zip"), "sweep.mode", "must be 'product' or 'zip'")
+    _require_float32(config.optimizer.learning_rate, "optimizer.learning_rate", positive=True)
+    _require_float32(config.pretrain.learning_rate, "pretrain.learning_rate", positive=True)
+    for name in ("epochs", "batch_unlabelled", "batch_labelled", "checkpoint_every",
+                 "eval_every", "max_checkpoints"):
+        value = config.train[name]
+        _require(_is_int(value) and value > 0, f"train.{name}",
+                 f"must be a positive integer, got {value!r}"
+                 + (" (checkpoints are how a run resumes)" if name == "max_checkpoints" else ""))
+    _require(_is_int(config.pretrain.epochs) and config.pretrain.epochs >= 0, "pretrain.epochs",
+             "must be an integer >= 0")
+    _require(config.train.model_axis in MODEL_AXIS_MODES, "train.model_axis",
+             f"must be one of {MODEL_AXIS_MODES}")
+    _require(config.train.epoch_loop in EPOCH_LOOPS, "train.epoch_loop",
+             f"must be one of {EPOCH_LOOPS}")
+    _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
+    _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be an integer >= 0")
+    _require(_is_int(config.data.seed) and config.data.seed >= 0, "data.seed",
+             "must be an integer >= 0")
     for name in SWEEP_FIELDS:
-        values = tuple(config.sweep[name])
-        if name in ("lambda1", "lambda2"):
-            _require(all(v >= 0 for v in values), f"sweep.{name}", "values must be >= 0")
-        if name in ("epsilon", "distance"):
-            _require(all(v > 0 for v in values), f"sweep.{name}", "values must be > 0")
+        values = tuple(config.sweep.get(name, ()))
+        if name == "seed":
+            _require(all(_is_int(v) and v >= 0 for v in values), "sweep.seed",
+                     f"values must be integers >= 0, got {values}")
+            _require(len(set(values)) == len(values), "sweep.seed",
+                     f"values must differ, got {values}")
+            continue
+        for v in values:
+            _require_float32(v, f"sweep.{name}", positive=name in ("epsilon", "distance", "beta"))
+    if tuple(config.sweep.get("beta", ())):
+        _require(config.model.beta_mode != "closed_form", "sweep.beta",
+                 "needs model.beta_mode 'fixed' or 'learned' (closed_form computes beta)")
     if tuple(config.sweep.distance):
         _require(config.prior.layout == "two_component", "sweep.distance",
                  "only applies to the two_component prior layout")
     if config.sweep.mode == "zip":
         lengths = {len(tuple(config.sweep[n])) for n in SWEEP_FIELDS if tuple(config.sweep[n])}
         _require(len(lengths) <= 1, "sweep", f"mode 'zip' needs equal-length lists, got {lengths}")
-    if config.prior.layout == "circle":
-        _require(config.model.latent_dim == 2, "model.latent_dim", "the circle prior is 2-D")
+    if config.prior.layout in ("circle", "grid", "groups"):
+        _require(config.model.latent_dim == 2, "model.latent_dim",
+                 f"the {config.prior.layout} prior is 2-D")
     if config.prior.layout == "two_component":
         _require(config.model.latent_dim == 2, "model.latent_dim", "the two_component prior is 2-D")
         if num_classes is not None:
@@ -101,21 +159,67 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
                  "must be in (0, model.latent_dim]")
 
 
+def resolve_path(path: str) -> str:
+    """A relative path is taken from the working directory, else from the repository root."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidate = os.path.join(repo_root, path)
+    return candidate if os.path.exists(candidate) else path
+
+
 def build_prior(config: ml_collections.ConfigDict, num_classes: int,
                 distance: float | None = None) -> priors.MixturePrior:
-    """The designed prior of `config.prior` for K = num_classes; shapes [K, d]."""
+    """The designed prior of `config.prior` for K = num_classes; shapes [K, d].
+
+    Layouts: the paper's `circle` (Sec. 4.1), `two_component` (App. 6.3.2) and `blocks`
+    (Sec. 4.2); `grid` and `groups` (classes sharing a region) builders; `file` (a .json or
+    .npz with means, variances, optional weights) and `custom` (the same three inline).
+
+    Raises:
+      ConfigError: naming the field when the layout does not fit K and model.latent_dim.
+    """
     layout = config.prior.layout
+    latent_dim = config.model.latent_dim
+    if layout in ("file", "custom"):
+        if layout == "file":
+            path = resolve_path(config.prior.file)
+            where = f"config.prior.file ({config.prior.file})"
+            try:
+                arrays = priors.load_prior_file(path)
+            except priors.PriorError as error:
+                raise ConfigError(f"config.prior.file: {error}") from None
+        else:
+            where = "config.prior (custom: means, variances, weights)"
+            arrays = {"means": config.prior.means, "variances": config.prior.variances,
+                      "weights": config.prior.weights}
+        try:
+            means, variances, weights = priors.check_prior_arrays(
+                arrays["means"], arrays["variances"], arrays.get("weights"), num_classes,
+                latent_dim, where)
+        except priors.PriorError as error:
+            raise ConfigError(str(error)) from None
+        return priors.make_prior(means, variances, weights)
     if layout == "circle":
         prior = priors.circle_prior(num_classes, config.prior.radius or None, config.prior.variance)
     elif layout == "two_component":
         prior = priors.two_component_prior(
             config.prior.distance if distance is None else distance, config.prior.variance)
+    elif layout == "grid":
+        prior = priors.grid_prior(num_classes, config.prior.columns, config.prior.spacing,
+                                  config.prior.variance)
+    elif layout == "groups":
+        try:
+            prior = priors.groups_prior(num_classes, config.prior.groups, config.prior.group_radius,
+                                        config.prior.spacing, config.prior.variance)
+        except priors.PriorError as error:
+            raise ConfigError(f"config.prior.groups: {error}") from None
     else:
         prior = priors.blocks_prior(
             num_classes, config.prior.relevant_dim,
-            config.model.latent_dim - config.prior.relevant_dim, config.prior.max_mean,
+            latent_dim - config.prior.relevant_dim, config.prior.max_mean,
             config.prior.relevant_variance, config.prior.irrelevant_variance)
-    expected = (num_classes, config.model.latent_dim)
+    expected = (num_classes, latent_dim)
     if prior.means.shape != expected:
         raise ConfigError(f"config.prior: layout {layout!r} gives shape {prior.means.shape}, "
                           f"expected (K, d) = {expected}")
@@ -196,7 +300,7 @@ def build_hparams(config: ml_collections.ConfigDict, num_classes: int,
         lambda1=value("lambda1", config.loss.lambda1),
         lambda2=value("lambda2", config.loss.lambda2),
         epsilon=value("epsilon", config.loss.epsilon),
-        beta=value("beta", config.model.beta),
+        beta=value("beta", config.model.beta),  # a swept beta is the fixed / initial beta
         prior=build_prior(config, num_classes, point.get("distance")))
 
 

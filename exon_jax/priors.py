@@ -5,12 +5,15 @@ axis can be vmapped like any other hyper-parameter.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class MixturePrior(NamedTuple):
@@ -157,3 +160,174 @@ def sample_prior(key: jax.Array, prior: MixturePrior, num_samples: int):
     noise = jax.random.normal(noise_key, (num_samples, prior.latent_dim))
     z = prior.means[y] + jnp.sqrt(prior.variances[y]) * noise
     return z, y.astype(jnp.int32)
+
+
+# ------------------------------------------------------------ priors as data
+
+
+class PriorError(ValueError):
+    """Prior arrays that do not describe a usable mixture (shape, sign, normalisation)."""
+
+
+def check_prior_arrays(means, variances, weights=None, num_classes: int | None = None,
+                       latent_dim: int | None = None, where: str = "prior"
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validates user-given prior arrays and returns them as float64 NumPy arrays.
+
+    Args:
+      means: [K, d] component means.
+      variances: [K, d], [K] (one per component) or a scalar, all > 0.
+      weights: optional [K] positive mixture weights summing to 1 (to 1e-6); uniform if None.
+      num_classes: K the data set needs (checked when given).
+      latent_dim: d of the model (checked when given).
+      where: the name used in error messages (e.g. "config.prior.file (my.json)").
+
+    Returns:
+      means [K, d], variances [K, d], weights [K].
+
+    Raises:
+      PriorError: naming `where`, the field and what is wrong.
+    """
+    def array(value, field):
+        try:
+            out = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise PriorError(f"{where}: {field} must be numbers ({error})") from None
+        if not np.all(np.isfinite(out)):
+            raise PriorError(f"{where}: {field} must be finite")
+        return out
+
+    means = array(means, "means")
+    if means.ndim != 2 or means.size == 0:
+        raise PriorError(f"{where}: means must be [K, d], got shape {means.shape}")
+    k, d = means.shape
+    if num_classes is not None and k != num_classes:
+        raise PriorError(f"{where}: means has K = {k} components but the data has "
+                         f"{num_classes} classes")
+    if latent_dim is not None and d != latent_dim:
+        raise PriorError(f"{where}: means has d = {d} but model.latent_dim = {latent_dim}")
+    variances = array(variances, "variances")
+    if variances.ndim == 1 and variances.shape == (k,):
+        variances = variances[:, None]
+    if variances.ndim > 2 or (variances.ndim == 2 and variances.shape not in ((k, d), (k, 1))) \
+            or variances.ndim == 1:
+        raise PriorError(f"{where}: variances must be [K, d] = [{k}, {d}], [K] = [{k}] or a "
+                         f"scalar, got shape {variances.shape}")
+    variances = np.broadcast_to(variances, (k, d)).copy()
+    if np.any(variances <= 0):
+        raise PriorError(f"{where}: variances must be > 0")
+    if weights is None or np.size(weights) == 0:
+        weights = np.full((k,), 1.0 / k)
+    weights = array(weights, "weights")
+    if weights.shape != (k,):
+        raise PriorError(f"{where}: weights must be [K] = [{k}], got shape {weights.shape}")
+    if np.any(weights <= 0):
+        raise PriorError(f"{where}: weights must be > 0")
+    if abs(float(np.sum(weights)) - 1.0) > 1e-6:
+        raise PriorError(f"{where}: weights must sum to 1 (to 1e-6), they sum to "
+                         f"{float(np.sum(weights)):.9g}")
+    return means, variances, weights
+
+
+def load_prior_file(path: str) -> dict[str, np.ndarray]:
+    """Reads `means`, `variances` and optional `weights` from a .json or .npz file.
+
+    JSON: {"means": [[...], ...], "variances": ..., "weights": [...]}; NPZ: arrays of those
+    names (read without pickle). Shapes are checked by `check_prior_arrays`.
+
+    Raises:
+      PriorError: the file is missing, unreadable or lacks `means` / `variances`.
+    """
+    where = f"prior file {path}"
+    if not os.path.isfile(path):
+        raise PriorError(f"{where}: no such file")
+    try:
+        if path.endswith(".json"):
+            with open(path) as f:
+                content = json.load(f)
+            if not isinstance(content, dict):
+                raise PriorError(f"{where}: must hold a JSON object with means and variances")
+        elif path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as f:
+                content = {name: f[name] for name in f.files}
+        else:
+            raise PriorError(f"{where}: must end in .json or .npz")
+    except PriorError:
+        raise
+    except Exception as error:  # json / zip / numpy each raise their own types
+        raise PriorError(f"{where}: cannot be read ({type(error).__name__}: {error})") from None
+    missing = [name for name in ("means", "variances") if name not in content]
+    if missing:
+        raise PriorError(f"{where}: missing {', '.join(missing)} (has {sorted(content)})")
+    return {name: content[name] for name in ("means", "variances", "weights") if name in content}
+
+
+def prior_to_arrays(prior: MixturePrior) -> dict[str, list]:
+    """JSON-able {"means", "variances", "weights"} of a prior (float32 values, exactly)."""
+    as_list = lambda a: np.asarray(a, np.float32).astype(np.float64).tolist()
+    return {"means": as_list(prior.means), "variances": as_list(prior.variances),
+            "weights": as_list(jnp.exp(prior.log_weights))}
+
+
+def prior_from_arrays(arrays: dict[str, list]) -> MixturePrior:
+    """The prior of `prior_to_arrays` (its log-weights recomputed from the stored weights)."""
+    means = jnp.asarray(arrays["means"], jnp.float32)
+    log_weights = jnp.log(jnp.asarray(arrays["weights"], jnp.float32))
+    return MixturePrior(means, jnp.asarray(arrays["variances"], jnp.float32), log_weights)
+
+
+def grid_prior(num_classes: int, columns: int = 0, spacing: float = 8.0,
+               variance: float = 4.0) -> MixturePrior:
+    """Components on a square grid in 2-D, row by row from the top left, centred on 0.
+
+    Args:
+      num_classes: K.
+      columns: grid width; 0 = ceil(sqrt(K)).
+      spacing: distance between neighbouring centres.
+      variance: component variance (both axes).
+
+    Returns:
+      MixturePrior with means/variances [K, 2].
+    """
+    columns = columns or math.ceil(math.sqrt(num_classes))
+    rows = math.ceil(num_classes / columns)
+    k = np.arange(num_classes)
+    x = (k % columns - (columns - 1) / 2) * spacing
+    y = ((rows - 1) / 2 - k // columns) * spacing
+    return make_prior(np.stack([x, y], axis=-1), variance)
+
+
+def groups_prior(num_classes: int, groups, group_radius: float = 20.0,
+                 within_distance: float = 8.0, variance: float = 4.0) -> MixturePrior:
+    """Classes that share a region: each group's members close together, groups far apart.
+
+    Every class not named in `groups` is a group of its own. Groups sit on a circle of
+    radius `group_radius` (in the order: given groups first, then singletons by label);
+    the members of a group sit on a small circle around the group's centre, neighbours
+    `within_distance` apart (two members: `within_distance` apart on a line).
+
+    Args:
+      num_classes: K.
+      groups: sequence of sequences of class labels, e.g. ((4, 9), (3, 5, 8)).
+      group_radius: radius of the circle of group centres.
+      within_distance: distance between neighbouring members of a group.
+      variance: component variance (both axes).
+
+    Returns:
+      MixturePrior with means/variances [K, 2].
+    """
+    groups = [tuple(int(c) for c in g) for g in groups]
+    named = [c for g in groups for c in g]
+    if len(set(named)) != len(named) or any(not 0 <= c < num_classes for c in named):
+        raise PriorError(f"groups {groups}: each class in [0, {num_classes}) at most once")
+    groups += [(c,) for c in range(num_classes) if c not in named]
+    means = np.zeros((num_classes, 2))
+    for g, members in enumerate(groups):
+        angle = 2 * math.pi * g / len(groups)
+        centre = group_radius * np.array([math.cos(angle), math.sin(angle)])
+        n = len(members)
+        small = 0.0 if n == 1 else within_distance / (2 * math.sin(math.pi / n))
+        for j, c in enumerate(members):
+            phi = angle + math.pi / 2 + 2 * math.pi * j / n
+            means[c] = centre + small * np.array([math.cos(phi), math.sin(phi)])
+    return make_prior(means, variance)
