@@ -8,7 +8,7 @@ balanced labels (content does not change a step's speed), 1 000 labelled per cla
 same gathered batch every call.
 
 Figures: median step time, the step's useful FLOPs (XLA's count of the same step on
-the plain-convolution reference networks of bench/reference_nets.py; exon_jax's own
+the same networks with stock convolutions only (`patch_max_size=0`); exon_jax's own
 compiled count is recorded too and may include zeros of explicit-patch convolutions),
 achieved FLOP/s as a fraction of this machine's 2048^3 float32 (and bf16-input) matmul
 rate measured in the same run; the 200-epoch projection on this CPU (200 x 313 x median step); and, from the
@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 
 import common
-import reference_nets
 
 import jax
 
@@ -41,6 +40,24 @@ GPU_ASSUMPTIONS = {
 }
 
 
+
+def stock_step_flops(exp, batch) -> float | None:
+    """XLA's FLOPs (lowered only, never run) of the train step with stock convolutions
+    (`ConvDecoder(patch_max_size=0)`): XLA counts a plain convolution's taps on real input
+    only, not the zeros that patch matmuls multiply, so this is the step's useful arithmetic."""
+    from exon_jax import train
+    model = exp.model.clone(decoder=exp.model.decoder.clone(patch_max_size=0))
+    hparams = train.unstack_tree(exp.hparams, 0)
+    create = lambda key: train.create_train_state(key, model, exp.optimizer, hparams,
+                                                  exp.settings, exp.image_shape)
+    state = jax.eval_shape(create, jax.random.key(0))
+    lowered = jax.jit(train.make_train_step(model, exp.optimizer, exp.settings)).lower(
+        state, hparams, batch)
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
 def measure(compute_dtype: str, reps: int, warmup: int, budget_s: float) -> dict:
     config, source = common.cifar_config(compute_dtype)
     exp = experiment.build_experiment(config, common.cifar_dataset())
@@ -56,7 +73,7 @@ def measure(compute_dtype: str, reps: int, warmup: int, budget_s: float) -> dict
     # The FLOP figure used below is the step's useful arithmetic (XLA's count of the same
     # step on plain-convolution reference networks); exon_jax's own compiled count can be
     # larger where its convolutions are explicit-patch matmuls (XLA counts their zeros).
-    useful = reference_nets.reference_step_flops(exp, batch)
+    useful = stock_step_flops(exp, batch)
     flops = useful if useful else xla_flops
     holder = {"state": state}
 

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from exon_jax import models, priors
+from exon_jax import backend, models, priors
 from exon_jax.losses import LIKELIHOODS
 from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
 
@@ -248,7 +248,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
     return models.EXoNModel(
         encoder=models.ConvEncoder(num_classes=num_classes, latent_dim=config.model.latent_dim,
                                    compute_dtype=dtype),
-        decoder=models.ConvDecoder(compute_dtype=dtype),
+        decoder=models.ConvDecoder(compute_dtype=dtype,
+                                   patch_max_size=backend.transposed_conv_patch_size()),
         classifier=models.Classifier(num_classes=num_classes, compute_dtype=dtype))
 
 

@@ -12,8 +12,8 @@ Matmul precision. Every module takes `compute_dtype`:
   returns float32 (`preferred_element_type=jnp.float32`). Parameters, biases,
   BatchNorm, activations and outputs stay float32. The hooks used:
   `nn.Dense(dot_general=...)`, `nn.Conv(conv_general_dilated=...)`; `nn.ConvTranspose`
-  has no such hook in flax 0.12, so it gets a `promote_dtype` that casts its input
-  and kernel (not its bias) to bfloat16, plus `preferred_element_type=jnp.float32`.
+  has no such hook in flax 0.12, so bfloat16 transposed convolutions use
+  `backend.PatchConvTranspose`, which casts input and kernel (not the bias) itself.
 
 Initialisation follows Keras defaults (the authors' code is Keras): Glorot-uniform
 kernels, zero biases; BatchNorm with momentum 0.99 and epsilon 1e-3, its running
@@ -73,14 +73,6 @@ def _reduced_conv_general_dilated(lhs, rhs, window_strides, padding, *,
         preferred_element_type=jnp.float32, **kwargs)
 
 
-def _reduced_promote_dtype(inputs, kernel, bias, dtype=None, inexact=True, *,
-                           compute_dtype):
-    """`promote_dtype` for nn.ConvTranspose: input, kernel -> compute_dtype; bias float32."""
-    del dtype, inexact
-    bias = None if bias is None else jnp.asarray(bias, jnp.float32)
-    return [jnp.asarray(inputs, compute_dtype), jnp.asarray(kernel, compute_dtype), bias]
-
-
 def dense(features: int, compute_dtype: Any = jnp.float32,
           name: Optional[str] = None) -> nn.Dense:
     """nn.Dense with Keras initialisation and the module-wide matmul precision.
@@ -116,59 +108,24 @@ def conv(features: int, kernel_size: int, strides: int = 1,
                    conv_general_dilated=conv_general_dilated, name=name)
 
 
-class ConvTranspose(nn.Module):
-    """Square transposed convolution, padding SAME: [B, H, W, Cin] -> [B, H*s, W*s, features].
-
-    The same function and parameters ('kernel' [k, k, Cin, features], 'bias') as
-    `nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")`. Where the
-    output is small (at most `patch_max_size` pixels a side: the 2x2 -> 16x16 layers of
-    the paper's decoder) it is computed as one matmul over explicit k x k patches:
-    XLA:CPU runs convolutions whose kernel is larger than their input on a slow
-    path (3.2 s vs 0.07 s for the 4x4, 256-channel, 5x5 layer at batch 66).
-    """
-    features: int
-    kernel_size: int
-    strides: int = 1
-    compute_dtype: Any = jnp.float32
-    patch_max_size: int = 16
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k, s = self.kernel_size, self.strides
-        kernel = self.param("kernel", _KERNEL_INIT, (k, k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        reduced = _is_reduced(self.compute_dtype)
-        lhs = x.astype(self.compute_dtype) if reduced else x
-        rhs = kernel.astype(self.compute_dtype) if reduced else kernel
-        out_h, out_w = x.shape[1] * s, x.shape[2] * s
-        if max(out_h, out_w) > self.patch_max_size:
-            y = jax.lax.conv_transpose(lhs, rhs, (s, s), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       preferred_element_type=jnp.float32)
-            return y + bias
-        # lax.conv_transpose's SAME padding: dilate the input by s, pad (a, b), correlate.
-        pad_total = k + s - 2
-        pad_a = k - 1 if s > k - 1 else -(-pad_total // 2)
-        pad_b = pad_total - pad_a
-        zero = jnp.zeros((), lhs.dtype)
-        padded = jax.lax.pad(lhs, zero, ((0, 0, 0), (pad_a, pad_b, s - 1),
-                                         (pad_a, pad_b, s - 1), (0, 0, 0)))
-        patches = jnp.stack([padded[:, i:i + out_h, j:j + out_w, :]
-                             for i in range(k) for j in range(k)], axis=3)
-        y = jnp.einsum("bhwpc,pco->bhwo", patches, rhs.reshape(k * k, *rhs.shape[2:]),
-                       preferred_element_type=jnp.float32)
-        return y + bias
-
-
 def conv_transpose(features: int, kernel_size: int, strides: int = 1,
-                   compute_dtype: Any = jnp.float32,
-                   name: Optional[str] = None) -> ConvTranspose:
+                   compute_dtype: Any = jnp.float32, patch_max_size: int = 0,
+                   name: Optional[str] = None) -> nn.Module:
     """Square transposed conv, padding SAME, Keras initialisation, matmul precision.
 
+    Flax's stock `nn.ConvTranspose` for float32 compute; the same function with bfloat16
+    operands, or (`patch_max_size` > 0, a workaround `exon_jax.backend` asks for on CPU)
+    as a patch matmul for outputs up to that size, via `backend.PatchConvTranspose`.
+
     Returns:
-      A ConvTranspose mapping [B, H, W, C] -> [B, H*strides, W*strides, features].
+      A module mapping [B, H, W, C] -> [B, H*strides, W*strides, features].
     """
-    return ConvTranspose(features, kernel_size, strides, compute_dtype, name=name)
+    if patch_max_size == 0 and not _is_reduced(compute_dtype):
+        return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(strides, strides),
+                                padding="SAME", kernel_init=_KERNEL_INIT, name=name)
+    from exon_jax.backend import PatchConvTranspose
+    return PatchConvTranspose(features, kernel_size, strides, compute_dtype, patch_max_size,
+                              name=name)
 
 
 def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
@@ -324,9 +281,12 @@ class ConvDecoder(nn.Module):
     Attributes:
       output_channels: image channels (3 for CIFAR-10).
       compute_dtype: matmul operand dtype (module docstring).
+      patch_max_size: transposed convolutions with outputs up to this size run as patch
+        matmuls (`exon_jax.backend`: XLA:CPU's slow path); 0 = stock convolutions.
     """
     output_channels: int = 3
     compute_dtype: Any = jnp.float32
+    patch_max_size: int = 0
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -345,9 +305,11 @@ class ConvDecoder(nn.Module):
         h = jnp.reshape(h, (-1, 2, 2, 256))
         layers = ((256, 2), (256, 1), (128, 2), (64, 2), (32, 2))
         for i, (features, stride) in enumerate(layers):
-            h = conv_transpose(features, 5, stride, self.compute_dtype, name=f"deconv_{i}")(h)
+            h = conv_transpose(features, 5, stride, self.compute_dtype, self.patch_max_size,
+                               name=f"deconv_{i}")(h)
             h = batch_norm(train, name=f"norm_{i}")(nn.relu(h))
-        h = conv_transpose(self.output_channels, 1, 1, self.compute_dtype, name="output")(h)
+        h = conv_transpose(self.output_channels, 1, 1, self.compute_dtype, self.patch_max_size,
+                           name="output")(h)
         return nn.sigmoid(h)
 
 

@@ -275,7 +275,7 @@ def test_bad_arguments_raise():
     (2, 2, 16, 8, 5), (4, 1, 8, 8, 5), (4, 2, 8, 4, 5), (8, 2, 4, 4, 5), (3, 1, 4, 3, 1)])
 def test_conv_transpose_matches_flax(size, stride, cin, cout, kernel):
     """Oracle: flax's nn.ConvTranspose (padding SAME) with the same parameters, both paths."""
-    from exon_jax.models import ConvTranspose
+    from exon_jax.backend import PatchConvTranspose as ConvTranspose
     x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
     reference = nn.ConvTranspose(cout, (kernel, kernel), strides=(stride, stride), padding="SAME")
     variables = reference.init(jax.random.key(1), x)
