@@ -30,6 +30,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from exon_jax import metrics, sampling
 from exon_jax.priors import MixturePrior
 
 DecodeFn = Callable[[jax.Array], jax.Array]
@@ -43,6 +44,7 @@ PREDESIGN_END = (10.0, 0.0)
 PREDESIGN_NUM = 11
 TRAVERSAL_LOW = -2.0
 TRAVERSAL_HIGH = 2.0
+POSTERIOR_KINDS = ("mean", "samples")
 
 
 def _check(assertion, *args, name: str, **kwargs) -> None:
@@ -295,3 +297,31 @@ def top_activated_axes(ratios: jax.Array, count: int) -> jax.Array:
         raise ValueError(f"argument `count` must be <= d = {ratios.shape[0]}, got {count}")
     ranked = jnp.where(jnp.isnan(ratios), -jnp.inf, ratios)
     return jax.lax.top_k(ranked, count)[1].astype(jnp.int32)
+
+
+def posterior_codes(logits: jax.Array, mean: jax.Array, logvar: jax.Array, kind: str = "mean",
+                    key: jax.Array | None = None) -> jax.Array:
+    """The 2-D codes the posterior scatters draw (paper Figures 3 and 4).
+
+    kind "samples": z_i ~ q(z | x_i), the paper's scatter: a component
+    y_i ~ Categorical(w(. | x_i)) (an exact draw: the hard Gumbel-max one-hot),
+    then z_i = mu_{y_i}(x_i) + exp(logvar_{y_i}(x_i) / 2) * eps_i, eps_i ~ N(0, I).
+    kind "mean": mu_{argmax_k w_k}(x_i), the mean of the most probable component
+    (`metrics.posterior_mean_code`, no noise).
+
+    Args:
+      logits: [N, K] mixture logits.
+      mean, logvar: [N, K, d] component means and log-variances.
+      kind: "mean" or "samples".
+      key: PRNG key (kind "samples" only).
+
+    Returns:
+      [N, d] codes.
+    """
+    if kind == "mean":
+        return metrics.posterior_mean_code(logits, mean)
+    if kind != "samples":
+        raise ValueError(f"argument `kind` must be one of {POSTERIOR_KINDS}, got {kind!r}")
+    if key is None:
+        raise ValueError("argument `key` is required for kind 'samples'")
+    return sampling.sample_latent(key, logits, mean, logvar, hard=True)

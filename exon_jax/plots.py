@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -38,26 +39,74 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: str) -> str:
-    """Writes `fig` as a PNG at 120 dpi, making the directory, then closes it.
+def fit_canvas(fig: Figure, pad: float = 0.04, tries: int = 4) -> Figure:
+    """Grows `fig` until every artist (titles, labels, tick labels) lies inside the canvas.
 
-    Closing: a figure managed by pyplot is closed there; figures made in this
-    module are not registered with pyplot and are freed once unreferenced.
+    Draws without rendering, compares the tight bounding box with the figure and
+    widens/heightens the figure by the overflow (the layout engine then re-places
+    the axes); repeats until nothing sticks out, at most `tries` times.
+
+    Returns:
+      `fig`.
+    """
+    for _ in range(tries):
+        fig.draw_without_rendering()
+        box = fig.get_tightbbox()
+        width, height = fig.get_size_inches()
+        grow_x = max(0.0, -box.x0) + max(0.0, box.x1 - width)
+        grow_y = max(0.0, -box.y0) + max(0.0, box.y1 - height)
+        if grow_x <= 0.0 and grow_y <= 0.0:
+            break
+        fig.set_size_inches(width + grow_x + (pad if grow_x else 0.0),
+                            height + grow_y + (pad if grow_y else 0.0))
+    return fig
+
+
+def save(fig: Figure, path: str) -> str:
+    """Writes `fig` as a PNG at 120 dpi and as a PDF beside it, then closes it.
+
+    The canvas is first grown to hold every artist (`fit_canvas`), so no title or
+    label is cut. The PDF has the PNG's name with `.pdf` (vector text and lines;
+    scatter points are rasterised). Closing: a figure managed by pyplot is closed
+    there; figures made in this module are not registered with pyplot and are
+    freed once unreferenced.
 
     Args:
       fig: the figure.
-      path: output file; its directory is created if missing.
+      path: output `.png` file; its directory is created if missing.
 
     Returns:
-      `path`.
+      `path` (the PNG).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    fit_canvas(fig)
     fig.savefig(path, dpi=SAVE_DPI, format="png")
+    fig.savefig(pdf_path(path), dpi=SAVE_DPI, format="pdf")
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)
     return path
+
+
+def pdf_path(path: str) -> str:
+    """The PDF written beside the PNG `path` by `save`."""
+    return os.path.splitext(path)[0] + ".pdf"
+
+
+def _wrap(text: str | None, width_inches: float, fontsize: float = 12.0) -> str | None:
+    """`text` broken into lines that fit `width_inches` (about 0.55 em per character)."""
+    if not text:
+        return text
+    characters = max(12, int(width_inches * 72.0 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, characters) for line in text.split("\n"))
+
+
+def _set_title(ax, title: str | None, fontsize: float = 12.0) -> None:
+    """Axes title wrapped to the width of the axes' figure column."""
+    if title:
+        width = ax.figure.get_size_inches()[0] * ax.get_position().width
+        ax.set_title(_wrap(title, max(width, 1.5), fontsize), fontsize=fontsize)
 
 
 def class_colormap(num_classes: int):
@@ -129,8 +178,7 @@ def prior_samples(z, labels, means, class_names: Sequence[str] | None = None,
     _mark_centres(ax, means, class_names)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
-    if title:
-        ax.set_title(title)
+    _set_title(ax, title)
     return fig
 
 
@@ -157,8 +205,7 @@ def posterior_scatter(codes, labels, means, class_names: Sequence[str] | None = 
     _mark_centres(ax, means, class_names)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
-    if title:
-        ax.set_title(title)
+    _set_title(ax, title)
     return ax.figure
 
 
@@ -180,24 +227,35 @@ def _grid_axes(fig: Figure, count: int, ncols: int, **kwargs):
 
 
 def posterior_panel(panels: Sequence[tuple], means, class_names: Sequence[str] | None = None,
-                    ncols: int = 3) -> Figure:
-    """Several `posterior_scatter` panels with shared x/y limits (paper Figure 4).
+                    ncols: int = 3, title: str | None = None) -> Figure:
+    """Several `posterior_scatter` panels on one shared square window (paper Figure 4).
 
     Args:
       panels: list of (codes [N_i, 2], labels [N_i], title) triples, e.g. one per
-        (lambda1, lambda2) pair.
-      means: [K, 2] designed centres.
+        (lambda1, lambda2) pair, or (codes, labels, title, means_i) quadruples whose
+        panel marks its own designed centres means_i [K, 2] (e.g. one per distance of a
+        pre-design sweep).
+      means: [K, 2] designed centres of the triples.
       class_names: K names, or None.
       ncols: panels per row.
+      title: figure title, or None.
 
     Returns:
-      Figure with len(panels) axes sharing x and y.
+      Figure with len(panels) axes sharing x and y; the window is the square
+      [-h, h]^2 holding every code and centre (h = 1.1 x the largest |coordinate|).
     """
     rows, columns = _grid_shape(len(panels), ncols)
-    fig = _new_figure(3.2 * columns, 3.2 * rows)
+    fig = _new_figure(3.2 * columns, 3.2 * rows + (0.4 if title else 0.0))
     axes = _grid_axes(fig, len(panels), ncols, sharex=True, sharey=True)
-    for ax, (codes, labels, title) in zip(axes, panels):
-        posterior_scatter(codes, labels, means, class_names, ax=ax, title=title)
+    centres = [np.asarray(panel[3] if len(panel) > 3 else means) for panel in panels]
+    half = 1.1 * max(max(float(np.max(np.abs(np.asarray(p[0])), initial=0.0)) for p in panels),
+                     max(float(np.max(np.abs(c[:, :2]))) for c in centres), 1.0)
+    for ax, panel, centre in zip(axes, panels, centres):
+        posterior_scatter(panel[0], panel[1], centre, class_names, ax=ax, title=panel[2])
+    axes[0].set_xlim(-half, half)
+    axes[0].set_ylim(-half, half)
+    if title:
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]))
     return fig
 
 
@@ -252,8 +310,7 @@ def image_grid(images, nrows: int, ncols: int, title: str | None = None,
     fig = _new_figure(max(2.0, scale * ncols), max(1.0, scale * nrows) + (0.4 if title else 0.0))
     ax = fig.add_subplot()
     _show_tiled(ax, tile_images(images, nrows, ncols))
-    if title:
-        ax.set_title(title)
+    _set_title(ax, title)
     return fig
 
 
@@ -295,14 +352,13 @@ def label_map_figure(label_map, extent: float, means, class_names: Sequence[str]
     num_classes = np.asarray(means).shape[0]
     colourbar = fig.colorbar(image, ax=ax, ticks=np.arange(num_classes), shrink=0.8)
     colourbar.ax.set_yticklabels(_class_names(class_names, num_classes))
-    if title:
-        ax.set_title(title)
+    _set_title(ax, title)
     return fig
 
 
 def figure3(codes, labels, manifold_images, label_map, extent: float, means,
             class_names: Sequence[str] | None = None,
-            titles: Sequence[str] = ("Posterior samples, test set", "Decoded latent grid",
+            titles: Sequence[str] = ("Test posterior", "Decoded latent grid",
                                      "Predicted label of the decoded grid")) -> Figure:
     """The paper's three-panel Figure 3: codes | decoded manifold | label map.
 
@@ -336,24 +392,29 @@ def figure3(codes, labels, manifold_images, label_map, extent: float, means,
                 extent=_cell_extent(extent, size))
     manifold_ax.set_xlabel("$z_1$")
     manifold_ax.set_ylabel("$z_2$")
-    manifold_ax.set_title(titles[1])
+    _set_title(manifold_ax, titles[1])
     _draw_label_map(map_ax, label_map, extent, means, class_names)
-    map_ax.set_title(titles[2])
+    _set_title(map_ax, titles[2])
     return fig
 
 
 def interpolation_strips(rows: Sequence, row_titles: Sequence[str] | None = None,
-                         scale: float = 0.8) -> Figure:
-    """One strip of images per row (paper Figures 1, 9, 10; Figure 9: one row per distance).
+                         title: str | None = None, scale: float = 0.8) -> Figure:
+    """One strip of images per row, a label left of each (paper Figures 1, 6, 9-13).
+
+    Interpolations (Figures 1, 9, 10: one row per distance in Figure 9), noise
+    probes (Figures 6, 11, 12) and traversals (Figure 13) all use it.
 
     Args:
-      rows: list of R arrays [T_r, H, W, C] (decodings of `analysis.interpolate`
-        or `analysis.predesign_path`); all rows share H, W, C.
+      rows: list of R arrays [T_r, H, W, C] (decodings of `analysis.interpolate`,
+        `analysis.predesign_path`, `analysis.noise_probe`, `analysis.traversal`); all
+        rows share H, W, C.
       row_titles: R labels shown left of each strip, or None.
+      title: figure title above the strips, or None.
       scale: inches per image.
 
     Returns:
-      Figure with R axes, top to bottom.
+      Figure with R axes, top to bottom; `save` widens it to hold the labels.
     """
     rows = [np.asarray(row) for row in rows]
     if not rows:
@@ -361,13 +422,17 @@ def interpolation_strips(rows: Sequence, row_titles: Sequence[str] | None = None
     if row_titles is not None and len(row_titles) != len(rows):
         raise ValueError(f"argument `row_titles` has {len(row_titles)} titles for {len(rows)} rows")
     length = max(row.shape[0] for row in rows)
-    fig = _new_figure(max(2.0, scale * length + 1.0), scale * len(rows) + 0.2)
+    label_width = 0.0 if row_titles is None else 0.09 * max(len(t) for t in row_titles)
+    fig = _new_figure(max(2.0, scale * length + 0.2 + label_width),
+                      scale * len(rows) + 0.2 + (0.4 if title else 0.0))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for index, (ax, row) in enumerate(zip(axes, rows)):
         _show_tiled(ax, tile_images(row, 1, row.shape[0]))
         if row_titles is not None:
             ax.set_ylabel(row_titles[index], rotation=0, ha="right", va="center")
-    return fig
+    if title:
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]))
+    return fit_canvas(fig)
 
 
 def heatmap(values, row_labels: Sequence, col_labels: Sequence, title: str | None = None,
@@ -408,38 +473,56 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, title: str | Non
         ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    _set_title(ax, title)
     return fig
 
 
 def activation_bars(ratios, class_names: Sequence[str] | None = None, threshold: float = 0.1,
-                    ncols: int = 5, sharey: bool = False) -> Figure:
-    """Activation ratio F_kj of every latent dim, one small panel per class (Figures 5, 14).
+                    ncols: int = 5, sharey: bool = False, title: str | None = None) -> Figure:
+    """Activation ratio F_kj of every latent dim, one panel per class (Figures 5, 14).
+
+    Bars above the threshold delta (the activated dims) are red, the others blue;
+    delta is a dashed black line drawn over the bars and always inside the y range.
 
     Args:
       ratios: [K, d] F from `metrics.activated_subspace_by_class` (or [d] for one class).
       class_names: K names, or None.
-      threshold: delta, drawn as a dashed line; bars above it are the activated dims.
+      threshold: delta; bars above it are the activated dims.
       ncols: panels per row.
       sharey: share the y axis between classes.
+      title: figure title, or None.
 
     Returns:
-      Figure with K axes.
+      Figure with K axes (x: latent dim j, y: F_kj).
     """
     ratios = np.atleast_2d(np.asarray(ratios, dtype=float))
     num_classes, dim = ratios.shape
     names = _class_names(class_names, num_classes)
     rows, columns = _grid_shape(num_classes, ncols)
-    fig = _new_figure(3.0 * columns, 2.2 * rows)
+    fig = _new_figure(3.0 * columns + 0.3, 2.3 * rows + 0.3 + (0.4 if title else 0.0))
     axes = _grid_axes(fig, num_classes, ncols, sharex=True, sharey=sharey)
-    for ax, row, name in zip(axes, ratios, names):
+    top = max(float(np.nanmax(ratios, initial=0.0)), threshold) * 1.08
+    for index, (ax, row, name) in enumerate(zip(axes, ratios, names)):
         active = row > threshold
-        ax.bar(np.arange(dim), row, width=1.0, color=np.where(active, "tab:red", "tab:blue"))
-        ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
-        ax.set_title(f"{name} ({int(active.sum())} > {threshold:g})", fontsize=9)
+        ax.bar(np.arange(dim), np.nan_to_num(row), width=1.0,
+               color=np.where(active, "tab:red", "tab:blue"), zorder=1)
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=1.0, zorder=3,
+                   label=f"threshold $\\delta$ = {threshold:g}")
+        ax.set_title(f"{name}: {int(active.sum())} of {dim} dims > {threshold:g}", fontsize=9)
         ax.set_xlim(-0.5, dim - 0.5)
+        if not sharey:
+            ax.set_ylim(0.0, max(float(np.nanmax(row, initial=0.0)), threshold) * 1.08)
+        else:
+            ax.set_ylim(0.0, top)
         ax.tick_params(labelsize=7)
+        if index % columns == 0:
+            ax.set_ylabel("$F_{kj}$", fontsize=9)
+        if index >= num_classes - columns:
+            ax.set_xlabel("latent dim $j$", fontsize=9)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    axes[0].legend(loc="upper left", fontsize=7, framealpha=0.8)
+    if title:
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]))
     return fig
 
 
@@ -483,6 +566,34 @@ def trend(x, y, xlabel: str, ylabel: str, title: str | None = None,
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _set_title(ax, title)
+    return fig
+
+
+def training_curves(curves: Mapping[str, Mapping[str, tuple]], title: str | None = None,
+                    logy: Sequence[str] = ()) -> Figure:
+    """One panel per metric, one line per model: training curves from metrics.jsonl.
+
+    Args:
+      curves: {metric name: {model name: (epochs [n], values [n])}}.
+      title: figure title, or None.
+      logy: metrics drawn on a logarithmic y axis.
+
+    Returns:
+      Figure with one axes per metric, side by side.
+    """
+    fig = _new_figure(4.2 * len(curves), 3.4)
+    for index, (metric, lines) in enumerate(curves.items()):
+        ax = fig.add_subplot(1, len(curves), index + 1)
+        for name, (epochs, values) in lines.items():
+            ax.plot(np.asarray(epochs), np.asarray(values), label=name,
+                    marker="o" if len(epochs) < 30 else None, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        if metric in logy:
+            ax.set_yscale("log")
+        if 1 < len(lines) <= 12:
+            ax.legend(fontsize=7)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return fig

@@ -4,59 +4,116 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, TextIO
 
 import jax
 import numpy as np
 
 
-def _to_python(value):
-    value = np.asarray(value)
-    return value.item() if value.ndim == 0 else value.tolist()
+def to_jsonable(value: Any) -> Any:
+    """Plain-Python JSON value of `value`, the one converter of the package.
+
+    Dicts (keys made str), lists and tuples recursively; NumPy / JAX scalars and arrays
+    to Python numbers and nested lists; bools stay bools; NaN and +-inf become None, so
+    the output is strict JSON. Other values (str, None, ...) are returned unchanged.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (str, bytes)) or value is None:
+        return value
+    if hasattr(value, "tolist"):           # NumPy / JAX arrays and scalars
+        return to_jsonable(np.asarray(value).tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
 
 
 class MetricWriter:
     """Writes scalars to `<workdir>/metrics.jsonl` and TensorBoard event files.
 
     Only process 0 writes. Each JSONL line is one object: {"epoch": e, **scalars}.
+    Each grid point is its own TensorBoard run, `tensorboard/<run name>/`. A writer
+    opened at `start_epoch` > 0 (a resumed run) first drops the rows of later epochs
+    from metrics.jsonl and tells TensorBoard to purge them, so no epoch appears twice.
     """
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    def __init__(self, workdir: str, run_names: Sequence[str] = ("model",),
+                 start_epoch: int = 0, tensorboard: bool = True):
         self._active = jax.process_index() == 0
-        self._jsonl = None
-        self._tb = None
+        self._jsonl: TextIO | None = None
+        self._tb: list = []
         if not self._active:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        path = os.path.join(workdir, "metrics.jsonl")
+        _drop_rows_after(path, start_epoch)
+        self._jsonl = open(path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            purge = start_epoch + 1 if start_epoch > 0 else None
+            self._tb = [SummaryWriter(os.path.join(workdir, "tensorboard", name), purge_step=purge)
+                        for name in run_names]
 
-    def write_scalars(self, epoch: int, scalars: Mapping[str, Any]) -> None:
-        """Appends one row of scalars (keys like 'train/loss', 'eval/error')."""
-        if not self._active:
+    def write_scalars(self, epoch: int, scalars: Mapping[str, Any], model: int = 0) -> None:
+        """Appends one row of model `model`'s scalars (keys like 'train/loss', 'eval/error')."""
+        if self._jsonl is None:
             return
-        row = {"epoch": int(epoch), **{k: _to_python(v) for k, v in scalars.items()}}
+        row = {"epoch": int(epoch), **{k: to_jsonable(v) for k, v in scalars.items()},
+               "model": int(model)}
         self._jsonl.write(json.dumps(row) + "\n")
-        if self._tb is not None:
+        if self._tb:
             for name, value in row.items():
-                if name != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tb.add_scalar(name, value, epoch)
+                if name not in ("epoch", "model") and isinstance(value, (int, float)) \
+                        and math.isfinite(value):
+                    self._tb[model].add_scalar(name, value, epoch)
+
+    def write_images(self, epoch: int, name: str, images, model: int = 0) -> None:
+        """One TensorBoard image: a [N, H, W, C] batch in [0, 1] tiled into a row."""
+        if not self._active or not self._tb:
+            return
+        images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+        self._tb[model].add_images(name, images, epoch, dataformats="NHWC")
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         """Records the run's hyper-parameters as TensorBoard text."""
-        if self._active and self._tb is not None:
-            self._tb.add_text("hparams", json.dumps(hparams, indent=1, default=str), 0)
+        if self._active:
+            for tb in self._tb:
+                tb.add_text("hparams", json.dumps(hparams, indent=1, default=str), 0)
 
     def flush(self) -> None:
-        if self._active:
+        if self._jsonl is not None:
             self._jsonl.flush()
-            if self._tb is not None:
-                self._tb.flush()
+            for tb in self._tb:
+                tb.flush()
 
     def close(self) -> None:
-        if self._active:
+        if self._active and self._jsonl is not None:
             self._jsonl.close()
-            if self._tb is not None:
-                self._tb.close()
+            self._jsonl = None
+            for tb in self._tb:
+                tb.close()
+
+
+def _drop_rows_after(path: str, epoch: int) -> None:
+    """Rewrites metrics.jsonl without rows of epochs > `epoch` (and any torn last line)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("epoch", 0) <= epoch:
+                kept.append(json.dumps(row) + "\n")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)

@@ -214,3 +214,39 @@ def test_top_activated_axes_ranks_nan_last():
     np.testing.assert_array_equal(np.asarray(analysis.top_activated_axes(ratios, 4)), [2, 3, 0, 1])
     with pytest.raises(ValueError, match="count"):
         analysis.top_activated_axes(ratios, 5)
+
+
+# ---------------------------------------------------------------- posterior codes (Figures 3, 4)
+
+
+def test_posterior_codes_mean_is_the_most_probable_components_mean():
+    """NumPy oracle: mean[i, argmax_k logits[i, k]]."""
+    rng = np.random.default_rng(1)
+    logits, mean = rng.normal(size=(6, 3)), rng.normal(size=(6, 3, 2))
+    codes = analysis.posterior_codes(jnp.asarray(logits), jnp.asarray(mean), jnp.zeros((6, 3, 2)))
+    np.testing.assert_allclose(codes, mean[np.arange(6), logits.argmax(axis=1)], rtol=1e-6)
+
+
+def test_posterior_codes_samples_follow_the_mixture():
+    """Monte-Carlo oracle: one input replicated 20 000 times with w = (0.25, 0.75);
+    component k has mean (10 k, -5 k) and sd (0.5, 2); z is classified by its first
+    coordinate, and each component's draws have that mean and sd."""
+    n = 20_000
+    logits = jnp.broadcast_to(jnp.log(jnp.array([0.25, 0.75])), (n, 2))
+    centres = np.array([[0.0, 0.0], [10.0, -5.0]])
+    mean = jnp.broadcast_to(jnp.asarray(centres, jnp.float32), (n, 2, 2))
+    logvar = jnp.broadcast_to(jnp.log(jnp.array([0.25, 4.0])), (n, 2, 2))
+    z = np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", jax.random.key(0)))
+    second = z[:, 0] > 5.0
+    assert abs(second.mean() - 0.75) < 0.015          # 5 sd of a binomial share
+    for k, chosen in ((0, ~second), (1, second)):
+        np.testing.assert_allclose(z[chosen].mean(axis=0), centres[k], atol=0.1)
+        np.testing.assert_allclose(z[chosen].std(axis=0), [0.5, 2.0], rtol=0.05)
+
+
+def test_posterior_codes_rejects_bad_kind_and_missing_key():
+    logits, mean = jnp.zeros((2, 2)), jnp.zeros((2, 2, 2))
+    with pytest.raises(ValueError, match="kind"):
+        analysis.posterior_codes(logits, mean, mean, "median")
+    with pytest.raises(ValueError, match="key"):
+        analysis.posterior_codes(logits, mean, mean, "samples")

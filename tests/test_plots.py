@@ -170,3 +170,116 @@ def test_plots_leave_pyplot_alone():
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         assert pyplot.get_fignums() == []
+
+
+# ---------------------------------------------------------------- paper-ready output
+
+
+def _inside_canvas(fig, slack=0.01):
+    """Oracle for clipping: matplotlib's tight bbox of every artist vs the figure size."""
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox()
+    width, height = fig.get_size_inches()
+    return (box.x0 >= -slack and box.y0 >= -slack and box.x1 <= width + slack
+            and box.y1 <= height + slack)
+
+
+def test_save_writes_pdf_beside_png(tmp_path):
+    path = tmp_path / "a" / "trend.png"
+    plots.save(plots.trend([0, 1], [0, 1], "x", "y"), str(path))
+    pdf = tmp_path / "a" / "trend.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert plots.pdf_path(str(path)) == str(pdf)
+
+
+def test_long_titles_and_row_labels_stay_inside_canvas(rng, means):
+    """The figures the review found clipped: posterior.png's long title, the grid panel
+    and the pre-design strip row labels."""
+    codes, labels = _codes(rng, means)
+    long_title = "Test posterior (mean of the most probable component) of every test image"
+    strips = plots.interpolation_strips([rng.uniform(size=(11, 8, 8, 1)) for _ in range(4)],
+                                        ["distance=8", "distance=16", "distance=24",
+                                         "distance=32"])
+    panel = plots.posterior_panel([(codes, labels, "lambda1=100_lambda2=1.1_seed=0")] * 3, means,
+                                  NAMES, ncols=3, title=long_title)
+    bars = plots.activation_bars(rng.uniform(size=(3, 40)), NAMES[:3], ncols=2,
+                                 title="activation ratio F per class (training inputs)")
+    figures = {"posterior": plots.posterior_scatter(codes, labels, means, NAMES, title=long_title),
+               "strips": strips, "panel": panel, "bars": bars,
+               "figure3": plots.figure3(codes, labels, rng.uniform(size=(16, 8, 8, 1)),
+                                        rng.integers(0, NUM_CLASSES, size=(10, 10)), 15.0,
+                                        means, NAMES, titles=(long_title, "b", "c"))}
+    for name, fig in figures.items():
+        assert _inside_canvas(plots.fit_canvas(fig)), name   # what `save` writes
+
+
+def test_fit_canvas_grows_a_clipped_figure():
+    fig = plots.trend([0, 1], [0, 1], "x", "y")
+    fig.axes[0].set_ylabel("a very long y label " * 8)
+    fig.set_size_inches(2.0, 2.0)
+    assert not _inside_canvas(fig)
+    assert _inside_canvas(plots.fit_canvas(fig))
+
+
+def test_activation_bars_threshold_line_and_axis_labels(rng):
+    threshold = 0.1
+    ratios = rng.uniform(0.0, 0.05, size=(2, 12))     # every bar below delta
+    ratios[1, 3] = 4.0                                 # one far above it
+    fig = plots.activation_bars(ratios, NAMES[:2], threshold=threshold, ncols=2)
+    for ax in fig.axes:
+        lines = [line for line in ax.lines if np.allclose(line.get_ydata(), threshold)]
+        assert len(lines) == 1, "threshold line missing"
+        assert lines[0].get_zorder() > max(patch.get_zorder() for patch in ax.patches)
+        low, high = ax.get_ylim()
+        assert low <= threshold < high
+        assert ax.get_xlabel() and ax.get_ylabel() or ax is not fig.axes[0]
+    assert fig.axes[0].get_ylabel() == "$F_{kj}$"
+    assert all(ax.get_xlabel() == "latent dim $j$" for ax in fig.axes)
+
+
+def test_posterior_panel_own_centres_and_square_window(rng, means):
+    codes, labels = _codes(rng, means)
+    moved = means * 3.0
+    fig = plots.posterior_panel([(codes, labels, "a"), (codes, labels, "b", moved)], means, NAMES)
+    marked = [ax.collections[1].get_offsets() for ax in fig.axes if ax.get_visible()]
+    np.testing.assert_allclose(marked[0], means)
+    np.testing.assert_allclose(marked[1], moved)
+    half = 1.1 * max(np.abs(codes).max(), np.abs(moved).max())
+    np.testing.assert_allclose(fig.axes[0].get_xlim(), (-half, half))
+    np.testing.assert_allclose(fig.axes[0].get_ylim(), (-half, half))
+
+
+# ---------------------------------------------------------------- figure tables and JSON
+
+
+def test_grid_table_against_hand_computed_cells():
+    from exon_jax import figures
+    points = [{"lambda1": 1.0, "lambda2": 0.5, "seed": 0}, {"lambda1": 1.0, "lambda2": 0.5, "seed": 1},
+              {"lambda1": 10.0, "lambda2": 0.5, "seed": 0}, {"lambda1": 1.0, "lambda2": 2.0, "seed": 0}]
+    values = {"kl": [1.0, 3.0, 5.0, 7.0]}
+    assert figures.heatmap_fields(points) == ("lambda1", "lambda2")
+    rows, cols, mean, std, count = figures.grid_table(points, values, "lambda1", "lambda2")
+    assert rows == [1.0, 10.0] and cols == [0.5, 2.0]
+    np.testing.assert_array_equal(count, [[2, 1], [1, 0]])
+    np.testing.assert_allclose(mean["kl"], [[2.0, 7.0], [5.0, np.nan]])
+    np.testing.assert_allclose(std["kl"], [[np.sqrt(2.0), np.nan], [np.nan, np.nan]])
+    assert figures.heatmap_fields([{"distance": 8.0}, {"distance": 16.0}]) == ("distance", None)
+    rows, cols, mean, _, count = figures.grid_table([{"distance": 16.0}, {"distance": 8.0}],
+                                                    values={"kl": [2.0, 1.0]}, row_field="distance",
+                                                    col_field=None)
+    assert rows == [8.0, 16.0] and cols == ["all"]
+    np.testing.assert_allclose(mean["kl"], [[1.0], [2.0]])
+
+
+def test_to_jsonable_is_strict_json():
+    import json
+
+    import jax.numpy as jnp
+
+    from exon_jax.writers import to_jsonable
+    value = {1: np.float32(0.5), "a": np.array([[1, 2]], np.int64), "b": (np.bool_(True), None),
+             "c": [float("nan"), np.inf, jnp.asarray(2.5)], "d": "text"}
+    expected = {"1": 0.5, "a": [[1, 2]], "b": [True, None], "c": [None, None, 2.5], "d": "text"}
+    assert to_jsonable(value) == expected
+    assert json.loads(json.dumps(to_jsonable(value), allow_nan=False)) == expected
+    assert isinstance(to_jsonable(np.int32(3)), int) and to_jsonable(np.bool_(False)) is False
