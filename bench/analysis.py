@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from exon_jax import data as data_lib
+from exon_jax import batching as data_lib  # batch indices and scaling; no loaders
 from exon_jax import metrics
 
 NUM_IMAGES = 169

@@ -26,7 +26,7 @@ import common
 
 import jax
 
-from exon_jax import data as data_lib
+from exon_jax import batching as data_lib  # batch indices and scaling; no loaders
 from exon_jax import experiment, train
 
 EPOCHS = 200

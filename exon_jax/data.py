@@ -1,24 +1,36 @@
-"""Image data: load arrays from local files or tfds, validate, split, batch indices.
+"""Image data: find and read local files or tfds, validate, split, identify.
 
-Images are kept as uint8 [N, H, W, C] and labels as int32 [N] on the host;
-`scale_images` turns them into float32 in [0, 1] (on device, inside jit).
-Sources (DESIGN.md section 6):
-  files  local files under data_dir/<name>/: our converted <name>.npz
-         (scripts/fetch_mnist.py writes mnist/mnist.npz), MNIST-style IDX
-         files, the classic mnist.pkl.gz, or CIFAR-10's cifar-10-batches-py.
+Images are kept on the host as uint8 [N, H, W, C] (or float32 in [0, 1]) and
+labels as int32 [N]; `batching.scale_images` turns them into float32 in [0, 1]
+on device. Sources:
+  files  local files for any data set name: `path` (a file or folder) when
+         given, else data_dir/<name>/ or data_dir/<name>.npz. Read there: an
+         .npz with train_images, train_labels, test_images, test_labels (and
+         optionally class_names), MNIST-style IDX files, CIFAR-10's
+         cifar-10-batches-py, the classic mnist.pkl.gz (only the pinned one,
+         by sha256), or a folder of images with one sub-folder per class
+         (train/<class>/*, test/<class>/*, or <class>/* with a stratified
+         test hold-out).
   tfds   tensorflow_datasets by name, read with tfds.data_source (numpy out,
          no TensorFlow needed at read time).
   auto   files if present, else an already prepared tfds data set.
+Nothing read at run time can execute code: .npz is read with
+allow_pickle=False, and the pickles of CIFAR-10 and MNIST go through an
+unpickler that admits only numpy's array constructors.
 """
 import dataclasses
 import gzip
+import hashlib
+import importlib
+import io
 import math
 import os
 import pickle
-from typing import Optional, Sequence
+import sys
+import zipfile
+import zlib
+from typing import Any, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 SOURCES = ("auto", "files", "tfds")
@@ -32,12 +44,21 @@ CIFAR10_CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 )
-# Data sets the `files` source knows how to read, with their class names.
+# Class names of well-known data sets whose files carry none (IDX, a bare .npz).
 FILE_DATASETS = {
     "mnist": MNIST_CLASS_NAMES,
     "fashion_mnist": FASHION_MNIST_CLASS_NAMES,
     "cifar10": CIFAR10_CLASS_NAMES,
 }
+
+# The classic mnist.pkl.gz (the one scripts/fetch_mnist.py fetches): the only
+# pickle of this name that is ever unpickled.
+MNIST_PKL_NAME = "mnist.pkl.gz"
+MNIST_PKL_SIZE = 17051982
+MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -46,6 +67,7 @@ _IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 
 
 class DataError(ValueError):
@@ -54,9 +76,9 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageSplit:
-    """One split: images uint8 [N, H, W, C] and labels int32 [N]."""
+    """One split: images uint8 [N, H, W, C] (or float32 in [0, 1]) and labels int32 [N]."""
 
-    images: np.ndarray  # uint8 [N, H, W, C]
+    images: np.ndarray  # uint8 or float32 [N, H, W, C]
     labels: np.ndarray  # int32 [N]
 
     def __len__(self) -> int:
@@ -82,7 +104,7 @@ class ImageDataset:
 
 
 def validate_split(split: ImageSplit, num_classes: int, where: str = "split") -> None:
-    """Checks images uint8 [N, H, W, C], labels integer [N], labels in [0, num_classes).
+    """Checks images [N, H, W, C] uint8 or float32 in [0, 1], labels integer [N] in [0, K).
 
     Raises DataError naming the problem (and `where`, e.g. "mnist train").
     """
@@ -92,8 +114,9 @@ def validate_split(split: ImageSplit, num_classes: int, where: str = "split") ->
                         f"{type(images).__name__} and {type(labels).__name__}")
     if images.ndim != 4:
         raise DataError(f"{where}: images must be 4-D [N, H, W, C], got shape {images.shape}")
-    if images.dtype != np.uint8:
-        raise DataError(f"{where}: images must be uint8, got {images.dtype}")
+    if images.dtype not in (np.uint8, np.float32):
+        raise DataError(f"{where}: images must be uint8 (0..255) or float32 in [0, 1], "
+                        f"got {images.dtype}")
     if labels.ndim != 1:
         raise DataError(f"{where}: labels must be 1-D [N], got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -102,6 +125,11 @@ def validate_split(split: ImageSplit, num_classes: int, where: str = "split") ->
         raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
     if images.shape[0] == 0:
         raise DataError(f"{where}: no examples")
+    if images.dtype == np.float32:
+        lo, hi = float(images.min()), float(images.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise DataError(f"{where}: float images must lie in [0, 1], found values in "
+                            f"[{lo}, {hi}] (store 0..255 pixels as uint8)")
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
         bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
@@ -117,6 +145,22 @@ def _validate_dataset(ds: ImageDataset) -> None:
     if ds.train.images.shape[1:] != ds.test.images.shape[1:]:
         raise DataError(f"{ds.name}: train images are {ds.train.images.shape[1:]} but test "
                         f"images are {ds.test.images.shape[1:]} (H, W, C must agree)")
+    if ds.train.images.dtype != ds.test.images.dtype:
+        raise DataError(f"{ds.name}: train images are {ds.train.images.dtype} but test images "
+                        f"are {ds.test.images.dtype}")
+
+
+def _as_images(images: np.ndarray, where: str) -> np.ndarray:
+    """[N, H, W] or [N, H, W, C]; uint8 kept, floating cast to float32 (range checked later)."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype == np.uint8:
+        return images
+    if np.issubdtype(images.dtype, np.floating):
+        return images.astype(np.float32, copy=False)
+    raise DataError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got "
+                    f"{images.dtype} (convert 0..255 pixels with .astype(np.uint8))")
 
 
 def _make_split(images, labels) -> ImageSplit:
@@ -126,17 +170,95 @@ def _make_split(images, labels) -> ImageSplit:
     return ImageSplit(images=np.asarray(images), labels=labels)
 
 
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
+# ------------------------------------------------------------ safe unpickling
+
+
+def _numpy_attr(modules: Sequence[str], name: str):
+    for module in modules:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"numpy has no {name} in {modules}")
+
+
+def _latin1_encode(text, encoding):
+    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, "latin1").
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_RECONSTRUCT = ("numpy._core.multiarray", "numpy.core.multiarray")
+_FROMBUFFER = ("numpy._core.numeric", "numpy.core.numeric")
+# The only globals a pickle may name: what numpy arrays (and bytes in protocol 2) need.
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,
+    **{(m, "_reconstruct"): (lambda: _numpy_attr(_RECONSTRUCT, "_reconstruct"))
+       for m in _RECONSTRUCT},
+    **{(m, "_frombuffer"): (lambda: _numpy_attr(_FROMBUFFER, "_frombuffer"))
+       for m in _FROMBUFFER},
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles containers, numbers, strings and numpy arrays; refuses every other class."""
+
+    def __init__(self, file, where: str, encoding: str):
+        super().__init__(file, encoding=encoding)
+        self._where = where
+
+    def find_class(self, module, name):
+        make = _PICKLE_GLOBALS.get((module, name))
+        if make is None:
+            raise DataError(f"{self._where}: the pickle refers to {module}.{name}, which is not "
+                            f"a numpy array part; refusing to load it (it could run code)")
+        return make()
+
+
+def unpickle_arrays(file, where: str, encoding: str = "bytes") -> Any:
+    """Unpickles `file` (a binary file object) admitting only numpy arrays and plain data.
+
+    Lists, dicts, tuples, bytes, str and numbers need no class; the only classes
+    admitted are numpy's ndarray, dtype and array reconstructors. Anything else
+    (os.system, builtins.exec, ...) raises DataError naming `where`, before it runs.
+    """
+    try:
+        return _ArrayUnpickler(file, where, encoding).load()
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt pickle raises many types
+        raise DataError(f"{where}: not a readable pickle ({_short(e)})") from None
+
+
 # --------------------------------------------------------------- local files
 
 
-def _open_maybe_gz(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes, gunzipped for .gz; DataError naming the file if that fails."""
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read it ({_short(e)}; corrupt or truncated?)") from None
 
 
 def read_idx(path: str) -> np.ndarray:
     """Reads one IDX file (optionally .gz) into a uint8 array of the shape in its header."""
-    with _open_maybe_gz(path) as f:
-        blob = f.read()
+    blob = _read_bytes(path)
+    if not blob:
+        raise DataError(f"{path}: empty file, not an IDX file")
     if len(blob) < 4 or blob[0] != 0 or blob[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     if blob[2] != 0x08:
@@ -149,7 +271,7 @@ def read_idx(path: str) -> np.ndarray:
     size = math.prod(dims)
     if len(blob) - header != size:
         raise DataError(f"{path}: IDX header says {dims} ({size} bytes) but the file holds "
-                        f"{len(blob) - header} data bytes")
+                        f"{len(blob) - header} data bytes (truncated or corrupt)")
     return np.frombuffer(blob, np.uint8, offset=header).reshape(dims)
 
 
@@ -199,22 +321,44 @@ def _pkl_pixels_to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def _load_mnist_pkl(path: str) -> tuple[ImageSplit, ImageSplit]:
-    with gzip.open(path, "rb") as f:
-        try:
-            (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(
-                f, encoding="latin1")
-        except (ValueError, TypeError) as e:
-            raise DataError(f"{path}: expected ((train_x, train_y), (valid_x, valid_y), "
-                            f"(test_x, test_y)): {e}") from e
+    """The pinned mnist.pkl.gz only: size and sha256 are checked before anything is unpickled."""
+    size = os.path.getsize(path)
+    fix = (f"convert it to an .npz (train_images, train_labels, test_images, test_labels) or "
+           f"replace it with the one `python scripts/fetch_mnist.py` fetches")
+    if size != MNIST_PKL_SIZE:
+        raise DataError(f"{path}: {size} bytes, not the pinned MNIST pickle ({MNIST_PKL_SIZE} "
+                        f"bytes); refusing to unpickle it: {fix}")
+    with open(path, "rb") as f:
+        blob = f.read()
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != MNIST_PKL_SHA256:
+        raise DataError(f"{path}: sha256 {digest} is not the pinned MNIST pickle's "
+                        f"({MNIST_PKL_SHA256}); refusing to unpickle it: {fix}")
+    try:
+        with gzip.open(io.BytesIO(blob), "rb") as f:
+            content = unpickle_arrays(f, path, encoding="latin1")
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt gzip ({_short(e)})") from None
+    try:
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = content
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{path}: expected ((train_x, train_y), (valid_x, valid_y), "
+                        f"(test_x, test_y)): {e}") from None
     train = _make_split(_pkl_pixels_to_uint8(np.concatenate([train_x, valid_x])),
                         np.concatenate([train_y, valid_y]))
     test = _make_split(_pkl_pixels_to_uint8(test_x), test_y)
     return train, test
 
 
-def _unpickle(path: str) -> dict:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+def _unpickle_dict(path: str) -> dict:
+    """A CIFAR-10 batch pickle as a dict with str keys, through the restricted unpickler."""
+    try:
+        with open(path, "rb") as f:
+            d = unpickle_arrays(f, path, encoding="bytes")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({_short(e)})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: expected a pickled dict, got {type(d).__name__}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -226,32 +370,263 @@ def _cifar_rows_to_images(rows, path: str) -> np.ndarray:
 
 
 def _load_cifar10_dir(directory: str) -> tuple[ImageSplit, ImageSplit, tuple[str, ...]]:
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-    missing = [n for n in names if not os.path.isfile(os.path.join(directory, n))]
+    missing = [n for n in _CIFAR_FILES if not os.path.isfile(os.path.join(directory, n))]
     if missing:
         raise DataError(f"incomplete CIFAR-10 files in {directory}: missing {', '.join(missing)}")
     parts = {}
-    for n in names[:-1]:
+    for n in _CIFAR_FILES[:-1]:
         path = os.path.join(directory, n)
-        d = _unpickle(path)
+        d = _unpickle_dict(path)
+        absent = [k for k in ("data", "labels") if k not in d]
+        if absent:
+            raise DataError(f"{path}: missing {', '.join(absent)} (has {sorted(map(str, d))})")
         parts[n] = (_cifar_rows_to_images(d["data"], path), np.asarray(d["labels"]))
-    meta = _unpickle(os.path.join(directory, "batches.meta"))
+    meta_path = os.path.join(directory, "batches.meta")
+    meta = _unpickle_dict(meta_path)
+    if "label_names" not in meta:
+        raise DataError(f"{meta_path}: missing label_names")
     class_names = tuple(n.decode() if isinstance(n, bytes) else str(n)
                         for n in meta["label_names"])
-    train = _make_split(np.concatenate([parts[n][0] for n in names[:5]]),
-                        np.concatenate([parts[n][1] for n in names[:5]]))
+    train = _make_split(np.concatenate([parts[n][0] for n in _CIFAR_FILES[:5]]),
+                        np.concatenate([parts[n][1] for n in _CIFAR_FILES[:5]]))
     test = _make_split(*parts["test_batch"])
     return train, test, class_names
 
 
-def _load_npz(path: str) -> tuple[ImageSplit, ImageSplit]:
-    with np.load(path, allow_pickle=False) as d:
-        keys = ("train_images", "train_labels", "test_images", "test_labels")
-        missing = [k for k in keys if k not in d.files]
+def _check_zip_magic(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head:
+        raise DataError(f"{path}: empty file, not an .npz archive")
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive of "
+                        f"{', '.join(NPZ_KEYS)} (write it with np.savez)")
+    if not head.startswith(b"PK"):
+        raise DataError(f"{path}: not an .npz (zip) archive (it starts with {head[:4]!r})")
+
+
+def _npz_member(archive, key: str, path: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object arrays" in str(e).lower():
+            raise DataError(f"{path}: array {key!r} holds Python objects (a pickle); only plain "
+                            f"numeric or string arrays are read") from None
+        raise DataError(f"{path}: array {key!r} is corrupt ({_short(e)})") from None
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        raise DataError(f"{path}: array {key!r} is truncated or corrupt ({_short(e)})") from None
+
+
+def _load_npz(path: str) -> tuple[ImageSplit, ImageSplit, Optional[tuple[str, ...]]]:
+    """(train, test, class_names or None) from an .npz; never unpickles."""
+    _check_zip_magic(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise DataError(f"{path}: truncated or corrupt .npz (zip) archive ({_short(e)})") from None
+    with archive:
+        missing = [k for k in NPZ_KEYS if k not in archive.files]
         if missing:
-            raise DataError(f"{path}: missing arrays {missing} (has {d.files})")
-        return (_make_split(d["train_images"], d["train_labels"]),
-                _make_split(d["test_images"], d["test_labels"]))
+            raise DataError(f"{path}: missing arrays {', '.join(missing)} (it holds: "
+                            f"{', '.join(archive.files) or 'nothing'}); an .npz data set needs "
+                            f"{', '.join(NPZ_KEYS)}")
+        arrays = {k: _npz_member(archive, k, path) for k in NPZ_KEYS}
+        names = _npz_member(archive, "class_names", path) if "class_names" in archive.files \
+            else None
+    splits = [_make_split(_as_images(arrays[p + "_images"], f"{path} {p}_images"),
+                          arrays[p + "_labels"]) for p in ("train", "test")]
+    class_names = None
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US" or names.size == 0:
+            raise DataError(f"{path}: class_names must be a 1-D array of strings, got "
+                            f"{names.dtype} {names.shape}")
+        class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
+        if len(set(class_names)) != len(class_names):
+            raise DataError(f"{path}: class_names repeat a name: {list(class_names)}")
+    return splits[0], splits[1], class_names
+
+
+def _is_image_file(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _subdirs(directory: str) -> list[str]:
+    return sorted(n for n in os.listdir(directory)
+                  if not n.startswith(".") and os.path.isdir(os.path.join(directory, n)))
+
+
+def _class_folders(directory: str) -> list[str]:
+    """Sub-folders of `directory` that directly hold image files, sorted."""
+    return [n for n in _subdirs(directory)
+            if any(_is_image_file(f) for f in os.listdir(os.path.join(directory, n)))]
+
+
+def _read_image(path: str) -> np.ndarray:
+    """One image file as uint8 [H, W] (grey) or [H, W, 3] (colour; alpha dropped)."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("1", "L"):
+                return np.asarray(image.convert("L"))
+            if mode in ("P", "PA", "RGB", "RGBA", "RGBX", "LA", "CMYK", "YCbCr"):
+                return np.asarray(image.convert("RGB"))
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
+        raise DataError(f"{path}: cannot read the image ({_short(e)}; corrupt or truncated?)") \
+            from None
+    raise DataError(f"{path}: image mode {mode!r} is not read (only 8-bit grey or colour); "
+                    f"convert it to an 8-bit PNG")
+
+
+def _read_class_folders(directory: str, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 [N, H, W, C] and labels int32 [N] from directory/<class>/*, class-major."""
+    images, labels, first = [], [], None
+    for label, name in enumerate(classes):
+        folder = os.path.join(directory, name)
+        if not os.path.isdir(folder):
+            continue
+        files = sorted(f for f in os.listdir(folder) if _is_image_file(f))
+        if not files:
+            raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        for f in files:
+            path = os.path.join(folder, f)
+            pixels = _read_image(path)
+            if first is None:
+                first = (path, pixels.shape[:2])
+            elif pixels.shape[:2] != first[1]:
+                raise DataError(f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (HxW) but "
+                                f"{first[0]} is {first[1][0]}x{first[1][1]}; all images must "
+                                f"have one size (resize them first)")
+            images.append(pixels)
+            labels.append(label)
+    if not images:
+        raise DataError(f"{directory}: no images in the class folders {list(classes)}")
+    if any(p.ndim == 3 for p in images):  # mixed grey and colour: grey becomes colour
+        images = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p for p in images]
+    else:
+        images = [p[..., None] for p in images]
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
+def holdout_counts(counts: Sequence[int], fraction: float) -> np.ndarray:
+    """Per-class test counts of a stratified hold-out: round(fraction * n_c), clipped so each
+    class with n_c >= 2 keeps at least one image on each side (a single image stays in train)."""
+    counts = np.asarray(counts, np.int64)
+    held = np.floor(fraction * counts + 0.5).astype(np.int64)
+    return np.where(counts >= 2, np.clip(held, 1, counts - 1), 0)
+
+
+def _stratified_pick(labels: np.ndarray, per_class: dict, seed: int) -> np.ndarray:
+    """Boolean mask [N] choosing per_class[c] random examples of each class c (sorted classes)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(labels.shape[0], bool)
+    for c in sorted(per_class):
+        members = np.flatnonzero(labels == c)
+        mask[rng.choice(members, size=int(per_class[c]), replace=False)] = True
+    return mask
+
+
+def _load_image_tree(directory: str, test_fraction: float, seed: int
+                     ) -> tuple[ImageSplit, ImageSplit, tuple[str, ...]]:
+    """A folder of class folders: train/<class>/* and test/<class>/*, or <class>/* held out."""
+    subdirs = _subdirs(directory)
+    if "train" in subdirs and "test" in subdirs:
+        train_dir, test_dir = (os.path.join(directory, p) for p in ("train", "test"))
+        classes = _class_folders(train_dir)
+        if not classes:
+            raise DataError(f"{train_dir}: no class folders with images (<class>/*.png)")
+        extra = sorted(set(_class_folders(test_dir)) - set(classes))
+        if extra:
+            raise DataError(f"{test_dir}: class folders {extra} are not in {train_dir}")
+        train = _make_split(*_read_class_folders(train_dir, classes))
+        test = _make_split(*_read_class_folders(test_dir, classes))
+        return train, test, tuple(classes)
+    if "train" in subdirs and not _class_folders(directory):
+        raise DataError(f"{directory}: has train/ but no test/ (add test/<class>/*, or put the "
+                        f"class folders directly under {directory}/ to hold out a test fraction)")
+    classes = _class_folders(directory)
+    images, labels = _read_class_folders(directory, classes)
+    counts = np.bincount(labels, minlength=len(classes))
+    held = holdout_counts(counts, test_fraction)
+    test_mask = _stratified_pick(labels, dict(enumerate(held)), seed)
+    if not test_mask.any():
+        raise DataError(f"{directory}: too few images to hold out a test set "
+                        f"(class counts {counts.tolist()})")
+    return (_make_split(images[~test_mask], labels[~test_mask]),
+            _make_split(images[test_mask], labels[test_mask]), tuple(classes))
+
+
+def _read_location(location: str, name: str, test_fraction: float, seed: int):
+    """(train, test, class_names or None) from a file or folder; None when nothing is there."""
+    if os.path.isfile(location):
+        if location.endswith(".npz"):
+            return _load_npz(location)
+        if os.path.basename(location) == MNIST_PKL_NAME:
+            return (*_load_mnist_pkl(location), None)
+        raise DataError(f"{location}: unsupported file (expected an .npz, {MNIST_PKL_NAME}, or a "
+                        f"folder of IDX, CIFAR-10 or class-folder images)")
+    if not os.path.isdir(location):
+        return None
+    own = os.path.join(location, name + ".npz")
+    npzs = sorted(f for f in os.listdir(location)
+                  if f.endswith(".npz") and not f.startswith(".")
+                  and os.path.isfile(os.path.join(location, f)))
+    if os.path.isfile(own):
+        return _load_npz(own)
+    if len(npzs) == 1:
+        return _load_npz(os.path.join(location, npzs[0]))
+    if len(npzs) > 1:
+        raise DataError(f"{location}: several .npz files ({', '.join(npzs)}) and none named "
+                        f"{name}.npz; name the one to read with data.path")
+    if any(_find_idx(location, stem) for stem in _IDX_FILES.values()):
+        return (*_load_idx_dir(location), None)
+    if os.path.isfile(os.path.join(location, MNIST_PKL_NAME)):
+        return (*_load_mnist_pkl(os.path.join(location, MNIST_PKL_NAME)), None)
+    if os.path.isdir(os.path.join(location, _CIFAR_DIR)):
+        return _load_cifar10_dir(os.path.join(location, _CIFAR_DIR))
+    if os.path.isfile(os.path.join(location, "data_batch_1")):
+        return _load_cifar10_dir(location)
+    if _class_folders(location) or "train" in _subdirs(location):
+        return _load_image_tree(location, test_fraction, seed)
+    return None
+
+
+def _default_class_names(name: str, train: ImageSplit, test: ImageSplit) -> tuple[str, ...]:
+    if name in FILE_DATASETS:
+        return FILE_DATASETS[name]
+    labels = [s.labels for s in (train, test) if s.labels.size]
+    if not labels or not all(np.issubdtype(l.dtype, np.integer) for l in labels):
+        return ()  # validation reports the labels
+    return tuple(str(i) for i in range(int(max(l.max() for l in labels)) + 1))
+
+
+def _load_files(name: str, data_dir: str, path: str = "", test_fraction: float = 0.1,
+                seed: int = 0) -> Optional[ImageDataset]:
+    """Reads local files for `name`; None when none are present. Raises DataError if broken."""
+    if path:
+        if not os.path.exists(path):
+            raise DataError(f"data path {path} does not exist")
+        found = _read_location(path, name, test_fraction, seed)
+        if found is None:
+            raise DataError(f"{path}: nothing readable there ({_LAYOUTS})")
+    else:
+        found = None
+        for location in (os.path.join(data_dir, name), os.path.join(data_dir, name + ".npz")):
+            found = _read_location(location, name, test_fraction, seed)
+            if found is not None:
+                break
+        if found is None:
+            return None
+    train, test, class_names = found
+    if class_names is None:
+        class_names = _default_class_names(name, train, test)
+    return ImageDataset(train=train, test=test, name=name, class_names=tuple(class_names))
+
+
+_LAYOUTS = ("an .npz with train_images, train_labels, test_images, test_labels; IDX files "
+            "(train-images-idx3-ubyte[.gz], ...); cifar-10-batches-py/; or one folder of images "
+            "per class: <class>/*.png, or train/<class>/* and test/<class>/*")
 
 
 def _files_hint(name: str, data_dir: str) -> str:
@@ -259,32 +634,10 @@ def _files_hint(name: str, data_dir: str) -> str:
     if name == "mnist":
         return (f"run `python scripts/fetch_mnist.py --data-dir {data_dir}` (writes "
                 f"{directory}/mnist.npz), or put IDX files (train-images-idx3-ubyte[.gz], ...) "
-                f"or mnist.pkl.gz under {directory}/")
+                f"under {directory}/")
     if name == "cifar10":
         return f"extract CIFAR-10's python version so that {directory}/{_CIFAR_DIR}/ exists"
-    return (f"put IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-            f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) under {directory}/")
-
-
-def _load_files(name: str, data_dir: str) -> Optional[ImageDataset]:
-    """Reads local files for `name`; None when none are present. Raises DataError if broken."""
-    if name not in FILE_DATASETS:
-        raise DataError(f"unknown data set {name!r} for source='files'; known: "
-                        f"{', '.join(sorted(FILE_DATASETS))} (other names: source='tfds')")
-    directory = os.path.join(data_dir, name)
-    class_names = FILE_DATASETS[name]
-    npz = os.path.join(directory, name + ".npz")
-    if os.path.isfile(npz):
-        train, test = _load_npz(npz)
-    elif any(_find_idx(directory, stem) for stem in _IDX_FILES.values()):
-        train, test = _load_idx_dir(directory)
-    elif name == "mnist" and os.path.isfile(os.path.join(directory, "mnist.pkl.gz")):
-        train, test = _load_mnist_pkl(os.path.join(directory, "mnist.pkl.gz"))
-    elif name == "cifar10" and os.path.isdir(os.path.join(directory, _CIFAR_DIR)):
-        train, test, class_names = _load_cifar10_dir(os.path.join(directory, _CIFAR_DIR))
-    else:
-        return None
-    return ImageDataset(train=train, test=test, name=name, class_names=tuple(class_names))
+    return f"put under {directory}/ (or at {directory}.npz) {_LAYOUTS}"
 
 
 # ---------------------------------------------------------------------- tfds
@@ -292,6 +645,28 @@ def _load_files(name: str, data_dir: str) -> Optional[ImageDataset]:
 
 class _TfdsError(Exception):
     pass
+
+
+class _TfdsMissingModule(_TfdsError):
+    pass
+
+
+def _missing_module(error: ImportError) -> _TfdsMissingModule:
+    module = getattr(error, "name", None) or str(error)
+    if module.split(".")[0] == "tensorflow":
+        return _TfdsMissingModule(
+            "preparing it needs TensorFlow, which exon_jax does not install: run "
+            "`pip install tensorflow` where the data set is to be prepared")
+    return _TfdsMissingModule(
+        f"tensorflow_datasets needs the Python module {module!r}, which is not installed: run "
+        f"`{sys.executable} -m pip install -r requirements.txt` from the repository root")
+
+
+def _prepare_command(name: str, tfds_data_dir: Optional[str]) -> str:
+    where = f", data_dir={tfds_data_dir!r}" if tfds_data_dir else ""
+    return (f"`pip install tensorflow && python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder({name!r}{where}, file_format='array_record').download_and_prepare()\"`"
+            f" (needs the network)")
 
 
 def _read_tfds_split(tfds, name, split, data_dir, download):
@@ -313,7 +688,8 @@ def _read_tfds_split(tfds, name, split, data_dir, download):
         raise _TfdsError(f"split {split!r} has images of several shapes {sorted(shapes)[:3]}")
     label_feature = info.features[label_key] if label_key in info.features else None
     names = tuple(getattr(label_feature, "names", None) or ())
-    return _make_split(np.stack(images), np.stack(labels)), names
+    return _make_split(_as_images(np.stack(images), f"tfds {name} {split}"),
+                       np.stack(labels)), names
 
 
 def _tfds_not_prepared(tfds, name, data_dir) -> bool:
@@ -327,26 +703,25 @@ def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> ImageDatas
     """Reads train and test through tfds.data_source; raises _TfdsError on any failure."""
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise _missing_module(e) from e
     except Exception as e:  # noqa: BLE001 - any import failure means tfds cannot serve
-        raise _TfdsError(f"tensorflow_datasets cannot be imported ({type(e).__name__}: {e})") from e
+        raise _TfdsError(f"tensorflow_datasets cannot be imported ({_short(e)})") from e
     try:
         train, names = _read_tfds_split(tfds, name, "train", data_dir, download)
         test, _ = _read_tfds_split(tfds, name, "test", data_dir, download)
     except _TfdsError:
         raise
+    except ImportError as e:
+        raise _missing_module(e) from e
     except Exception as e:  # noqa: BLE001 - tfds raises many types; report them as one
-        if not download and _tfds_not_prepared(tfds, name, data_dir):
-            where = data_dir or "the default tfds data_dir"
-            raise _TfdsError(f"it is not prepared in {where}") from e
-        msg = str(e).strip().splitlines()
-        first = msg[0] if msg else ""
-        if len(first) > 300:
-            first = first[:300] + "..."
-        raise _TfdsError(f"{type(e).__name__}: {first}") from e
-    class_names = FILE_DATASETS.get(name) or names
-    if not class_names:
-        num = int(max(train.labels.max(), test.labels.max())) + 1
-        class_names = tuple(str(i) for i in range(num))
+        if _tfds_not_prepared(tfds, name, data_dir):
+            where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+            tried = f"; preparing it here failed ({_short(e)})" if download else ""
+            raise _TfdsError(f"it is not prepared in {where}{tried}. Prepare it with "
+                             f"{_prepare_command(name, data_dir)}") from e
+        raise _TfdsError(_short(e)) from e
+    class_names = FILE_DATASETS.get(name) or names or _default_class_names(name, train, test)
     return ImageDataset(train=train, test=test, name=name, class_names=tuple(class_names))
 
 
@@ -354,55 +729,63 @@ def _tfds_hint(name: str, tfds_data_dir: Optional[str]) -> str:
     where = tfds_data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
     return (f"or use source='tfds' with a prepared tensorflow_datasets data set {name!r} in "
             f"{where} (source='tfds' tries download_and_prepare where the network allows; "
-            f"preparing may need TensorFlow, which exon_jax does not install)")
+            f"preparing needs TensorFlow, which exon_jax does not install)")
 
 
 # ---------------------------------------------------------------- public API
 
 
-def load_dataset(name: str, source: str = "auto", data_dir: str = "data",
+def load_dataset(name: str, source: str = "auto", data_dir: str = "data", path: str = "",
+                 test_fraction: float = 0.1, seed: int = 0,
                  tfds_data_dir: Optional[str] = None) -> ImageDataset:
-    """Loads train/test images uint8 [N, H, W, C] and labels int32 [N], validated.
+    """Loads train/test images [N, H, W, C] (uint8, or float32 in [0, 1]) and int32 labels [N].
 
-    name: "mnist", "fashion_mnist" or "cifar10" for local files; any tfds
-      image-classification name for tfds.
-    source: "files" (under data_dir/<name>/), "tfds" (tfds.data_source, may
-      download and prepare), or "auto" (files if present, else an already
-      prepared tfds data set; never downloads).
-    data_dir: root of the local files.
+    name: the data set's name (any string); for tfds, the tfds name.
+    source: "files", "tfds" (tfds.data_source, may download and prepare), or
+      "auto" (files if present, else an already prepared tfds data set; never
+      downloads).
+    data_dir: root of the local files: data_dir/<name>/ or data_dir/<name>.npz.
+    path: a file or folder to read instead of looking under data_dir.
+    test_fraction: for a folder of class folders without train/ and test/, the
+      fraction of each class held out as the test split (drawn with `seed`).
+    seed: seed of that hold-out.
     tfds_data_dir: tfds data_dir; None means tfds's default.
+    Class names: the sub-folder names, the npz's class_names, the known names of
+    mnist/fashion_mnist/cifar10, else "0".."K-1".
     Raises DataError when the data cannot be loaded or is malformed.
     """
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    if path and source == "tfds":
+        raise DataError(f"a data path ({path}) is read by source='files' or 'auto', not 'tfds'")
     if source == "files":
-        ds = _load_files(name, data_dir)
+        ds = _load_files(name, data_dir, path, test_fraction, seed)
         if ds is None:
-            raise DataError(f"no local files for {name!r} under {os.path.join(data_dir, name)}/: "
+            raise DataError(f"no local files for {name!r} under {os.path.join(data_dir, name)}/ "
+                            f"or at {os.path.join(data_dir, name)}.npz: "
                             f"{_files_hint(name, data_dir)}; {_tfds_hint(name, tfds_data_dir)}")
     elif source == "tfds":
         try:
             ds = _load_tfds(name, tfds_data_dir, download=True)
+        except _TfdsMissingModule as e:
+            raise DataError(f"tfds cannot serve {name!r}: {e}") from e
         except _TfdsError as e:
             reason = str(e).rstrip(".")
-            raise DataError(f"tfds could not serve {name!r}: {reason}. The data set may be "
-                            f"unknown or not prepared: preparing it (download_and_prepare) "
-                            f"needs the network and may need TensorFlow, which exon_jax "
-                            f"does not install. "
+            raise DataError(f"tfds could not serve {name!r}: {reason}. "
                             f"Alternatively use local files (source='files'): "
                             f"{_files_hint(name, data_dir)}") from e
     else:
-        ds = _load_files(name, data_dir) if name in FILE_DATASETS else None
+        ds = _load_files(name, data_dir, path, test_fraction, seed)
         if ds is None:
             try:
                 ds = _load_tfds(name, tfds_data_dir, download=False)
             except _TfdsError as e:
-                files_part = (_files_hint(name, data_dir) if name in FILE_DATASETS else
-                              f"local files exist only for {', '.join(sorted(FILE_DATASETS))}")
                 raise DataError(
-                    f"cannot load {name!r}: no local files under "
-                    f"{os.path.join(data_dir, name)}/ and tfds could not serve it ({e}). "
-                    f"To get the data: {files_part}; {_tfds_hint(name, tfds_data_dir)}") from e
+                    f"cannot load {name!r}: no local files under {os.path.join(data_dir, name)}/ "
+                    f"and tfds could not serve it ({str(e).rstrip('.')}). To get the data: "
+                    f"{_files_hint(name, data_dir)}; {_tfds_hint(name, tfds_data_dir)}") from e
     _validate_dataset(ds)
     return ds
 
@@ -432,6 +815,75 @@ def select_classes(dataset: ImageDataset, classes: Sequence[int]) -> ImageDatase
     return ImageDataset(train=subset(dataset.train), test=subset(dataset.test),
                         name=dataset.name,
                         class_names=tuple(dataset.class_names[c] for c in classes))
+
+
+def validation_counts(counts: Sequence[int], num: int) -> np.ndarray:
+    """Per-class sizes of a stratified hold-out of `num` from class counts [K].
+
+    Largest remainder: class c gets floor(num * n_c / N), and the leftover
+    images go one each to the largest fractional parts (ties: lower class first).
+    """
+    counts = np.asarray(counts, np.int64)
+    total = int(counts.sum())
+    exact = [(num * int(n), total) for n in counts]          # num * n_c / N as a fraction
+    base = np.array([a // b for a, b in exact], np.int64)
+    order = sorted(range(len(counts)), key=lambda c: (-(exact[c][0] % total), c))
+    base[order[:num - int(base.sum())]] += 1
+    return base
+
+
+def split_validation(split: ImageSplit, num: int, seed: int) -> tuple[ImageSplit, ImageSplit]:
+    """Holds out `num` examples of `split`, stratified by label: (rest, validation).
+
+    Class sizes follow `validation_counts`; which examples is drawn with
+    np.random.default_rng(seed), class by class in sorted label order. Both
+    parts keep the original order. Raises DataError unless 1 <= num < len(split).
+    """
+    if isinstance(num, bool) or int(num) != num or num < 1:
+        raise DataError(f"split_validation: num must be a positive integer, got {num!r}")
+    num = int(num)
+    if num >= len(split):
+        raise DataError(f"split_validation: cannot hold out {num} of {len(split)} training "
+                        f"examples (need fewer, so that some remain to train on)")
+    classes, labels = np.unique(split.labels, return_inverse=True)
+    counts = np.bincount(labels.reshape(-1), minlength=classes.size)
+    per_class = validation_counts(counts, num)
+    mask = _stratified_pick(labels.reshape(-1), dict(enumerate(per_class)), seed)
+    return (ImageSplit(split.images[~mask], split.labels[~mask]),
+            ImageSplit(split.images[mask], split.labels[mask]))
+
+
+def _array_digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def dataset_fingerprint(dataset: ImageDataset) -> dict[str, Any]:
+    """The data set's identity, JSON-able.
+
+    Returns {"name", "class_names", "num_classes", "sha256", and for each of
+    train_images, train_labels, test_images, test_labels {"shape", "dtype",
+    "sha256"}}. An array's sha256 is that of its C-order bytes, images in their
+    dtype (little-endian) and labels as int64 little-endian (so int32 and int64
+    labels of the same values agree). The top-level sha256 is that of the four
+    lines "<key> <dtype> <shape> <sha256>\\n" in the order above: it changes when
+    any pixel, label, shape or image dtype does, and ignores the name.
+    """
+    out: dict[str, Any] = {"name": dataset.name, "class_names": list(dataset.class_names),
+                           "num_classes": dataset.num_classes}
+    lines = []
+    for part in ("train", "test"):
+        split = getattr(dataset, part)
+        images = np.asarray(split.images)
+        images = images.astype(images.dtype.newbyteorder("<"), copy=False)
+        labels = np.asarray(split.labels).astype("<i8", copy=False)
+        for key, array, dtype in ((f"{part}_images", images, images.dtype),
+                                  (f"{part}_labels", labels, np.asarray(split.labels).dtype)):
+            digest = _array_digest(array)
+            out[key] = {"shape": list(array.shape), "dtype": np.dtype(dtype).name,
+                        "sha256": digest}
+            lines.append(f"{key} {array.dtype.str} {list(array.shape)} {digest}\n")
+    out["sha256"] = hashlib.sha256("".join(lines).encode()).hexdigest()
+    return out
 
 
 def labelled_split(labels: np.ndarray, num_per_class: int, seed: int,
@@ -472,45 +924,14 @@ def labelled_split(labels: np.ndarray, num_per_class: int, seed: int,
     return labelled, unlabelled
 
 
-def num_steps_per_epoch(num_unlabelled: int, batch_unlabelled: int) -> int:
-    """Steps in one epoch (one pass over the unlabelled set): ceil(num_unlabelled / batch)."""
-    if num_unlabelled < 1 or batch_unlabelled < 1:
-        raise ValueError(f"num_unlabelled ({num_unlabelled}) and batch_unlabelled "
-                         f"({batch_unlabelled}) must be positive")
-    return -(-int(num_unlabelled) // int(batch_unlabelled))
+_MOVED_TO_BATCHING = ("num_steps_per_epoch", "epoch_batch_indices", "scale_images",
+                      "_cycled_permutations")
 
 
-def _cycled_permutations(key: jax.Array, n: int, total: int) -> jax.Array:
-    """First `total` entries of ceil(total / n) independent permutations of range(n)."""
-    num = -(-total // n)
-    keys = jax.random.split(key, num)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
-    return perms.reshape(-1)[:total].astype(jnp.int32)
-
-
-def epoch_batch_indices(key: jax.Array, num_unlabelled: int, num_labelled: int,
-                        batch_unlabelled: int, batch_labelled: int
-                        ) -> tuple[jax.Array, jax.Array]:
-    """Batch indices for one epoch; pure and jit-able with the four sizes static.
-
-    Returns int32 (unlabelled [S, batch_unlabelled], labelled [S, batch_labelled]),
-    S = num_steps_per_epoch(num_unlabelled, batch_unlabelled). Unlabelled: a
-    permutation of range(num_unlabelled) padded with the start of a second,
-    independent permutation. Labelled: independent permutations of
-    range(num_labelled) concatenated (the labelled set cycled with its own
-    shuffles) and cut to S * batch_labelled.
-    """
-    if num_labelled < 1 or batch_labelled < 1:
-        raise ValueError(f"num_labelled ({num_labelled}) and batch_labelled "
-                         f"({batch_labelled}) must be positive")
-    steps = num_steps_per_epoch(num_unlabelled, batch_unlabelled)
-    key_u, key_l = jax.random.split(key)
-    unlabelled = _cycled_permutations(key_u, num_unlabelled, steps * batch_unlabelled)
-    labelled = _cycled_permutations(key_l, num_labelled, steps * batch_labelled)
-    return (unlabelled.reshape(steps, batch_unlabelled),
-            labelled.reshape(steps, batch_labelled))
-
-
-def scale_images(images: jax.Array) -> jax.Array:
-    """uint8 images [..., H, W, C] (numpy or device) to float32 in [0, 1] (x / 255); jit-able."""
-    return jnp.asarray(images).astype(jnp.float32) / 255.0
+def __getattr__(attr: str):
+    # Batching moved to exon_jax.batching; old `data.scale_images` etc. still resolve,
+    # without this module importing jax.
+    if attr in _MOVED_TO_BATCHING:
+        from exon_jax import batching  # pylint: disable=import-outside-toplevel
+        return getattr(batching, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

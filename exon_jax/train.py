@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from exon_jax import data as data_lib
+from exon_jax import batching as data_lib  # batch indices and scaling; no loaders
 from exon_jax import losses
 from exon_jax.priors import MixturePrior
 from exon_jax.sampling import sample_latent

@@ -1,11 +1,12 @@
-"""Tests for exon_jax.data: every on-disk format, tfds (mocked), validation, splits, batches."""
+"""Tests for exon_jax.data: every on-disk format, safe loading, corrupt files, tfds (mocked),
+validation, splits, fingerprints. Batching is in test_batching.py."""
 import gzip
+import hashlib
+import json
 import os
 import pickle
 import struct
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -95,23 +96,49 @@ def test_npz(tmp_path):
     _assert_same(ds, arrays, "mnist", data.MNIST_CLASS_NAMES)
 
 
-def test_mnist_pkl_gz(tmp_path):
+def _write_mnist_pkl(path):
     rng = np.random.default_rng(1)
     raw = {n: rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8) for n in (12, 8, 10)}
     labels = {n: rng.integers(0, 10, n) for n in raw}
     # The classic file stores byte / 256 as float32 rows [n, 784] and int64 labels.
     parts = tuple((raw[n].reshape(n, 784).astype(np.float32) / 256.0, labels[n]) for n in raw)
-    os.makedirs(tmp_path / "mnist")
-    with gzip.open(tmp_path / "mnist" / "mnist.pkl.gz", "wb") as f:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with gzip.open(path, "wb") as f:
         pickle.dump(parts, f, protocol=2)
-    arrays = {
+    return {
         "train_images": np.concatenate([raw[12], raw[8]]),
         "train_labels": np.concatenate([labels[12], labels[8]]),
         "test_images": raw[10],
         "test_labels": labels[10],
     }
+
+
+def _pin(monkeypatch, path):
+    """Makes `path` the pinned mnist.pkl.gz (size and sha256), as if it were the real one."""
+    blob = open(path, "rb").read()
+    monkeypatch.setattr(data, "MNIST_PKL_SIZE", len(blob))
+    monkeypatch.setattr(data, "MNIST_PKL_SHA256", hashlib.sha256(blob).hexdigest())
+
+
+def test_mnist_pkl_gz_unpinned_is_refused(tmp_path):
+    """Any mnist.pkl.gz other than the pinned one is never unpickled."""
+    _write_mnist_pkl(str(tmp_path / "mnist" / "mnist.pkl.gz"))
+    with pytest.raises(DataError, match="not the pinned MNIST pickle.*refusing to unpickle"):
+        data.load_dataset("mnist", source="auto", data_dir=str(tmp_path))
+
+
+def test_mnist_pkl_gz_pinned_is_read(tmp_path, monkeypatch):
+    path = str(tmp_path / "mnist" / "mnist.pkl.gz")
+    arrays = _write_mnist_pkl(path)
+    _pin(monkeypatch, path)
     ds = data.load_dataset("mnist", source="auto", data_dir=str(tmp_path))
     _assert_same(ds, arrays, "mnist", data.MNIST_CLASS_NAMES)
+
+
+def test_fetch_script_shares_the_pinned_hash():
+    fetch = _fetch_module()
+    assert fetch.PKL_SHA256 == data.MNIST_PKL_SHA256
+    assert fetch.PKL_SIZE == data.MNIST_PKL_SIZE
 
 
 def test_cifar10_batches(tmp_path):
@@ -174,7 +201,7 @@ def test_tfds_unknown_name_wrapped(tmp_path):
 
 
 def test_unknown_dataset_files(tmp_path):
-    with pytest.raises(DataError, match="cifar10, fashion_mnist, mnist"):
+    with pytest.raises(DataError, match=r"no local files for 'svhn'.*\.npz with train_images"):
         data.load_dataset("svhn", source="files", data_dir=str(tmp_path))
 
 
@@ -196,7 +223,7 @@ def test_missing_files_names_both_routes(tmp_path, source):
 
 def test_wrong_image_shape(tmp_path):
     arrays = _arrays()
-    arrays["train_images"] = arrays["train_images"][..., 0]  # [N, H, W]
+    arrays["train_images"] = arrays["train_images"][..., None]  # [N, H, W, C, 1]
     os.makedirs(tmp_path / "mnist")
     np.savez(tmp_path / "mnist" / "mnist.npz", **arrays)
     with pytest.raises(DataError, match=r"mnist train: images must be 4-D"):
@@ -204,9 +231,22 @@ def test_wrong_image_shape(tmp_path):
 
 
 def test_wrong_image_dtype():
-    split = ImageSplit(np.zeros((2, 4, 4, 1), np.float32), np.zeros(2, np.int32))
+    split = ImageSplit(np.zeros((2, 4, 4, 1), np.int64), np.zeros(2, np.int32))
     with pytest.raises(DataError, match="uint8"):
         data.validate_split(split, 10)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, np.nan])
+def test_float_images_outside_unit_range(bad):
+    images = np.full((2, 4, 4, 1), 0.5, np.float32)
+    images[1, 2, 3, 0] = bad
+    with pytest.raises(DataError, match=r"where: float images must lie in \[0, 1\]"):
+        data.validate_split(ImageSplit(images, np.zeros(2, np.int32)), 10, "where")
+
+
+def test_float_images_in_unit_range_are_valid():
+    images = np.linspace(0, 1, 32, dtype=np.float32).reshape(2, 4, 4, 1)
+    data.validate_split(ImageSplit(images, np.zeros(2, np.int32)), 10)
 
 
 def test_label_count_mismatch():
@@ -266,53 +306,6 @@ def test_select_classes():
         assert new.labels.dtype == np.int32
     with pytest.raises(DataError, match="outside"):
         data.select_classes(ds, [0, 10])
-
-
-def test_num_steps_per_epoch():
-    assert data.num_steps_per_epoch(55000, 2000) == 28
-    assert data.num_steps_per_epoch(40000, 128) == 313
-    assert data.num_steps_per_epoch(10, 5) == 2
-
-
-def test_epoch_batch_indices():
-    nu, nl, bu, bl = 103, 17, 10, 6
-    key = jax.random.PRNGKey(0)
-    u, lab = data.epoch_batch_indices(key, nu, nl, bu, bl)
-    steps = data.num_steps_per_epoch(nu, bu)
-    assert u.shape == (steps, bu) and lab.shape == (steps, bl)
-    assert u.dtype == jnp.int32 and lab.dtype == jnp.int32
-    u, lab = np.asarray(u).ravel(), np.asarray(lab).ravel()
-    # First nu entries are one permutation; every index appears at least once.
-    np.testing.assert_array_equal(np.sort(u[:nu]), np.arange(nu))
-    assert u.min() >= 0 and u.max() < nu
-    counts = np.bincount(lab, minlength=nl)
-    total = steps * bl
-    assert counts.sum() == total
-    assert counts.min() >= total // nl and counts.max() <= -(-total // nl)
-    # Different keys give different orders; the same key the same order.
-    u2, lab2 = data.epoch_batch_indices(jax.random.PRNGKey(1), nu, nl, bu, bl)
-    assert not np.array_equal(u, np.asarray(u2).ravel())
-    assert not np.array_equal(lab, np.asarray(lab2).ravel())
-    u3, _ = data.epoch_batch_indices(key, nu, nl, bu, bl)
-    np.testing.assert_array_equal(u, np.asarray(u3).ravel())
-
-
-def test_epoch_batch_indices_jit():
-    fn = jax.jit(data.epoch_batch_indices, static_argnums=(1, 2, 3, 4))
-    key = jax.random.key(5)
-    u, lab = fn(key, 55, 20, 8, 3)
-    u_ref, lab_ref = data.epoch_batch_indices(key, 55, 20, 8, 3)
-    np.testing.assert_array_equal(u, u_ref)
-    np.testing.assert_array_equal(lab, lab_ref)
-    assert u.shape == (7, 8) and lab.shape == (7, 3)
-
-
-def test_scale_images():
-    x = np.array([[0, 51], [128, 255]], np.uint8)[None, ..., None]
-    y = jax.jit(data.scale_images)(jnp.asarray(x))
-    assert y.dtype == jnp.float32 and y.shape == x.shape
-    np.testing.assert_allclose(np.asarray(y), x / 255.0, rtol=1e-6)
-    assert float(y.min()) == 0.0 and float(y.max()) == 1.0
 
 
 # ------------------------------------------------------------ real MNIST
