@@ -479,9 +479,14 @@ def _read_image(path: str) -> np.ndarray:
                     f"convert it to an 8-bit PNG")
 
 
-def _read_class_folders(directory: str, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 [N, H, W, C] and labels int32 [N] from directory/<class>/*, class-major."""
-    images, labels, first = [], [], None
+def _read_class_folders(directory: str, classes: Sequence[str], first=None
+                        ) -> tuple[list[np.ndarray], np.ndarray, tuple]:
+    """Images uint8 [H, W] or [H, W, 3] and labels int32 [N] from directory/<class>/*.
+
+    Class-major, files sorted by name. `first` is (path, (H, W)) of the image every
+    image must match in size (default: the first one read); it is returned too.
+    """
+    images, labels = [], []
     for label, name in enumerate(classes):
         folder = os.path.join(directory, name)
         if not os.path.isdir(folder):
@@ -502,11 +507,16 @@ def _read_class_folders(directory: str, classes: Sequence[str]) -> tuple[np.ndar
             labels.append(label)
     if not images:
         raise DataError(f"{directory}: no images in the class folders {list(classes)}")
-    if any(p.ndim == 3 for p in images):  # mixed grey and colour: grey becomes colour
-        images = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p for p in images]
-    else:
-        images = [p[..., None] for p in images]
-    return np.stack(images), np.asarray(labels, np.int32)
+    return images, np.asarray(labels, np.int32), first
+
+
+def _stack_images(*parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Each list of [H, W] / [H, W, 3] images as [N, H, W, C]; any colour image makes all colour."""
+    colour = any(p.ndim == 3 for part in parts for p in part)
+    if colour:
+        return [np.stack([np.repeat(p[..., None], 3, -1) if p.ndim == 2 else p for p in part])
+                for part in parts]
+    return [np.stack(part)[..., None] for part in parts]
 
 
 def holdout_counts(counts: Sequence[int], fraction: float) -> np.ndarray:
@@ -539,14 +549,17 @@ def _load_image_tree(directory: str, test_fraction: float, seed: int
         extra = sorted(set(_class_folders(test_dir)) - set(classes))
         if extra:
             raise DataError(f"{test_dir}: class folders {extra} are not in {train_dir}")
-        train = _make_split(*_read_class_folders(train_dir, classes))
-        test = _make_split(*_read_class_folders(test_dir, classes))
-        return train, test, tuple(classes)
+        train_images, train_labels, first = _read_class_folders(train_dir, classes)
+        test_images, test_labels, _ = _read_class_folders(test_dir, classes, first)
+        train_images, test_images = _stack_images(train_images, test_images)
+        return (_make_split(train_images, train_labels), _make_split(test_images, test_labels),
+                tuple(classes))
     if "train" in subdirs and not _class_folders(directory):
         raise DataError(f"{directory}: has train/ but no test/ (add test/<class>/*, or put the "
                         f"class folders directly under {directory}/ to hold out a test fraction)")
     classes = _class_folders(directory)
-    images, labels = _read_class_folders(directory, classes)
+    images, labels, _ = _read_class_folders(directory, classes)
+    (images,) = _stack_images(images)
     counts = np.bincount(labels, minlength=len(classes))
     held = holdout_counts(counts, test_fraction)
     test_mask = _stratified_pick(labels, dict(enumerate(held)), seed)

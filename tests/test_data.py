@@ -1,6 +1,7 @@
 """Tests for exon_jax.data: every on-disk format, safe loading, corrupt files, tfds (mocked),
 validation, splits, fingerprints. Batching is in test_batching.py."""
 import gzip
+import io
 import hashlib
 import json
 import os
@@ -357,3 +358,466 @@ def test_fetch_is_idempotent(tmp_path):
     (tmp_path / "mnist" / "mnist.npz").write_bytes(b"existing")
     assert fetch.main(["--data-dir", str(tmp_path)]) == 0  # returns before any download
     assert (tmp_path / "mnist" / "mnist.npz").read_bytes() == b"existing"
+
+
+# ------------------------------------------------- your own data: npz anywhere
+
+
+def _save_npz(path, arrays):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("where", ["folder", "flat", "path_file", "path_folder", "other_name"])
+def test_npz_for_any_name(tmp_path, where):
+    """data/mydigits/mydigits.npz and friends are found by source='auto' and 'files'."""
+    arrays = _arrays(n_train=12, n_test=6, h=5, w=7, c=3, k=4)
+    root = tmp_path / "data"
+    path = ""
+    if where == "folder":
+        _save_npz(str(root / "mydigits" / "mydigits.npz"), arrays)
+    elif where == "flat":
+        _save_npz(str(root / "mydigits.npz"), arrays)
+    elif where == "other_name":                     # the only .npz in data/mydigits/
+        _save_npz(str(root / "mydigits" / "anything.npz"), arrays)
+    elif where == "path_file":
+        path = str(tmp_path / "elsewhere" / "x.npz")
+        _save_npz(path, arrays)
+    else:
+        path = str(tmp_path / "elsewhere")
+        _save_npz(os.path.join(path, "x.npz"), arrays)
+    for source in ("auto", "files"):
+        ds = data.load_dataset("mydigits", source, str(root), path=path)
+        _assert_same(ds, arrays, "mydigits", ("0", "1", "2", "3"))
+
+
+def test_npz_class_names_and_3d_images(tmp_path):
+    arrays = _arrays(n_train=9, n_test=3, h=4, w=4, c=1, k=3)
+    arrays = {k: (v[..., 0] if v.ndim == 4 else v) for k, v in arrays.items()}   # [N, H, W]
+    arrays["class_names"] = np.array(["cat", "dog", "eel"])
+    _save_npz(str(tmp_path / "pets" / "pets.npz"), arrays)
+    ds = data.load_dataset("pets", "files", str(tmp_path))
+    assert ds.class_names == ("cat", "dog", "eel")
+    assert ds.train.images.shape == (9, 4, 4, 1)
+    np.testing.assert_array_equal(ds.train.images[..., 0], arrays["train_images"])
+
+
+def test_npz_float_images_stay_float(tmp_path):
+    arrays = _arrays(n_train=6, n_test=4, h=3, w=3, c=2, k=2)
+    for part in ("train", "test"):
+        arrays[part + "_images"] = arrays[part + "_images"].astype(np.float64) / 255.0
+    _save_npz(str(tmp_path / "f" / "f.npz"), arrays)
+    ds = data.load_dataset("f", "files", str(tmp_path))
+    assert ds.train.images.dtype == np.float32 and ds.test.images.dtype == np.float32
+    np.testing.assert_array_equal(ds.train.images, arrays["train_images"].astype(np.float32))
+
+
+def test_npz_float_images_out_of_range(tmp_path):
+    arrays = _arrays(n_train=6, n_test=4, k=2)
+    arrays["train_images"] = arrays["train_images"].astype(np.float32)   # 0..255 as floats
+    _save_npz(str(tmp_path / "f" / "f.npz"), arrays)
+    with pytest.raises(DataError, match=r"f train: float images must lie in \[0, 1\]"):
+        data.load_dataset("f", "files", str(tmp_path))
+
+
+def test_npz_integer_images_other_than_uint8(tmp_path):
+    arrays = _arrays(n_train=6, n_test=4, k=2)
+    arrays["test_images"] = arrays["test_images"].astype(np.int64)
+    path = str(tmp_path / "f" / "f.npz")
+    _save_npz(path, arrays)
+    with pytest.raises(DataError, match=r"f\.npz test_images: images must be uint8.*int64"):
+        data.load_dataset("f", "files", str(tmp_path))
+
+
+def test_several_npz_is_ambiguous(tmp_path):
+    arrays = _arrays(n_train=6, n_test=4, k=2)
+    for n in ("a", "b"):
+        _save_npz(str(tmp_path / "f" / f"{n}.npz"), arrays)
+    with pytest.raises(DataError, match=r"several \.npz files \(a\.npz, b\.npz\)"):
+        data.load_dataset("f", "auto", str(tmp_path))
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_dataset("f", "files", str(tmp_path), path=str(tmp_path / "nope.npz"))
+
+
+# --------------------------------------------------------- corrupt files
+
+
+def _good_npz(path):
+    _save_npz(path, _arrays(n_train=40, n_test=10, k=5))
+
+
+def _no_pickle_advice(err):
+    assert "allow_pickle" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("empty", "empty file"),
+    ("random", r"not an \.npz \(zip\) archive"),
+    ("npy", r"single \.npy array"),
+    ("truncated", "truncated or corrupt"),
+    ("flipped", "corrupt"),
+])
+def test_corrupt_npz(tmp_path, kind, match):
+    path = str(tmp_path / "f" / "f.npz")
+    _good_npz(path)
+    blob = open(path, "rb").read()
+    if kind == "empty":
+        blob = b""
+    elif kind == "random":
+        blob = np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    elif kind == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(3))
+        blob = buf.getvalue()
+    elif kind == "truncated":
+        blob = blob[:len(blob) // 2]
+    else:  # one member's bytes changed: CRC check fails when it is read
+        i = blob.index(b"\x93NUMPY") + 200
+        blob = blob[:i] + bytes([blob[i] ^ 0xFF]) + blob[i + 1:]
+    with open(path, "wb") as f:
+        f.write(blob)
+    with pytest.raises(DataError, match=match) as err:
+        data.load_dataset("f", "files", str(tmp_path))
+    assert "f.npz" in str(err.value)
+    _no_pickle_advice(err)
+
+
+def test_npz_missing_keys_listed(tmp_path):
+    arrays = _arrays()
+    del arrays["test_labels"], arrays["train_images"]
+    _save_npz(str(tmp_path / "f" / "f.npz"), arrays)
+    with pytest.raises(DataError, match=r"missing arrays train_images, test_labels \(it holds: "):
+        data.load_dataset("f", "files", str(tmp_path))
+
+
+def test_npz_object_array_is_not_unpickled(tmp_path):
+    arrays = _arrays()
+    arrays["train_labels"] = np.array([object()] * 30, dtype=object)
+    path = str(tmp_path / "f" / "f.npz")
+    _save_npz(path, arrays)
+    with pytest.raises(DataError, match="'train_labels' holds Python objects") as err:
+        data.load_dataset("f", "files", str(tmp_path))
+    _no_pickle_advice(err)
+
+
+@pytest.mark.parametrize("kind,match", [("empty", "empty file"), ("truncated", "truncated"),
+                                        ("badgz", "cannot read it")])
+def test_corrupt_idx(tmp_path, kind, match):
+    directory = tmp_path / "mnist"
+    _write_idx_dir(str(directory), _arrays(), gz=False)
+    target = directory / "train-images-idx3-ubyte"
+    if kind == "empty":
+        target.write_bytes(b"")
+    elif kind == "truncated":
+        target.write_bytes(target.read_bytes()[:-100])
+    else:
+        os.remove(target)
+        (directory / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 40)
+    with pytest.raises(DataError, match=match) as err:
+        data.load_dataset("mnist", "files", str(tmp_path))
+    assert "train-images-idx3-ubyte" in str(err.value)
+
+
+# -------------------------------------------------- no code from data files
+
+
+class _Evil:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+def _evil_payloads(marker):
+    import builtins
+    return [_Evil(os.system, f"touch {marker}"),
+            _Evil(builtins.exec, f"open({str(marker)!r}, 'w').close()")]
+
+
+def _write_cifar(directory, poison=None):
+    rng = np.random.default_rng(2)
+    os.makedirs(directory, exist_ok=True)
+    for i, name in enumerate([f"data_batch_{j}" for j in range(1, 6)] + ["test_batch"]):
+        rows = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+        content = {b"data": rows, b"labels": [0, 1, 2]}
+        if poison is not None and name == "data_batch_3":
+            content[b"batch_label"] = poison
+        with open(os.path.join(directory, name), "wb") as f:
+            pickle.dump(content, f, protocol=2)
+    with open(os.path.join(directory, "batches.meta"), "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in data.CIFAR10_CLASS_NAMES]}, f)
+
+
+@pytest.mark.parametrize("payload", [0, 1])
+def test_cifar_pickle_cannot_run_code(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    directory = tmp_path / "cifar10" / "cifar-10-batches-py"
+    _write_cifar(str(directory), poison=_evil_payloads(marker)[payload])
+    with pytest.raises(DataError, match=r"data_batch_3: the pickle refers to "
+                                        r"(posix\.system|__builtin__\.exec|builtins\.exec).*refusing"):
+        data.load_dataset("cifar10", "files", str(tmp_path))
+    assert not marker.exists()
+
+
+def test_mnist_pickle_cannot_run_code(tmp_path, monkeypatch):
+    """Even a file that passed the hash check goes through the arrays-only unpickler."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "mnist" / "mnist.pkl.gz"
+    os.makedirs(path.parent)
+    with gzip.open(path, "wb") as f:
+        pickle.dump(_evil_payloads(marker)[0], f, protocol=2)
+    with pytest.raises(DataError, match="not the pinned MNIST pickle"):
+        data.load_dataset("mnist", "files", str(tmp_path))
+    _pin(monkeypatch, str(path))
+    with pytest.raises(DataError, match="refers to posix.system"):
+        data.load_dataset("mnist", "files", str(tmp_path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_unpickle_arrays_reads_numpy_pickles(protocol):
+    content = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), b"labels": [1, 2, 3],
+               b"f": np.linspace(0, 1, 5), b"name": "x"}
+    out = data.unpickle_arrays(io.BytesIO(pickle.dumps(content, protocol=protocol)), "t")
+    np.testing.assert_array_equal(out[b"data"], content[b"data"])
+    np.testing.assert_array_equal(out[b"f"], content[b"f"])
+    assert out[b"labels"] == [1, 2, 3] and out[b"name"] == "x"
+
+
+def test_corrupt_cifar_pickle(tmp_path):
+    directory = tmp_path / "cifar10" / "cifar-10-batches-py"
+    _write_cifar(str(directory))
+    blob = (directory / "test_batch").read_bytes()
+    (directory / "test_batch").write_bytes(blob[:len(blob) // 3])
+    with pytest.raises(DataError, match="test_batch: not a readable pickle"):
+        data.load_dataset("cifar10", "files", str(tmp_path))
+
+
+# ------------------------------------------------------- folders of images
+
+
+def _png(path, pixels):
+    from PIL import Image
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def _class_tree(root, counts, shape=(6, 5), seed=0):
+    """root/<class>/<i>.png with distinct pixels; returns {(class, i): pixels}."""
+    rng = np.random.default_rng(seed)
+    pixels = {}
+    for name, n in counts.items():
+        for i in range(n):
+            p = rng.integers(0, 256, shape, dtype=np.uint8)
+            _png(os.path.join(root, name, f"{i:03d}.png"), p)
+            pixels[(name, i)] = p
+    return pixels
+
+
+def _rows(images):
+    return {im.tobytes() for im in images}
+
+
+def test_image_folders_train_test(tmp_path):
+    root = tmp_path / "shapes"
+    train = _class_tree(str(root / "train"), {"square": 3, "circle": 2}, seed=1)
+    test = _class_tree(str(root / "test"), {"square": 1, "circle": 2}, seed=2)
+    (root / "train" / "circle" / "notes.txt").write_text("not an image")
+    ds = data.load_dataset("shapes", "auto", str(tmp_path))
+    assert ds.class_names == ("circle", "square")              # sorted folder names
+    assert ds.train.images.shape == (5, 6, 5, 1) and ds.train.images.dtype == np.uint8
+    # class-major, files sorted: circle/000, circle/001, square/000, ...
+    expected = [train[("circle", 0)], train[("circle", 1)], train[("square", 0)],
+                train[("square", 1)], train[("square", 2)]]
+    np.testing.assert_array_equal(ds.train.images[..., 0], np.stack(expected))
+    np.testing.assert_array_equal(ds.train.labels, [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(ds.test.labels, [0, 0, 1])
+    np.testing.assert_array_equal(ds.test.images[2, ..., 0], test[("square", 0)])
+
+
+def test_image_folders_stratified_holdout(tmp_path):
+    root = tmp_path / "toys"
+    pixels = _class_tree(str(root), {"a": 8, "b": 3, "c": 1}, shape=(4, 4))
+    ds = data.load_dataset("toys", "files", str(tmp_path), test_fraction=0.25, seed=3)
+    # Per class: round(0.25 * 8) = 2, round(0.75) = 1, a single image stays in train.
+    np.testing.assert_array_equal(np.bincount(ds.test.labels, minlength=3), [2, 1, 0])
+    np.testing.assert_array_equal(np.bincount(ds.train.labels, minlength=3), [6, 2, 1])
+    everything = _rows(p for p in pixels.values())
+    train_rows, test_rows = _rows(ds.train.images[..., 0]), _rows(ds.test.images[..., 0])
+    assert train_rows | test_rows == everything and not train_rows & test_rows
+    again = data.load_dataset("toys", "files", str(tmp_path), test_fraction=0.25, seed=3)
+    np.testing.assert_array_equal(again.test.images, ds.test.images)
+    other = [data.load_dataset("toys", "files", str(tmp_path), test_fraction=0.25, seed=s)
+             for s in range(4, 10)]
+    assert any(not np.array_equal(o.test.images, ds.test.images) for o in other)
+
+
+def test_image_folders_colour_and_grey_mixed(tmp_path):
+    """A colour image anywhere makes every image colour (train and test agree)."""
+    root = tmp_path / "mix"
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgba = np.random.default_rng(0).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    _png(str(root / "train" / "g" / "0.png"), grey)
+    _png(str(root / "train" / "c" / "0.png"), rgba)
+    _png(str(root / "test" / "g" / "0.png"), grey)
+    ds = data.load_dataset("mix", "files", str(tmp_path))
+    assert ds.train.images.shape == (2, 3, 4, 3)
+    np.testing.assert_array_equal(ds.train.images[0], rgba[..., :3])       # alpha dropped
+    np.testing.assert_array_equal(ds.train.images[1], np.repeat(grey[..., None], 3, -1))
+
+
+def test_image_folders_jpeg(tmp_path):
+    from PIL import Image
+    os.makedirs(tmp_path / "j" / "x")
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(tmp_path / "j" / "x" / "0.jpg")
+    Image.new("RGB", (8, 6), (10, 10, 200)).save(tmp_path / "j" / "x" / "1.JPEG")
+    ds = data.load_dataset("j", "files", str(tmp_path), test_fraction=0.5)
+    assert ds.train.images.shape == (1, 6, 8, 3) and ds.test.images.shape == (1, 6, 8, 3)
+
+
+def test_image_folders_size_mismatch(tmp_path):
+    _png(str(tmp_path / "s" / "a" / "0.png"), np.zeros((4, 4), np.uint8))
+    _png(str(tmp_path / "s" / "a" / "1.png"), np.zeros((5, 4), np.uint8))
+    with pytest.raises(DataError, match=r"1\.png: image is 5x4 \(HxW\) but .*0\.png is 4x4"):
+        data.load_dataset("s", "files", str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, b"random bytes"])
+def test_image_folders_corrupt_image(tmp_path, content):
+    _png(str(tmp_path / "s" / "a" / "0.png"), np.zeros((4, 4), np.uint8))
+    (tmp_path / "s" / "a" / "1.png").write_bytes(content)
+    with pytest.raises(DataError, match=r"1\.png: cannot read the image"):
+        data.load_dataset("s", "files", str(tmp_path))
+
+
+def test_image_folders_train_without_test(tmp_path):
+    _png(str(tmp_path / "s" / "train" / "a" / "0.png"), np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="has train/ but no test/"):
+        data.load_dataset("s", "files", str(tmp_path))
+
+
+# -------------------------------------------------------- validation split
+
+
+def test_split_validation_counts_by_hand():
+    # quotas 10 * (50, 30, 20) / 100 are whole; 5 * (7, 3) / 10 = (3.5, 1.5): the tie goes
+    # to the lower class, giving (4, 1); 5 * (6, 3, 3) / 12 = (2.5, 1.25, 1.25): floors
+    # (2, 1, 1) and one left for the largest remainder, the first class.
+    np.testing.assert_array_equal(data.validation_counts([50, 30, 20], 10), [5, 3, 2])
+    np.testing.assert_array_equal(data.validation_counts([7, 3], 5), [4, 1])
+    np.testing.assert_array_equal(data.validation_counts([6, 3, 3], 5), [3, 1, 1])
+
+
+def test_split_validation():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), [50, 30, 20]).astype(np.int32)
+    rng.shuffle(labels)
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)   # pixel = original index
+    split = ImageSplit(images, labels)
+    rest, val = data.split_validation(split, 10, seed=4)
+    assert len(rest) == 90 and len(val) == 10
+    np.testing.assert_array_equal(np.bincount(val.labels, minlength=3), [5, 3, 2])
+    ids_rest, ids_val = rest.images.ravel(), val.images.ravel()
+    assert np.all(np.diff(ids_rest.astype(int)) > 0) and np.all(np.diff(ids_val.astype(int)) > 0)
+    np.testing.assert_array_equal(np.union1d(ids_rest, ids_val), np.arange(100))
+    np.testing.assert_array_equal(rest.labels, labels[ids_rest])
+    np.testing.assert_array_equal(val.labels, labels[ids_val])
+    again = data.split_validation(split, 10, seed=4)[1]
+    np.testing.assert_array_equal(again.images, val.images)
+    assert not np.array_equal(data.split_validation(split, 10, seed=5)[1].images, val.images)
+
+
+@pytest.mark.parametrize("num", [100, 101, 0, -1, 2.5])
+def test_split_validation_refuses(num):
+    split = ImageSplit(np.zeros((100, 1, 1, 1), np.uint8), np.zeros(100, np.int32))
+    with pytest.raises(DataError, match="split_validation"):
+        data.split_validation(split, num, seed=0)
+
+
+# ------------------------------------------------------------- fingerprint
+
+
+def _dataset(arrays, name="d", labels_dtype=np.int32):
+    return ImageDataset(
+        ImageSplit(arrays["train_images"], arrays["train_labels"].astype(labels_dtype)),
+        ImageSplit(arrays["test_images"], arrays["test_labels"].astype(labels_dtype)),
+        name, tuple(str(i) for i in range(10)))
+
+
+def test_dataset_fingerprint():
+    arrays = _arrays()
+    fp = data.dataset_fingerprint(_dataset(arrays))
+    assert json.loads(json.dumps(fp)) == fp
+    assert fp["name"] == "d" and fp["class_names"] == [str(i) for i in range(10)]
+    assert fp["train_images"]["shape"] == [30, 28, 28, 1]
+    assert fp["train_images"]["dtype"] == "uint8" and fp["test_labels"]["dtype"] == "int32"
+    assert fp["train_images"]["sha256"] == hashlib.sha256(
+        arrays["train_images"].tobytes()).hexdigest()
+    assert fp["test_labels"]["sha256"] == hashlib.sha256(
+        arrays["test_labels"].astype("<i8").tobytes()).hexdigest()
+    lines = "".join(f"{k} {d} {s} {fp[k]['sha256']}\n" for k, d, s in [
+        ("train_images", "|u1", [30, 28, 28, 1]), ("train_labels", "<i8", [30]),
+        ("test_images", "|u1", [20, 28, 28, 1]), ("test_labels", "<i8", [20])])
+    assert fp["sha256"] == hashlib.sha256(lines.encode()).hexdigest()
+    # Same values in other objects, other label width, other name: same content hash.
+    copy = {k: v.copy() for k, v in arrays.items()}
+    assert data.dataset_fingerprint(_dataset(copy, "e", np.int64))["sha256"] == fp["sha256"]
+    copy["test_images"][3, 4, 5, 0] ^= 1
+    assert data.dataset_fingerprint(_dataset(copy))["sha256"] != fp["sha256"]
+    copy = {k: v.copy() for k, v in arrays.items()}
+    copy["train_labels"][0] = (copy["train_labels"][0] + 1) % 10
+    assert data.dataset_fingerprint(_dataset(copy))["sha256"] != fp["sha256"]
+    floats = dict(arrays, train_images=arrays["train_images"].astype(np.float32) / 255)
+    assert data.dataset_fingerprint(_dataset(floats))["sha256"] != fp["sha256"]
+
+
+# -------------------------------------------------------------- tfds errors
+
+
+def test_tfds_missing_module_is_named(tmp_path, monkeypatch):
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                  name="importlib_resources")
+    monkeypatch.setattr(data, "_read_tfds_split", missing)
+    with pytest.raises(DataError) as err:
+        data.load_dataset("mnist", "tfds", tfds_data_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "'importlib_resources'" in msg and "pip install -r requirements.txt" in msg
+    assert "not prepared" not in msg
+
+
+def test_tfds_not_prepared_says_what_to_run(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(DataError) as err:
+        data.load_dataset("mnist", "auto", str(tmp_path / "none"),
+                          tfds_data_dir=str(tmp_path / "tfds"))
+    msg = str(err.value)
+    assert "not prepared in " + str(tmp_path / "tfds") in msg
+    assert (f"tfds.builder('mnist', data_dir={str(tmp_path / 'tfds')!r}, "
+            f"file_format='array_record').download_and_prepare()") in msg
+    assert "pip install tensorflow" in msg
+
+
+def test_tfds_failed_download_says_what_to_run(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(tfds, "data_source", offline)
+    with pytest.raises(DataError) as err:
+        data.load_dataset("mnist", "tfds", tfds_data_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "not prepared" in msg and "ConnectionError: no network" in msg
+    assert "download_and_prepare()" in msg
+
+
+def test_tfds_needs_importlib_resources(tmp_path):
+    """tfds 4.9.10 imports importlib_resources lazily before downloading (requirements.txt)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    # The line of tfds's download_and_prepare that raised ModuleNotFoundError without it:
+    assert builder._checksums_path is not None
