@@ -103,6 +103,12 @@ def get_config(arg=None):
     config.analysis.grid_extent = 15.0   # on [-extent, extent]^2
     config.analysis.label_map_size = 200
     config.analysis.activation_threshold = 0.1
+    config.analysis.posterior = "samples"  # codes of Figures 3-4: samples z ~ q(z|x) (paper) | mean
+    # Classes of the activated-subspace figures (5, 6, 7, 10, 13), label indices or class names:
+    # the first is probed and measured (Figures 5-7), interpolations go first -> second
+    # (Figure 10), traversals use both (Figure 13); further ones get noise probes too.
+    # Default (1, 7): automobile and horse in CIFAR-10's label order, as in the paper.
+    config.analysis.classes = (1, 7)
     config.analysis.figures = True
     config.analysis.tensorboard_images = True  # reconstructions and decoded grid every eval_every
     return config

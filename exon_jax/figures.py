@@ -1,157 +1,284 @@
 """The figures of a trained run: compute with `analysis`/`metrics`, draw with `plots`.
 
-`write_run_figures` is called at the end of training and by `--mode=analyze`
-and the `experiments/` scripts, always from restored states: figures never
-retrain anything.
+`write_run_figures` is called by `experiment.analyze` (`--mode=analyze`, the end of
+`main.py`'s training) and by the `experiments/` scripts, always from restored
+states: figures never retrain anything.
+
+One implementation per job, shared with `experiments/`:
+- `ModelFunctions`: the encode / decode / classify of a restored run (encode is the
+  training side's `train.make_eval_forward`); each takes a model's state as an
+  argument, so one compilation per input shape serves every model of a grid;
+- `grid_table`: the heat-map / seed table of a grid (mean, std, count per cell);
+- `predesign_strips`: the Figure 9 rows, one per distance (ascending, then seed).
+
+Config fields read (`config.analysis`): grid_size, grid_extent, label_map_size,
+activation_threshold, posterior ("mean" | "samples": the codes of Figures 3-4).
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from exon_jax import analysis, configuration, metrics, plots, priors, train
+from exon_jax import data as data_lib
 
 MAX_PER_MODEL_FIGURES = 8   # larger grids get the panel figures only
+PAPER_CLASSES = (1, 7)      # automobile, horse (CIFAR-10 labels): default config.analysis.classes
+HEATMAP_METRICS = (("kl", "KL divergence (eq. 18)"),
+                   ("negative_ssim", "negative SSIM (eq. 19)"),
+                   ("classification_error", "classification error (eq. 20)"))
+POSTERIOR_TITLES = {"mean": "test posterior means $\\mu_{\\hat y}(x)$",
+                    "samples": "test posterior samples $z \\sim q(z|x)$"}
 
 
-def model_functions(exp, state) -> tuple[Any, Any, Any]:
-    """Jitted (encode, decode, classify) of one restored model, eval mode.
+def _variables(state) -> dict[str, Any]:
+    return {"params": state.params["model"], "batch_stats": state.batch_stats}
 
-    encode: images float [N, H, W, C] -> (logits [N, K], mean, logvar [N, K, d]);
-    decode: z [N, d] -> images [N, H, W, C]; classify: images -> logits [N, K].
+
+class ModelFunctions:
+    """Jitted eval-mode functions of a run's network, each taking a model's state first.
+
+    encode(state, uint8 images [N, H, W, C]) -> (logits [N, K], mean, logvar [N, K, d])
+      (`train.make_eval_forward`, chunked; uint8 images scaled by x / 255);
+    decode(state, z [N, d]) -> images [N, H, W, C] in [0, 1];
+    classify(state, float images in [0, 1]) -> logits [N, K] (of decodings);
+    label_map(state, extent, size) -> [size, size] `analysis.label_map`.
     """
-    variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
-    encode = jax.jit(lambda x: exp.model.apply(variables, x, train=False, method=exp.model.encode))
-    decode = jax.jit(lambda z: exp.model.apply(variables, z, train=False, method=exp.model.decode))
-    return encode, decode, lambda x: encode(x)[0]
+
+    def __init__(self, model, chunk_size: int = 1000):
+        self.encode = jax.jit(train.make_eval_forward(model, chunk_size))
+
+        def decode(state, z):
+            return model.apply(_variables(state), jnp.asarray(z, jnp.float32), train=False,
+                               method=model.decode)
+
+        def classify(state, images):
+            return model.apply(_variables(state), images, train=False, method=model.encode)[0]
+
+        self.decode = jax.jit(decode)
+        self.classify = jax.jit(classify)
+        self._label_map = jax.jit(
+            lambda state, extent, size: analysis.label_map(
+                lambda z: decode(state, z), lambda x: classify(state, x), extent, size),
+            static_argnums=2)
+
+    def label_map(self, state, extent: float, size: int) -> np.ndarray:
+        return np.asarray(self._label_map(state, extent, size))
+
+    def decode_np(self, state, z) -> np.ndarray:
+        return np.asarray(self.decode(state, z))
+
+
+def model_state(states, index: int):
+    """Model `index` of stacked states, without its optimiser state (not needed to draw)."""
+    return train.unstack_tree(states, index).replace(opt_state=())
+
+
+def point_title(point: dict) -> str:
+    """A grid point as a figure title, e.g. 'lambda1=10, lambda2=1.1' ('model' when empty)."""
+    return ", ".join(f"{k}={v:g}" for k, v in point.items()) or "model"
 
 
 def prior_of(exp, index: int) -> priors.MixturePrior:
     return train.unstack_tree(exp.hparams.prior, index)
 
 
-def write_model_figures(exp, state, codes: np.ndarray, prior: priors.MixturePrior,
-                        directory: str) -> list[str]:
-    """Per-model figures into `directory`; returns the written paths.
+def posterior_kind(config) -> str:
+    kind = config.analysis.get("posterior", "mean")
+    if kind not in analysis.POSTERIOR_KINDS:
+        raise configuration.ConfigError(
+            f"config.analysis.posterior: must be one of {analysis.POSTERIOR_KINDS}, got {kind!r}")
+    return kind
+
+
+def scatter_codes(exp, fns: ModelFunctions, state, index: int, mean_codes) -> np.ndarray:
+    """Codes of the test images for the posterior scatters (`config.analysis.posterior`):
+    the evaluation's posterior-mean codes, or one draw z ~ q(z|x) per image."""
+    kind = posterior_kind(exp.config)
+    if kind == "mean":
+        return np.asarray(mean_codes)
+    images = exp.dataset.test.images[:np.asarray(mean_codes).shape[0]]
+    logits, mean, logvar = fns.encode(state, images)
+    key = jax.random.fold_in(jax.random.key(exp.config.seed), 1000 + index)
+    return np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", key))
+
+
+def write_model_figures(exp, fns: ModelFunctions, state, index: int, codes: np.ndarray,
+                        prior: priors.MixturePrior, directory: str) -> list[str]:
+    """Per-model figures into `directory`; returns the written PNG paths (PDFs beside them).
 
     2-D latents: prior samples (Figure 2), test posterior with the designed centres,
     decoded manifold, label map, the three-panel Figure 3, and an interpolation strip
     between two designed centres (or the pre-design path for two components).
     Higher-dimensional latents: reconstructions and per-class activation bars.
+
+    Args:
+      codes: [N, d] posterior-mean codes of the first N test images (evaluation output).
     """
     cfg = exp.config.analysis
     names = exp.dataset.class_names
     labels = np.asarray(exp.dataset.test.labels[:codes.shape[0]])
     means = np.asarray(prior.means)
-    encode, decode, classify = model_functions(exp, state)
     written = []
 
     def save(fig, name):
         written.append(plots.save(fig, os.path.join(directory, name)))
 
     if prior.latent_dim == 2:
+        shown = scatter_codes(exp, fns, state, index, codes)
+        posterior_title = POSTERIOR_TITLES[posterior_kind(exp.config)]
         z, y = priors.sample_prior(jax.random.key(exp.config.seed), prior, 5000)
         save(plots.prior_samples(np.asarray(z), np.asarray(y), means, names), "prior_samples.png")
-        save(plots.posterior_scatter(codes, labels, means, names,
-                                     title="Test posterior (mean of the most probable component)"),
+        save(plots.posterior_scatter(shown, labels, means, names, title=posterior_title),
              "posterior.png")
-        manifold = np.asarray(analysis.decode_grid(decode, cfg.grid_extent, cfg.grid_size))
+        manifold = np.asarray(analysis.decode_grid(lambda g: fns.decode(state, g),
+                                                   cfg.grid_extent, cfg.grid_size))
         save(plots.image_grid(manifold, cfg.grid_size, cfg.grid_size,
-                              title=f"Decoded {cfg.grid_size}x{cfg.grid_size} grid on "
-                                    f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]^2"),
+                              title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on "
+                                    f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]$^2$"),
              "manifold.png")
-        label_map = np.asarray(analysis.label_map(decode, classify, cfg.grid_extent,
-                                                  cfg.label_map_size))
+        label_map = fns.label_map(state, cfg.grid_extent, cfg.label_map_size)
         save(plots.label_map_figure(label_map, cfg.grid_extent, means, names), "label_map.png")
-        save(plots.figure3(codes, labels, manifold, label_map, cfg.grid_extent, means, names,
-                           titles=("Test posterior (mean of the most probable component)",
-                                   "Decoded latent grid", "Predicted label of the decoded grid")),
+        save(plots.figure3(shown, labels, manifold, label_map, cfg.grid_extent, means, names,
+                           titles=(posterior_title, "decoded latent grid",
+                                   "predicted label of the decoded grid")),
              "figure3.png")
         if prior.num_classes == 2:
             path, title = analysis.predesign_path(), "pre-design path (-10, 0) -> (10, 0)"
         else:
             far = prior.num_classes // 2
             path = analysis.centre_interpolation(prior, 0, far, 11)
-            title = f"designed centre of {names[0]} -> {names[far]}"
-        save(plots.interpolation_strips([np.asarray(decode(path))], [title]), "interpolation.png")
+            title = f"centre of {names[0]} -> {names[far]}"
+        save(plots.interpolation_strips([fns.decode_np(state, path)], [title]),
+             "interpolation.png")
     else:
-        images = exp.dataset.test.images[:16].astype(np.float32) / 255.0
-        logits, mean, _ = encode(images)
-        recon = np.asarray(decode(metrics.posterior_mean_code(logits, mean)))
-        save(plots.image_grid(np.concatenate([images, recon]), 2, 16,
-                              title="test images (top) and reconstructions (bottom)"),
+        images = exp.dataset.test.images[:16]
+        logits, mean, _ = fns.encode(state, images)
+        recon = fns.decode_np(state, metrics.posterior_mean_code(logits, mean))
+        shown = np.concatenate([np.asarray(data_lib.scale_images(images)), recon])
+        save(plots.image_grid(shown, 2, 16, title="test images (top) and reconstructions (bottom)"),
              "reconstructions.png")
-        test = exp.dataset.test.images[:2000].astype(np.float32) / 255.0
-        _, mean, logvar = encode(test)
-        ratios, _ = metrics.activated_subspace_by_class(
-            mean, logvar, exp.dataset.test.labels[:2000], prior.num_classes,
-            cfg.activation_threshold)
-        save(plots.activation_bars(np.asarray(ratios), names, cfg.activation_threshold),
+        count = min(2000, exp.dataset.test.labels.shape[0])
+        ratios, _ = activation_statistics(fns, state, exp.dataset.test.images[:count],
+                                          exp.dataset.test.labels[:count], prior.num_classes,
+                                          cfg.activation_threshold)
+        save(plots.activation_bars(ratios, names, cfg.activation_threshold,
+                                   title=f"activation ratio F per class, {count} test images"),
              "activation_bars.png")
     return written
 
 
-def write_grid_figures(exp, evaluated: dict[str, np.ndarray], directory: str) -> list[str]:
-    """Grid figures: the Figure 4 posterior panel (2-D latents), Figure 8 heat maps
-    (when the grid spans lambda1 x lambda2) and Figure 9 strips (distance sweeps)."""
+def activation_statistics(fns: ModelFunctions, state, images, labels, num_classes: int,
+                          threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """F_kj and the activated mask F_kj > delta of every class (Section 3.2, Figures 5, 14)
+    over the given inputs: [K, d] float and [K, d] bool, on the host."""
+    _, mean, logvar = fns.encode(state, images)
+    ratios, mask = metrics.activated_subspace_by_class(
+        mean, logvar, jnp.asarray(labels), num_classes, threshold)
+    return np.asarray(ratios), np.asarray(mask)
+
+
+def heatmap_fields(points: Sequence[dict]) -> tuple[str | None, str | None]:
+    """(rows, columns) of a grid's heat maps: lambda1 x lambda2 when both are swept
+    (Figure 8), else the first two swept fields other than `seed` (None when absent)."""
+    present = {k for p in points for k in p}
+    fields = [f for f in configuration.SWEEP_FIELDS if f in present and f != "seed"]
+    if "lambda1" in fields and "lambda2" in fields:
+        return "lambda1", "lambda2"
+    return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
+
+
+def grid_table(points: Sequence[dict], values: dict[str, Any], row_field: str | None,
+               col_field: str | None):
+    """Mean, sample std (ddof = 1) and count of each metric per (row, column) cell.
+
+    Rows/columns are the sorted values of `row_field` / `col_field` (one 'all' row or
+    column when the field is None); the models of a cell (seeds, other fields) are
+    averaged. A cell with one model has std NaN; an empty cell has mean NaN.
+
+    Args:
+      points: the G grid points.
+      values: {metric: [G] per-model values}.
+
+    Returns:
+      (rows, cols, {metric: [R, C] mean}, {metric: [R, C] std}, [R, C] int count).
+    """
+    def axis(field):
+        return sorted({p[field] for p in points}) if field else ["all"]
+
+    rows, cols = axis(row_field), axis(col_field)
+    mean = {m: np.full((len(rows), len(cols)), np.nan) for m in values}
+    std = {m: np.full((len(rows), len(cols)), np.nan) for m in values}
+    count = np.zeros((len(rows), len(cols)), int)
+    for r, a in enumerate(rows):
+        for c, b in enumerate(cols):
+            chosen = [i for i, p in enumerate(points)
+                      if (row_field is None or p.get(row_field) == a)
+                      and (col_field is None or p.get(col_field) == b)]
+            count[r, c] = len(chosen)
+            for metric, per_model in values.items():
+                if chosen:
+                    cell = np.asarray(per_model, float)[chosen]
+                    mean[metric][r, c] = cell.mean()
+                    std[metric][r, c] = cell.std(ddof=1) if len(chosen) > 1 else np.nan
+    return rows, cols, mean, std, count
+
+
+def predesign_strips(exp, fns: ModelFunctions, states) -> tuple[list[np.ndarray], list[str]]:
+    """Figure 9: the decodings of `analysis.predesign_path()` of every model of a distance
+    sweep, rows in ascending distance (then seed), and their titles."""
+    order = sorted(range(exp.num_models),
+                   key=lambda i: (exp.points[i].get("distance", 0.0), exp.points[i].get("seed", 0)))
+    path = analysis.predesign_path()
+    rows = [fns.decode_np(model_state(states, i), path) for i in order]
+    return rows, [point_title(exp.points[i]) for i in order]
+
+
+def write_grid_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str,
+                       fns: ModelFunctions | None = None) -> list[str]:
+    """Grid figures: the Figure 4 posterior panel (2-D latents, each panel with its own
+    designed centres), Figure 8 heat maps over `heatmap_fields` and the Figure 9 strips
+    (distance sweeps)."""
+    fns = fns or ModelFunctions(exp.model)
     written = []
-    labels = np.asarray(exp.dataset.test.labels[:evaluated["codes"].shape[1]])
     names = exp.dataset.class_names
     if exp.config.model.latent_dim == 2:
-        panels = [(evaluated["codes"][i], labels, configuration.point_name(p))
+        labels = np.asarray(exp.dataset.test.labels[:evaluated["codes"].shape[1]])
+        panels = [(scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
+                   labels, point_title(p), np.asarray(prior_of(exp, i).means))
                   for i, p in enumerate(exp.points)]
-        fig = plots.posterior_panel(panels, np.asarray(prior_of(exp, 0).means), names,
-                                    ncols=min(5, len(panels)))
+        fig = plots.posterior_panel(panels, panels[0][3], names, ncols=min(5, len(panels)),
+                                    title=POSTERIOR_TITLES[posterior_kind(exp.config)])
         written.append(plots.save(fig, os.path.join(directory, "posterior_panel.png")))
-    table = heatmap_table(exp.points, evaluated)
-    if table is not None:
-        lambda1, lambda2, values = table
-        for metric, title in (("kl", "KL divergence (eq. 18)"),
-                              ("negative_ssim", "negative SSIM (eq. 19)"),
-                              ("classification_error", "classification error (eq. 20)")):
-            fig = plots.heatmap(values[metric], lambda1, lambda2, title=title,
-                                ylabel="lambda1", xlabel="lambda2")
+    row_field, col_field = heatmap_fields(exp.points)
+    if row_field is not None:
+        rows, cols, mean, _, _ = grid_table(
+            exp.points, {m: evaluated[m] for m, _ in HEATMAP_METRICS}, row_field, col_field)
+        for metric, title in HEATMAP_METRICS:
+            fig = plots.heatmap(mean[metric], rows, cols, title=title, ylabel=row_field,
+                                xlabel=col_field or "")
             written.append(plots.save(fig, os.path.join(directory, f"heatmap_{metric}.png")))
+    if any("distance" in p for p in exp.points):
+        rows, titles = predesign_strips(exp, fns, states)
+        fig = plots.interpolation_strips(rows, titles, title="decoded (-10, 0) -> (10, 0), "
+                                         f"{rows[0].shape[0]} points")
+        written.append(plots.save(fig, os.path.join(directory, "predesign_interpolation.png")))
     return written
-
-
-def heatmap_table(points, evaluated):
-    """(lambda1 values, lambda2 values, {metric: [R, C] mean over seeds}) or None."""
-    if not points or any("lambda1" not in p or "lambda2" not in p for p in points):
-        return None
-    lambda1 = sorted({p["lambda1"] for p in points})
-    lambda2 = sorted({p["lambda2"] for p in points})
-    values = {}
-    for metric in ("kl", "negative_ssim", "classification_error"):
-        cells = np.full((len(lambda1), len(lambda2)), np.nan)
-        for r, a in enumerate(lambda1):
-            for c, b in enumerate(lambda2):
-                chosen = [float(evaluated[metric][i]) for i, p in enumerate(points)
-                          if p["lambda1"] == a and p["lambda2"] == b]
-                cells[r, c] = np.mean(chosen)
-        values[metric] = cells
-    return lambda1, lambda2, values
 
 
 def write_run_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str) -> list[str]:
     """All figures of a run (G models): per-model figures, plus grid figures when G > 1."""
+    fns = ModelFunctions(exp.model)
     written = []
     for i, point in enumerate(exp.points[:MAX_PER_MODEL_FIGURES]):
         sub = directory if exp.num_models == 1 else os.path.join(
             directory, configuration.point_name(point))
-        written += write_model_figures(exp, train.unstack_tree(states, i),
+        written += write_model_figures(exp, fns, model_state(states, i), i,
                                        np.asarray(evaluated["codes"][i]), prior_of(exp, i), sub)
     if exp.num_models > 1:
-        written += write_grid_figures(exp, evaluated, directory)
-        if "distance" in exp.points[0]:
-            rows, titles = [], []
-            for i, point in enumerate(exp.points):
-                _, decode, _ = model_functions(exp, train.unstack_tree(states, i))
-                rows.append(np.asarray(decode(analysis.predesign_path())))
-                titles.append(configuration.point_name(point))
-            fig = plots.interpolation_strips(rows, titles)
-            written.append(plots.save(fig, os.path.join(directory, "predesign_interpolation.png")))
+        written += write_grid_figures(exp, states, evaluated, directory, fns)
     return written

@@ -23,6 +23,7 @@ import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
@@ -95,11 +96,17 @@ def pdf_path(path: str) -> str:
 
 
 def _wrap(text: str | None, width_inches: float, fontsize: float = 12.0) -> str | None:
-    """`text` broken into lines that fit `width_inches` (about 0.55 em per character)."""
+    """`text` broken into lines that fit `width_inches` (about 0.55 em per character),
+    never inside a word or a $...$ math span."""
     if not text:
         return text
     characters = max(12, int(width_inches * 72.0 / (0.55 * fontsize)))
-    return "\n".join(textwrap.fill(line, characters) for line in text.split("\n"))
+    parts = text.split("$")
+    glued = "$".join(part.replace(" ", "\x00") if i % 2 else part
+                     for i, part in enumerate(parts))
+    lines = [textwrap.fill(line, characters, break_long_words=False, break_on_hyphens=False)
+             for line in glued.split("\n")]
+    return "\n".join(lines).replace("\x00", " ")
 
 
 def _set_title(ax, title: str | None, fontsize: float = 12.0) -> None:
@@ -564,6 +571,8 @@ def trend(x, y, xlabel: str, ylabel: str, title: str | None = None,
         ax.legend(labelled, [line.get_label() for line in labelled], fontsize=8)
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(x, [f"{value:g}" for value in x])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _set_title(ax, title)

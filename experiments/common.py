@@ -1,4 +1,4 @@
-"""Shared helpers of the `experiments/` scripts: paths, restore, JSON, text tables, CLI.
+"""Shared helpers of the `experiments/` scripts: paths, restore, JSON file, text tables, CLI.
 
 Nothing here trains: runs are rebuilt from `workdir/config.json` and the latest
 checkpoint in `workdir/checkpoints` (`experiment.restore_run`).
@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import sys
 from typing import Any, Callable, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # `python experiments/x.py` puts experiments/, not the root, on the path
-    sys.path.insert(0, ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
+from exon_jax.writers import to_jsonable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def output_dir(workdir: str, out: str | None) -> str:
@@ -26,28 +24,10 @@ def output_dir(workdir: str, out: str | None) -> str:
     return directory
 
 
-def to_jsonable(value: Any) -> Any:
-    """NumPy/JAX scalars and arrays to plain Python; NaN and inf become None (valid JSON)."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
-
-
 def write_json(path: str, payload: Any) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(to_jsonable(payload), f, indent=2)
+        json.dump(to_jsonable(payload), f, indent=2, allow_nan=False)
     return path
 
 
@@ -77,36 +57,12 @@ def cli(description: str, main: Callable[..., dict], extra: Callable | None = No
     main(**vars(args))
 
 
-def strips(rows, titles: Sequence[str], suptitle: str | None = None):
-    """`plots.interpolation_strips` widened for its row titles (long titles are otherwise
-    cut at the left edge), with an optional figure title."""
-    from exon_jax import plots
-    fig = plots.interpolation_strips(rows, titles)
-    width, height = fig.get_size_inches()
-    fig.set_size_inches(width + 0.08 * max(len(t) for t in titles),
-                        height + (0.3 if suptitle else 0.0))
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
-
-
 def restore(workdir: str, dataset=None):
-    """`experiment.restore_run(workdir)` with the saved config; a relative `data.dir`
-    that does not exist from the current directory is looked up from the repository
-    root, so the scripts run from any directory.
+    """`experiment.restore_run(workdir)`: the run's stored config, priors and newest good
+    checkpoint (a relative `data.dir` resolves from the repository root too).
 
     Returns:
       (experiment, states with a leading model axis [G], checkpoint meta).
     """
-    import ml_collections
-    from exon_jax import checkpoints, experiment
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise checkpoints.CheckpointError(f"{path} not found: is {workdir} a training run?")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    data_dir = config.data.dir
-    if (dataset is None and not os.path.isabs(data_dir) and not os.path.exists(data_dir)
-            and os.path.exists(os.path.join(ROOT, data_dir))):
-        config.data.dir = os.path.join(ROOT, data_dir)
-    return experiment.restore_run(workdir, config=config, dataset=dataset)
+    from exon_jax import experiment
+    return experiment.restore_run(workdir, dataset=dataset)

@@ -15,13 +15,9 @@ mean code from its designed centre, in prior standard deviations.
 from __future__ import annotations
 
 import os
-import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments import common  # noqa: E402  (puts the repository root on the path)
-from exon_jax import experiment, figures  # noqa: E402
+from experiments import common
+from exon_jax import experiment, figures
 
 
 def main(workdir: str, out: str | None = None, dataset=None) -> dict:

@@ -16,7 +16,8 @@ import pytest
 
 from configs import mnist_blocks, test_tiny
 from experiments import activated_subspace, mnist_figures, sweep_figures
-from exon_jax import configuration, experiment
+from exon_jax import configuration, experiment, figures, metrics
+from exon_jax import data as data_lib
 from tests.synthetic import synthetic_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +83,7 @@ def test_mnist_figures_rebuilds_run_figures(single_run, dataset):
                  "figure3.png", "interpolation.png"):
         assert os.path.join(directory, name) in out["figures"]
         assert os.path.getsize(os.path.join(directory, name)) > 0
+        assert os.path.getsize(os.path.join(directory, name[:-4] + ".pdf")) > 0
     with open(os.path.join(directory, "figure_metrics.json")) as f:
         saved = json.load(f)
     model, trained = saved["models"][0], results["models"][0]
@@ -134,68 +136,125 @@ def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
 
 
 def test_sweep_figures_predesign_strips(tmp_path_factory, tmp_path):
-    """A two-component distance sweep gets the Figure 9 strips and distance-indexed tables."""
+    """A two-component distance sweep gets the Figure 9 strips (rows by ascending distance)
+    and distance-indexed tables."""
     dataset = synthetic_mnist(num_train=600, num_test=100, num_classes=2)
     config = tiny_config()
     config.prior.layout = "two_component"
-    config.sweep.distance = (8.0, 16.0)
+    config.sweep.distance = (16.0, 8.0)
     workdir, _ = train(config, tmp_path_factory.mktemp("predesign"), dataset)
     out = sweep_figures.main(workdir, out=str(tmp_path), dataset=dataset)
     assert str(tmp_path / "predesign_interpolation.png") in out["figures"]
-    assert os.path.getsize(tmp_path / "posterior_panel_own_centres.png") > 0
+    assert os.path.getsize(tmp_path / "posterior_panel.pdf") > 0
     with open(tmp_path / "heatmap_values.json") as f:
         heat = json.load(f)
     assert heat["row_field"] == "distance" and heat["rows"] == [8.0, 16.0]
     assert out["seed_table"] is None and not (tmp_path / "seed_table.csv").exists()
+    # The one strip builder orders rows by distance, whatever the sweep's order.
+    exp, states, _ = experiment.restore_run(workdir, dataset=dataset)
+    rows, titles = figures.predesign_strips(exp, figures.ModelFunctions(exp.model), states)
+    assert titles == ["distance=8", "distance=16"]
+    assert len(rows) == 2 and rows[0].shape[0] == 11
 
 
-def test_activated_subspace_json_and_figures(blocks_run, dataset, tmp_path):
-    workdir, results = blocks_run
-    out = activated_subspace.main(workdir, out=str(tmp_path), dataset=dataset, per_class=60,
-                                  num_probes=3, num_noise=4)
+@pytest.fixture(scope="module")
+def subspace(blocks_run, dataset, tmp_path_factory):
+    """activated_subspace.main on the blocks run, once for the tests below: (out, directory)."""
+    directory = tmp_path_factory.mktemp("subspace")
+    out = activated_subspace.main(blocks_run[0], out=str(directory), dataset=dataset,
+                                  per_class=60, num_noise=4)
+    return out, directory
+
+
+def test_activated_subspace_json_and_figures(subspace, dataset):
+    out, tmp_path = subspace
     with open(tmp_path / "activated_subspace.json") as f:
         report = json.load(f)
     assert report["latent_dim"] == 16 and report["threshold"] == pytest.approx(0.1)
     assert set(report["train_inputs_per_class"].values()) == {60}
     names = list(dataset.class_names)
+    assert report["classes"] == [names[1], names[7]]       # the paper's automobile, horse slots
     assert [m["epsilon"] for m in report["models"]] == pytest.approx([0.02, 0.5])
-    for model, trained in zip(report["models"], results["models"]):
-        assert set(model) >= {"epsilon", "activated_counts", "mean_activated_count",
-                              "negative_ssim_reconstructions", "pixel_change", "F", "top_axes"}
+    for model in report["models"]:
         assert list(model["activated_counts"]) == names
         counts = np.array(list(model["activated_counts"].values()))
         assert np.all((counts >= 0) & (counts <= 16))
         assert model["mean_activated_count"] == pytest.approx(counts.mean())
         ratios = np.array([model["F"][n] for n in names], float)
         np.testing.assert_array_equal((ratios > report["threshold"]).sum(axis=1), counts)
-        # Same 7 x 7 = 49 reconstructions as the training run's evaluation (eq. 19).
-        np.testing.assert_allclose(model["negative_ssim_reconstructions"],
-                                   trained["negative_ssim"], rtol=1e-4)
+        assert model["diversity"]["class"] == names[1]
         change = model["pixel_change"]
-        assert change["active_noise"] >= 0 and change["inactive_noise"] >= 0
-        assert len(change["per_probe"]) == 3
+        assert len(change["per_probe"]) == 2
         for probe in change["per_probe"]:
-            if probe["active_dims"] == 0:   # no activated dims: that noise changes nothing
+            assert probe["control_dims"] >= 1      # the control always noises some dims
+            if probe["active_dims"] == 0:          # no activated dims: that noise changes nothing
                 assert probe["active"] == 0.0
-            if probe["active_dims"] == 16:
-                assert probe["inactive"] == 0.0
         sub = tmp_path / configuration.point_name(model["point"])
-        for name in ("activation_bars_train.png", "noise_probe.png", "interpolation.png",
-                     "traversal.png"):
-            assert os.path.getsize(sub / name) > 0, name
+        for name in ("activation_bars_train", f"activation_bars_{names[1]}", "noise_probe",
+                     "interpolation", "traversal"):
+            assert os.path.getsize(sub / f"{name}.png") > 0, name
+            assert os.path.getsize(sub / f"{name}.pdf") > 0, name
     trend = report["epsilon_trend"]
     assert trend["epsilon"] == pytest.approx([0.02, 0.5])
-    assert set(trend) >= {"mean_activated_count", "negative_ssim_reconstructions",
-                          "activated_count_trend", "larger_epsilon_activates_more_dims"}
-    low, high = trend["mean_activated_count"]
+    low, high = trend["focus_activated_count"]
     assert trend["larger_epsilon_activates_more_dims"] == (None if low == high else high > low)
-    assert os.path.getsize(tmp_path / "epsilon_trend.png") > 0
+    for name in ("epsilon_trend.png", "epsilon_reconstructions.png"):
+        assert os.path.getsize(tmp_path / name) > 0
     assert out["json_path"] == str(tmp_path / "activated_subspace.json")
+
+
+def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspace, dataset):
+    """Oracle: the first 49 (grid_size^2) class-k TRAINING images encoded and decoded through
+    component k with the network applied directly, then eq. 19; k = config.analysis.classes[0]."""
+    workdir, _ = blocks_run
+    exp, states, _ = experiment.restore_run(workdir, dataset=dataset)
+    out, _ = subspace
+    k = 1                                         # config.analysis.classes = (1, 7)
+    assert out["classes"] == [dataset.class_names[1], dataset.class_names[7]]
+    state = figures.model_state(states, 0)
+    variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
+    images = exp.dataset.train.images[np.asarray(exp.dataset.train.labels) == k][:49]
+    _, mean, _ = exp.model.apply(variables, data_lib.scale_images(images), train=False,
+                                 method=exp.model.encode)
+    decoded = exp.model.apply(variables, mean[:, k], train=False, method=exp.model.decode)
+    expected = float(metrics.negative_ssim(decoded))
+    model = out["models"][0]
+    assert model["diversity"]["training_images"] == 49
+    np.testing.assert_allclose(model["diversity"]["negative_ssim"], expected, rtol=1e-4)
+    # Not the test-set measure the figure used to report.
+    test_images = data_lib.scale_images(exp.dataset.test.images[:49])
+    logits, test_mean, _ = exp.model.apply(variables, test_images, train=False,
+                                           method=exp.model.encode)
+    mixed = exp.model.apply(variables, metrics.posterior_mean_code(logits, test_mean),
+                            train=False, method=exp.model.decode)
+    assert abs(float(metrics.negative_ssim(mixed)) - expected) > 1e-6
 
 
 def test_activated_subspace_refuses_2d_latent(single_run, dataset, tmp_path):
     with pytest.raises(ValueError, match="latent dim 2"):
         activated_subspace.main(single_run[0], out=str(tmp_path), dataset=dataset)
+
+
+def test_focus_classes_by_index_or_name():
+    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck")
+    assert activated_subspace.focus_classes((1, 7), names) == [1, 7]     # the paper's default
+    assert activated_subspace.focus_classes(("horse", 3), names) == [7, 3]
+    with pytest.raises(configuration.ConfigError, match="analysis.classes"):
+        activated_subspace.focus_classes(("automobil",), names)
+    with pytest.raises(configuration.ConfigError, match="analysis.classes"):
+        activated_subspace.focus_classes((10,), names)
+
+
+def test_noise_probe_control_dims_always_differ():
+    """The control noises the non-activated dims; when every dim is activated (the old
+    'noise on 0 other dims' rows, identical images), the lowest-F half instead."""
+    ratios = np.array([0.5, 0.01, 0.3, 0.02])
+    mask = ratios > 0.1
+    np.testing.assert_array_equal(activated_subspace.control_dims(mask, ratios), ~mask)
+    ratios = np.array([0.9, 0.2, 0.5, 0.3, 0.4])
+    control = activated_subspace.control_dims(ratios > 0.1, ratios)
+    np.testing.assert_array_equal(control, [False, True, False, True, False])
 
 
 def test_trend_direction_from_numbers():

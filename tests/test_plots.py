@@ -283,3 +283,13 @@ def test_to_jsonable_is_strict_json():
     assert to_jsonable(value) == expected
     assert json.loads(json.dumps(to_jsonable(value), allow_nan=False)) == expected
     assert isinstance(to_jsonable(np.int32(3)), int) and to_jsonable(np.bool_(False)) is False
+
+
+def test_title_wrapping_keeps_math_and_words_whole():
+    wrapped = plots._wrap("test posterior samples $z \\sim q(z|x)$ lambda1=10_lambda2=1.1_seed=0",
+                          1.5)
+    assert "\n" in wrapped
+    assert wrapped.replace("\n", " ") == ("test posterior samples $z \\sim q(z|x)$ "
+                                          "lambda1=10_lambda2=1.1_seed=0")
+    for line in wrapped.split("\n"):
+        assert line.count("$") % 2 == 0
