@@ -4,8 +4,21 @@
   python main.py --config=configs/mnist.py --config.train.epochs=5 --workdir=workdirs/quick
   python main.py --mode=evaluate --workdir=workdirs/mnist    # restore, rewrite results.json
   python main.py --mode=analyze --workdir=workdirs/mnist     # restore, rewrite figures/
+
+`--mode=train` draws the run's figures after training unless `config.analysis.figures`
+is off. evaluate / analyze use the config the run was trained with; `--config.<field>`
+may override run options only (analysis.*, data.max_test, ...). An expected failure
+(config, data, checkpoint, disk, divergence, memory, a busy workdir) prints one line and
+exits with status 1; `--debug` shows the traceback, which is also kept in
+<workdir>/error.log.
+
+Several processes (jax.distributed): give each `--coordinator_address`, `--num_processes`
+and `--process_id`, or `--distributed` alone to use JAX's cluster auto-detection (SLURM,
+Open MPI, Kubernetes / Cloud TPU).
 """
 import os
+import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -19,33 +32,116 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/mnist", "Directory for check
                                "metrics, results and figures.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "analyze"],
                           "train (resumes from workdir), evaluate or analyze a checkpoint.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of a failure.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                                 "(cluster auto-detection unless the flags below are given).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for jax.distributed.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout", 60, "Seconds after which the other "
+                                  "processes stop when one process has died.")
+
+
+def _initialize_distributed() -> None:
+    explicit = {"coordinator_address": _COORDINATOR.value,
+                "num_processes": _NUM_PROCESSES.value, "process_id": _PROCESS_ID.value}
+    given = {k: v for k, v in explicit.items() if v is not None}
+    if given or _DISTRIBUTED.value or os.environ.get("EXON_DISTRIBUTED"):
+        import jax
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only
+        jax.distributed.initialize(**given, heartbeat_timeout_seconds=_HEARTBEAT.value)
+
+
+def _print_results(results) -> None:
+    for model in results["models"]:
+        line = (f"{model['name']}: test error {model['classification_error']:.4f}, "
+                f"KL {model['kl']:.3f}, negative SSIM {model['negative_ssim']:.4f}, "
+                f"max centre distance {model['max_centre_distance_sd']:.2f} sd, "
+                f"beta {model['beta']:.4g}")
+        if "validation_error" in model:
+            line += f", validation error {model['validation_error']:.4f}"
+        print(line)
+    print(f"results in {os.path.join(_WORKDIR.value, 'results.json')}")
+
+
+def run() -> None:
+    """Runs the chosen mode; raises the library's own errors on expected failures."""
+    from exon_jax import experiment
+    workdir = _WORKDIR.value
+    if _MODE.value == "train":
+        config = _CONFIG.value
+        results = experiment.train_and_evaluate(config, workdir)
+        _print_results(results)
+        if config.analysis.figures:
+            experiment.analyze(workdir)
+            print(f"figures in {os.path.join(workdir, 'figures')}")
+        return
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    if flags.FLAGS["config"].present:
+        print("note: --mode=evaluate/analyze use the config stored with the run; --config= "
+              "is ignored (give --config.<field>=... to change run options)", file=sys.stderr)
+    if _MODE.value == "evaluate":
+        _print_results(experiment.evaluate(workdir, overrides))
+    else:
+        experiment.analyze(workdir, overrides)
+        print(f"figures written to {os.path.join(workdir, 'figures')}")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    _initialize_distributed()
+    from exon_jax.errors import EXPECTED_ERRORS
+    try:
+        run()
+    except EXPECTED_ERRORS as error:
+        if _DEBUG.value:
+            raise
+        log = _keep_traceback(_WORKDIR.value)
+        print(f"error: {error}" + (f" (traceback in {log})" if log else ""), file=sys.stderr)
+        sys.stderr.flush()
+        if _in_cluster():
+            os._exit(1)   # no shutdown barrier: the other processes see this one gone and stop
+        sys.exit(1)
+
+
+def _in_cluster() -> bool:
     import jax
-    if os.environ.get("EXON_DISTRIBUTED"):
-        jax.distributed.initialize()
-    from exon_jax import experiment
-    config = _CONFIG.value
-    if _MODE.value == "train":
-        results = experiment.train_and_evaluate(config, _WORKDIR.value)
-    elif _MODE.value == "evaluate":
-        given = flags.FLAGS["config"].present
-        results = experiment.evaluate(config if given else None, _WORKDIR.value)
-    else:
-        given = flags.FLAGS["config"].present
-        experiment.analyze(config if given else None, _WORKDIR.value)
-        print(f"figures written to {os.path.join(_WORKDIR.value, 'figures')}")
-        return
-    for model in results["models"]:
-        print(f"{model['name']}: test error {model['classification_error']:.4f}, "
-              f"KL {model['kl']:.3f}, negative SSIM {model['negative_ssim']:.4f}, "
-              f"max centre distance {model['max_centre_distance_sd']:.2f} sd, beta {model['beta']:.4g}")
-    print(f"results in {os.path.join(_WORKDIR.value, 'results.json')}")
+    return jax.process_count() > 1
+
+
+def _keep_traceback(workdir: str) -> str | None:
+    """Appends the current traceback to <workdir>/error.log when the workdir exists."""
+    if not os.path.isdir(workdir):
+        return None
+    path = os.path.join(workdir, "error.log")
+    try:
+        with open(path, "a") as f:
+            traceback.print_exc(file=f)
+    except OSError:
+        return None
+    return path
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag or config override reported as one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        message = str(error)
+    except (AttributeError, KeyError) as error:  # ConfigDict: an override names no field
+        name = str(error).strip("\"'")
+        given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        culprits = [a for a in given if a.split(".")[-1] == name] or given
+        message = (f"no such config field: {', '.join(culprits)} (the config file defines "
+                   "every field it accepts)")
+    except (TypeError, ValueError) as error:  # ConfigDict: a value of the wrong type
+        message = f"a --config override cannot be applied: {error}"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from exon_jax import batching as data_lib  # batch indices and scaling; no loaders
+from exon_jax import batching
 from exon_jax import metrics
 
 NUM_IMAGES = 169
@@ -40,7 +40,7 @@ def timed_jit(fn, args, reps):
 def main():
     args = common.parse_args(__doc__)
     reps = common.repeats(args, full=20, quick=5)
-    images = data_lib.scale_images(common.mnist_dataset().test.images[:NUM_IMAGES])
+    images = batching.scale_images(common.mnist_dataset().test.images[:NUM_IMAGES])
     images = jax.device_put(images)
     results = {}
     for block in (None, 13):

@@ -380,9 +380,9 @@ def single_model(exp):
 
 def first_batch(exp, data):
     """The first batch of epoch 0 (the batch order of `data_key`), gathered on device."""
-    from exon_jax import data as data_lib, experiment, train
+    from exon_jax import batching, experiment, train
     s = exp.settings
-    u_order, l_order = data_lib.epoch_batch_indices(
+    u_order, l_order = batching.epoch_batch_indices(
         jax.random.fold_in(experiment.data_key(exp.config), 0), s.num_unlabelled,
         s.num_labelled, s.batch_unlabelled, s.batch_labelled)
     return jax.block_until_ready(jax.jit(train.gather_batch)(data, u_order[0], l_order[0]))

@@ -26,7 +26,7 @@ import common
 
 import jax
 
-from exon_jax import batching as data_lib  # batch indices and scaling; no loaders
+from exon_jax import batching
 from exon_jax import experiment, train
 
 EPOCHS = 200
@@ -56,7 +56,7 @@ def measure(compute_dtype: str, reps: int) -> dict:
 
     step_fn = jax.jit(gather_and_step, donate_argnums=0)
     u_order, l_order = jax.jit(
-        lambda k: data_lib.epoch_batch_indices(k, s.num_unlabelled, s.num_labelled,
+        lambda k: batching.epoch_batch_indices(k, s.num_unlabelled, s.num_labelled,
                                                s.batch_unlabelled, s.batch_labelled))(epoch_key)
     u_rows = [jax.device_put(u_order[i]) for i in range(steps)]
     l_rows = [jax.device_put(l_order[i]) for i in range(steps)]

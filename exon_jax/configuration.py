@@ -7,7 +7,6 @@ point). Jitted code never sees a ConfigDict.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 from typing import Any
@@ -285,10 +284,8 @@ def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     if not named:
         return [{}]
     names = [n for n, _ in named]
-    if config.sweep.mode == "zip":
-        rows = zip(*[v for _, v in named])
-    else:
-        rows = itertools.product(*[v for _, v in named])
+    values = [v for _, v in named]
+    rows = zip(*values) if config.sweep.mode == "zip" else itertools.product(*values)
     return [dict(zip(names, row)) for row in rows]
 
 

@@ -323,8 +323,8 @@ def _pkl_pixels_to_uint8(x: np.ndarray) -> np.ndarray:
 def _load_mnist_pkl(path: str) -> tuple[ImageSplit, ImageSplit]:
     """The pinned mnist.pkl.gz only: size and sha256 are checked before anything is unpickled."""
     size = os.path.getsize(path)
-    fix = (f"convert it to an .npz (train_images, train_labels, test_images, test_labels) or "
-           f"replace it with the one `python scripts/fetch_mnist.py` fetches")
+    fix = ("convert it to an .npz (train_images, train_labels, test_images, test_labels) or "
+           "replace it with the one `python scripts/fetch_mnist.py` fetches")
     if size != MNIST_PKL_SIZE:
         raise DataError(f"{path}: {size} bytes, not the pinned MNIST pickle ({MNIST_PKL_SIZE} "
                         f"bytes); refusing to unpickle it: {fix}")
@@ -935,16 +935,3 @@ def labelled_split(labels: np.ndarray, num_per_class: int, seed: int,
     mask[labelled] = False
     unlabelled = np.flatnonzero(mask).astype(np.int32)
     return labelled, unlabelled
-
-
-_MOVED_TO_BATCHING = ("num_steps_per_epoch", "epoch_batch_indices", "scale_images",
-                      "_cycled_permutations")
-
-
-def __getattr__(attr: str):
-    # Batching moved to exon_jax.batching; old `data.scale_images` etc. still resolve,
-    # without this module importing jax.
-    if attr in _MOVED_TO_BATCHING:
-        from exon_jax import batching  # pylint: disable=import-outside-toplevel
-        return getattr(batching, attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

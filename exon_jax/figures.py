@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from exon_jax import analysis, configuration, metrics, plots, priors, train
-from exon_jax import data as data_lib
+from exon_jax import batching
 
 MAX_PER_MODEL_FIGURES = 8   # larger grids get the panel figures only
 PAPER_CLASSES = (1, 7)      # automobile, horse (CIFAR-10 labels): default config.analysis.classes
@@ -159,7 +159,7 @@ def write_model_figures(exp, fns: ModelFunctions, state, index: int, codes: np.n
         images = exp.dataset.test.images[:16]
         logits, mean, _ = fns.encode(state, images)
         recon = fns.decode_np(state, metrics.posterior_mean_code(logits, mean))
-        shown = np.concatenate([np.asarray(data_lib.scale_images(images)), recon])
+        shown = np.concatenate([np.asarray(batching.scale_images(images)), recon])
         save(plots.image_grid(shown, 2, 16, title="test images (top) and reconstructions (bottom)"),
              "reconstructions.png")
         count = min(2000, exp.dataset.test.labels.shape[0])

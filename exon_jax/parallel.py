@@ -9,9 +9,13 @@ on one device. `jax.jit` + `NamedSharding`, no pmap.
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MODEL_AXIS = "model"
@@ -48,3 +52,74 @@ def describe(mesh: Mesh) -> str:
     kinds = sorted({d.device_kind for d in mesh.devices.flat})
     return (f"{mesh.devices.size} x {'/'.join(kinds)} ({jax.default_backend()}), "
             f"mesh model={mesh.shape[MODEL_AXIS]} x data={mesh.shape[DATA_AXIS]}")
+
+
+def global_array(value, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host value every process holds in full (numpy or jax).
+
+    Each process builds only the shards of its own devices (`make_array_from_callback`),
+    so the same call works on one device, many devices and many processes. PRNG key
+    arrays keep their key type.
+    """
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        impl = jax.random.key_impl(value)
+        data = global_array(jax.random.key_data(value), sharding)
+        return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl),
+                       out_shardings=sharding)(data)
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def global_tree(tree, sharding: NamedSharding):
+    """`global_array` on every leaf of a pytree."""
+    return jax.tree.map(lambda leaf: global_array(leaf, sharding), tree)
+
+
+def to_host(tree):
+    """NumPy copies of a pytree of (possibly multi-process) arrays, on every process.
+
+    PRNG keys come back as their raw key data. With several processes this is a collective:
+    every process must call it.
+    """
+    def fetch(leaf):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(jax.device_get(leaf))
+    return jax.tree.map(fetch, tree)
+
+
+def with_sharding(abstract_tree, sharding: NamedSharding):
+    """`jax.ShapeDtypeStruct`s of `abstract_tree` placed on `sharding` (restore targets)."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                        abstract_tree)
+
+
+def tree_bytes(tree) -> int:
+    """Bytes held by the leaves of a pytree of arrays or ShapeDtypeStructs."""
+    return sum(int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+               for leaf in jax.tree.leaves(tree))
+
+
+def compiled_memory_gib(jitted_fn, *args) -> dict[str, float]:
+    """XLA's memory analysis of `jitted_fn(*args)` compiled, in GiB per device ({} if unknown)."""
+    if not hasattr(jitted_fn, "lower"):
+        return {}
+    stats = jitted_fn.lower(*args).compile().memory_analysis()
+    if stats is None:
+        return {}
+    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    return {"gib_per_device": total / 2**30, "temp_gib": stats.temp_size_in_bytes / 2**30}
+
+
+def device_memory_limit_gib() -> float | None:
+    """Memory of one local device in GiB: the accelerator's limit, or the host's RAM on CPU."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"] / 2**30
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        return None

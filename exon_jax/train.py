@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from exon_jax import batching as data_lib  # batch indices and scaling; no loaders
+from exon_jax import batching
 from exon_jax import losses
 from exon_jax.priors import MixturePrior
 from exon_jax.sampling import sample_latent
@@ -62,7 +62,7 @@ class TrainSettings:
 
     @property
     def steps_per_epoch(self) -> int:
-        return data_lib.num_steps_per_epoch(self.num_unlabelled, self.batch_unlabelled)
+        return batching.num_steps_per_epoch(self.num_unlabelled, self.batch_unlabelled)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -89,7 +89,7 @@ class DeviceData(flax.struct.PyTreeNode):
     """Training arrays resident on the device; batches are gathered by index.
 
     Attributes:
-      images: uint8 [N, H, W, C] all training images.
+      images: uint8 or float32 in [0, 1], [N, H, W, C]: all training images.
       labels: int32 [N].
       labelled_idx: int32 [L] indices of the labelled examples.
       unlabelled_idx: int32 [U] indices of the unlabelled examples.
@@ -151,7 +151,7 @@ def gather_batch(data: DeviceData, unlabelled_batch: jax.Array, labelled_batch: 
       (x float32 [Bu + Bl, H, W, C] in [0, 1], labels int32 [Bu + Bl], labelled bool [Bu + Bl]).
     """
     idx = jnp.concatenate([data.unlabelled_idx[unlabelled_batch], data.labelled_idx[labelled_batch]])
-    x = data_lib.scale_images(data.images[idx])
+    x = batching.scale_images(data.images[idx])
     labelled = jnp.arange(idx.shape[0]) >= unlabelled_batch.shape[0]
     return x, data.labels[idx], labelled
 
@@ -238,7 +238,7 @@ def make_train_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
     indexed_step = make_indexed_step(model, optimizer, settings, batch_sharding)
 
     def train_epoch(state: TrainState, hparams: HParams, data: DeviceData, epoch_key: jax.Array):
-        orders = data_lib.epoch_batch_indices(
+        orders = batching.epoch_batch_indices(
             epoch_key, settings.num_unlabelled, settings.num_labelled,
             settings.batch_unlabelled, settings.batch_labelled)
         state, per_step = jax.lax.scan(
@@ -256,7 +256,7 @@ def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Calla
     and by the benchmarks as the baseline of the scanned epoch.
     """
     orders_fn = jax.jit(functools.partial(
-        data_lib.epoch_batch_indices, num_unlabelled=settings.num_unlabelled,
+        batching.epoch_batch_indices, num_unlabelled=settings.num_unlabelled,
         num_labelled=settings.num_labelled, batch_unlabelled=settings.batch_unlabelled,
         batch_labelled=settings.batch_labelled))
     summarise = jax.jit(summarise_steps)
@@ -287,7 +287,7 @@ def make_eval_forward(model: nn.Module, chunk_size: int = 1000) -> Callable:
         padded = jnp.pad(images, [(0, -n % size)] + [(0, 0)] * (images.ndim - 1))
         chunks = padded.reshape(-1, size, *images.shape[1:])
         out = jax.lax.map(
-            lambda c: model.apply(variables, data_lib.scale_images(c), train=False,
+            lambda c: model.apply(variables, batching.scale_images(c), train=False,
                                   method=model.encode), chunks)
         return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n], out)
 
@@ -321,13 +321,13 @@ def make_classifier_pretrain_epoch(model: nn.Module, optimizer: optax.GradientTr
         return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
     def pretrain_epoch(state: TrainState, opt_state, data: DeviceData, epoch_key: jax.Array):
-        order, _ = data_lib.epoch_batch_indices(epoch_key, num_labelled, num_labelled,
+        order, _ = batching.epoch_batch_indices(epoch_key, num_labelled, num_labelled,
                                                 batch_size, 1)
 
         def body(carry, positions):
             classifier_params, opt_state = carry
             idx = data.labelled_idx[positions]
-            x, labels = data_lib.scale_images(data.images[idx]), data.labels[idx]
+            x, labels = batching.scale_images(data.images[idx]), data.labels[idx]
             (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 classifier_params, state, x, labels)
             updates, opt_state = optimizer.update(grads, opt_state, classifier_params)

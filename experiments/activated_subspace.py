@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from exon_jax import analysis, configuration, figures, metrics, plots
-from exon_jax import data as data_lib
+from exon_jax import batching
 
 INTERPOLATION_STEPS = 11
 TRAVERSAL_STEPS = 9
@@ -179,7 +179,7 @@ def analyse_model(fns, state, exp, train_set, picks, classes, threshold, noise_s
             "inactive": float(np.mean(np.abs(out[f"probe/{k}/control"] - base)))})
     return {"ratios": ratios, "mask": mask, "controls": controls, "diversity": diversity,
             "diversity_images": int(own_a.shape[0]), "decoded": out, "axes": axes,
-            "per_probe": per_probe, "inputs": np.asarray(data_lib.scale_images(images)),
+            "per_probe": per_probe, "inputs": np.asarray(batching.scale_images(images)),
             "test_index": test_index}
 
 

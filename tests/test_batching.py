@@ -93,10 +93,3 @@ def test_training_code_does_not_import_the_loaders():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_old_names_still_resolve_from_data():
-    from exon_jax import data
-    assert data.scale_images is batching.scale_images
-    assert data.epoch_batch_indices is batching.epoch_batch_indices
-    assert data.num_steps_per_epoch is batching.num_steps_per_epoch

@@ -17,7 +17,7 @@ import pytest
 from configs import mnist_blocks, test_tiny
 from experiments import activated_subspace, mnist_figures, sweep_figures
 from exon_jax import configuration, experiment, figures, metrics
-from exon_jax import data as data_lib
+from exon_jax import batching
 from tests.synthetic import synthetic_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -214,7 +214,7 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     state = figures.model_state(states, 0)
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
     images = exp.dataset.train.images[np.asarray(exp.dataset.train.labels) == k][:49]
-    _, mean, _ = exp.model.apply(variables, data_lib.scale_images(images), train=False,
+    _, mean, _ = exp.model.apply(variables, batching.scale_images(images), train=False,
                                  method=exp.model.encode)
     decoded = exp.model.apply(variables, mean[:, k], train=False, method=exp.model.decode)
     expected = float(metrics.negative_ssim(decoded))
@@ -222,7 +222,7 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     assert model["diversity"]["training_images"] == 49
     np.testing.assert_allclose(model["diversity"]["negative_ssim"], expected, rtol=1e-4)
     # Not the test-set measure the figure used to report.
-    test_images = data_lib.scale_images(exp.dataset.test.images[:49])
+    test_images = batching.scale_images(exp.dataset.test.images[:49])
     logits, test_mean, _ = exp.model.apply(variables, test_images, train=False,
                                            method=exp.model.encode)
     mixed = exp.model.apply(variables, metrics.posterior_mean_code(logits, test_mean),

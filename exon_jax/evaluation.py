@@ -1,0 +1,113 @@
+"""Test (and validation) evaluation of a run's G models, and its results files.
+
+`make_evaluate` compiles one program for all G models; `summarise` turns its host
+arrays into the per-model results; `write_results` writes results.json (and, for a
+grid, sweep_results.json / .csv) from process 0 only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from exon_jax import analysis, configuration, metrics, train
+
+NUM_RECONSTRUCTIONS = 8   # test images shown reconstructed in TensorBoard
+RESULT_SCALARS = ("classification_error", "kl", "negative_ssim", "max_centre_distance_sd",
+                  "mean_inside_95", "beta")
+
+
+def make_evaluate(model, latent_dim: int, grid_extent: float, grid_size: int, num_models: int,
+                  model_axis: str):
+    """The jitted G-model evaluation `(states, hparams, images, labels) -> dict of [G, ...]`.
+
+    Per model: classification error (eq. 20), mean KL bound (eq. 18), negative SSIM
+    (eq. 19) of the decoded grid_size x grid_size latent grid on [-extent, extent]^2
+    (2-D latents) or of the reconstructions of the first grid_size^2 images
+    (higher-dimensional latents), design fidelity of the posterior codes, the codes
+    [N, d], the decoded probe and the first NUM_RECONSTRUCTIONS reconstructions.
+    """
+    encode = train.make_eval_forward(model)
+    grid = analysis.latent_grid(grid_extent, grid_size)
+
+    def evaluate_one(state, hparams, images, labels):
+        logits, mean, logvar = encode(state, images)
+        codes = metrics.posterior_mean_code(logits, mean)
+        variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
+        probe = grid if latent_dim == 2 else codes[:grid.shape[0]]
+        decoded = model.apply(variables, probe, train=False, method=model.decode)
+        shown = codes[:NUM_RECONSTRUCTIONS]
+        reconstructions = model.apply(variables, shown, train=False, method=model.decode)
+        fidelity = metrics.design_fidelity(codes, labels, hparams.prior)
+        return {
+            "classification_error": metrics.classification_error(logits, labels),
+            "kl": metrics.mean_kl(logits, mean, logvar, hparams.prior),
+            "negative_ssim": metrics.negative_ssim(decoded),
+            "max_centre_distance": fidelity["max_centre_distance"],
+            "mean_inside_95": fidelity["mean_inside_95"],
+            "centre_distance": fidelity["centre_distance"],
+            "inside_95": fidelity["inside_95"],
+            "codes": codes,
+            "decoded_probe": decoded,
+            "reconstructions": reconstructions,
+        }
+
+    return jax.jit(train.over_models(evaluate_one, num_models, model_axis))
+
+
+def scalar_row(values: dict[str, Any], index: int) -> dict[str, float]:
+    """Model `index`'s scalar metrics from a dict of [G] (and larger) host arrays."""
+    return {k: float(np.asarray(v)[index]) for k, v in values.items() if np.ndim(v) == 1}
+
+
+def summarise(points: Sequence[dict[str, Any]], betas, evaluated: dict[str, np.ndarray],
+              validated: dict[str, np.ndarray] | None, *, dataset_name: str, epochs: int,
+              train_seconds: float, devices: str) -> dict[str, Any]:
+    """Per-model results: the paper's three metrics, design fidelity, final beta.
+
+    Args:
+      points: the G grid points.
+      betas: [G] final betas.
+      evaluated: test metrics of `make_evaluate` on the host.
+      validated: the same on the validation hold-out, or None.
+    """
+    models = []
+    for i, point in enumerate(points):
+        row = {
+            "name": configuration.point_name(point),
+            "point": point,
+            "classification_error": float(evaluated["classification_error"][i]),
+            "kl": float(evaluated["kl"][i]),
+            "negative_ssim": float(evaluated["negative_ssim"][i]),
+            "max_centre_distance_sd": float(evaluated["max_centre_distance"][i]),
+            "centre_distance_sd": [float(v) for v in evaluated["centre_distance"][i]],
+            "mean_inside_95": float(evaluated["mean_inside_95"][i]),
+            "beta": float(np.asarray(betas)[i]),
+        }
+        if validated is not None:
+            row["validation_error"] = float(validated["classification_error"][i])
+            row["validation_kl"] = float(validated["kl"][i])
+        models.append(row)
+    return {"dataset": dataset_name, "num_models": len(points), "epochs": int(epochs),
+            "train_seconds": float(train_seconds), "devices": devices, "models": models}
+
+
+def write_results(workdir: str, results: dict[str, Any]) -> None:
+    """results.json; for grids also sweep_results.json and .csv (one row a model). Process 0."""
+    if jax.process_index() != 0:
+        return
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    if results["num_models"] > 1:
+        with open(os.path.join(workdir, "sweep_results.json"), "w") as f:
+            json.dump(results["models"], f, indent=2)
+        fields = sorted({k for m in results["models"] for k in m["point"]})
+        scalars = [s for s in (*RESULT_SCALARS, "validation_error") if s in results["models"][0]]
+        with open(os.path.join(workdir, "sweep_results.csv"), "w") as f:
+            f.write(",".join(["name", *fields, *scalars]) + "\n")
+            for m in results["models"]:
+                f.write(",".join([m["name"], *[str(m["point"].get(k, "")) for k in fields],
+                                  *[f"{m[s]:.6g}" for s in scalars]]) + "\n")

@@ -1,0 +1,127 @@
+"""What a run was trained with: its config, its data set's identity and its priors.
+
+A workdir keeps `config.json` (written once, by the first run) and every checkpoint's
+JSON meta holds the full config, the data set's fingerprint and each model's exact
+prior arrays. A restart or an evaluation compares against that record before it
+writes anything: training fields may not change (`train.epochs` may, to train
+longer); run options (`configuration.RUN_OPTION_FIELDS`) may.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+
+from exon_jax import configuration
+
+CONFIG_FILE = "config.json"
+RESUMES_FILE = "resumes.jsonl"
+
+
+def config_as_dict(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+    """The JSON form of a config (tuples as lists), so a stored and a new one compare equal."""
+    if isinstance(config, ml_collections.ConfigDict):
+        return json.loads(config.to_json_best_effort())
+    return json.loads(json.dumps(config))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def is_run_option(field: str) -> bool:
+    """True for fields that cannot change what a run trained (configuration.RUN_OPTION_FIELDS)."""
+    return any(field == f or field.startswith(f + ".") for f in configuration.RUN_OPTION_FIELDS)
+
+
+def changed_fields(stored: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, stored value, new value) for each field set in both that differs, sorted.
+
+    Fields the stored record lacks (added to the code after that run) are not compared.
+    """
+    old, current = flatten(config_as_dict(stored)), flatten(config_as_dict(new))
+    return sorted((k, old[k], current[k]) for k in old.keys() & current.keys()
+                  if old[k] != current[k])
+
+
+def _describe(changes) -> str:
+    return "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changes)
+
+
+def read_config(workdir: str) -> dict[str, Any] | None:
+    """The stored config.json of a workdir as a dict, or None when there is none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise configuration.ConfigError(f"{path} cannot be read ({error})") from None
+
+
+def check_resume(stored: dict[str, Any], config: ml_collections.ConfigDict) -> list:
+    """Refuses a restart whose config changes a training field; returns the allowed changes.
+
+    Raises:
+      ConfigError: listing every changed training field with its old and new value.
+    """
+    changes = changed_fields(stored, config)
+    refused = [c for c in changes if c[0] != "train.epochs" and not is_run_option(c[0])]
+    if refused:
+        raise configuration.ConfigError(
+            f"the workdir holds a run trained with another config; changed training fields: "
+            f"{_describe(refused)} (use a new --workdir, or put the fields back)")
+    return changes
+
+
+def write_config_once(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes config.json unless the workdir already has one (the first run's is kept)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+
+def record_resume(workdir: str, epoch: int, changes) -> None:
+    """Appends one line to resumes.jsonl: when, from which epoch, which run options changed."""
+    with open(os.path.join(workdir, RESUMES_FILE), "a") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": epoch,
+                            "changed": {k: [old, new] for k, old, new in changes}}) + "\n")
+
+
+def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """The stored config with run-option overrides (e.g. {"analysis.grid_size": 9}) applied.
+
+    Raises:
+      ConfigError: an override names a training field (it would relabel the trained run)
+        or a field the config does not have.
+    """
+    config = ml_collections.ConfigDict(stored)
+    for field, value in overrides.items():
+        if not is_run_option(field):
+            raise configuration.ConfigError(
+                f"config.{field}: cannot be overridden for a trained run (it changes what was "
+                f"trained); only {', '.join(configuration.RUN_OPTION_FIELDS)} may be")
+        node, *path = field.split(".")
+        parent = config
+        for part in [node, *path][:-1]:
+            if part not in parent:
+                raise configuration.ConfigError(f"config.{field}: no such field")
+            parent = parent[part]
+        leaf = field.split(".")[-1]
+        if leaf not in parent:
+            raise configuration.ConfigError(f"config.{field}: no such field")
+        parent[leaf] = value
+    return config

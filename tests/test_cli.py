@@ -1,0 +1,46 @@
+"""main.py: every expected failure is one line on stderr and exit status 1, no traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, timeout=300):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    return out.returncode, out.stderr.strip()
+
+
+def assert_one_line(rc, err, expected):
+    assert rc == 1, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--config.train.no_such_field=1"], "no such config field: --config.train.no_such_field"),
+    (["--config.train.epochs=abc"], "--config.train.epochs"),
+    (["--config.train.max_checkpoints=0"], "config.train.max_checkpoints"),
+    (["--config.data.max_test=-5"], "config.data.max_test"),
+    (["--config.optimizer.learning_rate=1e39"], "config.optimizer.learning_rate"),
+    (["--config.prior.layout=file", "--config.prior.file=/nonexistent.json"],
+     "config.prior.file: prior file /nonexistent.json: no such file"),
+    (["--config.data.name=nodata", "--config.data.source=files"], "nodata"),
+])
+def test_bad_config_is_one_line(tmp_path, args, expected):
+    rc, err = run_main("--config=configs/test_tiny.py", f"--workdir={tmp_path / 'w'}", *args)
+    assert_one_line(rc, err, expected)
+
+
+def test_evaluate_without_a_run_is_one_line(tmp_path):
+    rc, err = run_main("--mode=evaluate", f"--workdir={tmp_path}")
+    assert_one_line(rc, err, "config.json not found")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    rc, err = run_main("--mode=evaluate", f"--workdir={tmp_path}", "--debug")
+    assert rc != 0 and "Traceback" in err

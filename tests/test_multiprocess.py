@@ -1,0 +1,118 @@
+"""Several processes joined by jax.distributed (Gloo on CPU) give the numbers of one process.
+
+The 2-epoch pre-design sweep (configs/mnist_predesign.py, 4 models, a smaller unlabelled
+set so it takes seconds) as 2 processes x 2 CPU devices, 1 process x 4 devices and
+1 process x 1 device writes the same sweep_results.csv; one of the two processes killed
+mid-run and both restarted resume from the last checkpoint and end with the same numbers;
+a process that fails ends the other within the heartbeat timeout.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_NPZ = os.path.join(ROOT, "data", "mnist", "mnist.npz")
+pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
+                                reason="run `python scripts/fetch_mnist.py` first")
+SWEEP = ["--config=configs/mnist_predesign.py", "--config.train.epochs=2",
+         "--config.train.checkpoint_every=1", "--config.data.max_unlabelled=3000",
+         "--config.train.batch_unlabelled=500", "--config.train.batch_labelled=100",
+         "--config.data.max_test=500", "--config.analysis.figures=False"]
+TIMEOUT = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+    return dict(os.environ, JAX_PLATFORMS="cpu",
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def _start(workdir, devices, extra=(), process=None, port=None):
+    args = [sys.executable, os.path.join(ROOT, "main.py"), *SWEEP, f"--workdir={workdir}", *extra]
+    if process is not None:
+        args += [f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                 f"--process_id={process}", "--heartbeat_timeout=10"]
+    return subprocess.Popen(args, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _two_processes(workdir, extra=()):
+    port = _free_port()
+    return [_start(workdir, 2, extra, i, port) for i in range(2)]
+
+
+def _finish(processes):
+    outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
+def _csv(workdir):
+    with open(os.path.join(workdir, "sweep_results.csv")) as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def one_process_four_devices(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("p1d4")
+    _finish([_start(workdir, 4)])
+    return workdir, _csv(workdir)
+
+
+def test_two_processes_equal_one_process(one_process_four_devices, tmp_path):
+    _finish(_two_processes(tmp_path / "p2d2"))
+    assert _csv(tmp_path / "p2d2") == one_process_four_devices[1]
+    assert not os.path.exists(tmp_path / "p2d2" / "figures")
+
+
+@pytest.mark.slow
+def test_one_device_equals_four_devices(one_process_four_devices, tmp_path):
+    _finish([_start(tmp_path, 1)])
+    assert _csv(tmp_path) == one_process_four_devices[1]
+
+
+def test_killed_process_resumes_to_the_same_numbers(one_process_four_devices, tmp_path):
+    """SIGKILL process 1 once epoch 1 is saved; process 0 stops within the heartbeat timeout."""
+    workdir = tmp_path / "killed"
+    processes = _two_processes(workdir)
+    first = workdir / "checkpoints" / "1"
+    deadline = time.monotonic() + TIMEOUT
+    while not (first / "_CHECKPOINT_METADATA").exists():
+        assert time.monotonic() < deadline and processes[1].poll() is None, "no checkpoint"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGKILL)
+    processes[0].communicate(timeout=60)            # ended by the coordination service
+    assert processes[0].returncode != 0
+    outputs = _finish(_two_processes(workdir))
+    assert "resumed from epoch" in outputs[0][0]
+    assert _csv(workdir) == one_process_four_devices[1]
+
+
+def test_a_failing_process_ends_the_other(one_process_four_devices, tmp_path):
+    """evaluate where process 1 cannot find its run: both end, process 1 says why in one line."""
+    port = _free_port()
+    trained = one_process_four_devices[0]
+    good = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate", f"--workdir={trained}",
+         f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0",
+         "--heartbeat_timeout=10"], cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    bad = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate",
+         f"--workdir={tmp_path / 'missing'}", f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", "--process_id=1", "--heartbeat_timeout=10"],
+        cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=TIMEOUT)
+    assert bad.returncode == 1 and "error: " in bad.stderr and "Traceback" not in bad.stderr
+    good.communicate(timeout=60)
+    assert good.returncode != 0

@@ -1,0 +1,182 @@
+"""A run keeps what it was trained with: config, data identity, exact priors; load_run.
+
+Small slices of the real MNIST, 1-2 epochs each: seconds per test.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import mnist as mnist_config
+from exon_jax import configuration, data as data_lib, experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_NPZ = os.path.join(ROOT, "data", "mnist", "mnist.npz")
+pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
+                                reason="run `python scripts/fetch_mnist.py` first")
+
+
+@pytest.fixture(scope="module")
+def small_mnist():
+    full = data_lib.load_dataset("mnist", "files", os.path.join(ROOT, "data"))
+    return data_lib.ImageDataset(
+        train=data_lib.ImageSplit(full.train.images[:3000], full.train.labels[:3000]),
+        test=data_lib.ImageSplit(full.test.images[:500], full.test.labels[:500]),
+        name="mnist_slice", class_names=full.class_names)
+
+
+def tiny_config(epochs=1):
+    config = mnist_config.get_config()
+    config.data.labelled_per_class = 20
+    config.train.epochs = epochs
+    config.train.batch_unlabelled = 500
+    config.train.batch_labelled = 100
+    config.train.checkpoint_every = 1
+    config.train.eval_every = 1
+    config.analysis.figures = False
+    return config
+
+
+@pytest.fixture(scope="module")
+def file_prior_run(tmp_path_factory, small_mnist):
+    """One epoch with a prior read from a file; the npz data set on disk for the CLI."""
+    root = tmp_path_factory.mktemp("file_prior")
+    data_dir = root / "data" / "mnist_slice"
+    data_dir.mkdir(parents=True)
+    np.savez(data_dir / "mnist_slice.npz", train_images=small_mnist.train.images,
+             train_labels=small_mnist.train.labels, test_images=small_mnist.test.images,
+             test_labels=small_mnist.test.labels)
+    prior_path = root / "prior.json"
+    shutil.copy(os.path.join(ROOT, "configs", "priors", "mnist_4_9_apart.json"), prior_path)
+    config = tiny_config()
+    config.data.name = "mnist_slice"
+    config.data.source = "files"
+    config.data.dir = str(root / "data")
+    config.prior.layout = "file"
+    config.prior.file = str(prior_path)
+    workdir = str(root / "run")
+    results = experiment.train_and_evaluate(config, workdir, progress=False)
+    return workdir, results, prior_path
+
+
+def test_file_prior_evaluated_in_a_fresh_process_gives_identical_numbers(file_prior_run):
+    """evaluate uses the stored prior: the prior file may even change after training."""
+    workdir, trained, prior_path = file_prior_run
+    prior_path.write_text(json.dumps({"means": [[0.0, 0.0]] * 10, "variances": 1.0}))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate",
+                          f"--workdir={workdir}"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    with open(os.path.join(workdir, "results.json")) as f:
+        evaluated = json.load(f)
+    for key in ("kl", "classification_error", "negative_ssim", "centre_distance_sd"):
+        assert evaluated["models"][0][key] == trained["models"][0][key]
+    assert evaluated["dataset"] == "mnist_slice"
+
+
+def test_checkpoint_and_record_hold_the_exact_prior_and_data_identity(file_prior_run):
+    workdir, _, _ = file_prior_run
+    with open(os.path.join(workdir, "record.json")) as f:
+        record = json.load(f)
+    with open(os.path.join(ROOT, "configs", "priors", "mnist_4_9_apart.json")) as f:
+        design = json.load(f)
+    np.testing.assert_array_equal(np.asarray(record["priors"][0]["means"], np.float32),
+                                  np.asarray(design["means"], np.float32))
+    assert record["config"]["prior"]["layout"] == "file"
+    assert record["dataset"]["name"] == "mnist_slice"
+
+
+def test_changed_training_field_is_refused_before_anything_is_written(file_prior_run):
+    workdir, _, prior_path = file_prior_run
+    before = {name: open(os.path.join(workdir, name), "rb").read()
+              for name in ("config.json", "metrics.jsonl")}
+    with open(os.path.join(workdir, "config.json")) as f:
+        stored = json.load(f)
+    config = experiment.stored_config(workdir)
+    config.loss.lambda1 = 10.0
+    config.model.hidden = [100, 100]
+    with pytest.raises(configuration.ConfigError) as error:
+        experiment.train_and_evaluate(config, workdir, progress=False)
+    message = str(error.value)
+    assert "loss.lambda1: 100.0 -> 10.0" in message and "model.hidden" in message
+    for name, content in before.items():
+        assert open(os.path.join(workdir, name), "rb").read() == content
+    assert stored["loss"]["lambda1"] == 100.0
+
+
+def test_evaluate_accepts_only_run_option_overrides(file_prior_run):
+    workdir, _, _ = file_prior_run
+    with pytest.raises(configuration.ConfigError, match="loss.lambda1: cannot be overridden"):
+        experiment.evaluate(workdir, {"loss.lambda1": 1.0})
+    results = experiment.evaluate(workdir, {"data.max_test": 100})
+    assert results["models"][0]["classification_error"] * 100 == pytest.approx(
+        round(results["models"][0]["classification_error"] * 100))
+
+
+def test_longer_training_resumes_without_duplicate_metric_rows(small_mnist, tmp_path):
+    """epochs 2 -> 3 is allowed and recorded; a lost last checkpoint re-trains its epoch once."""
+    config = tiny_config(epochs=2)
+    workdir = str(tmp_path)
+    experiment.train_and_evaluate(config, workdir, small_mnist, progress=False)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))   # as if killed before saving 2
+    config.train.epochs = 3
+    experiment.train_and_evaluate(config, workdir, small_mnist, progress=False)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        epochs = [json.loads(line)["epoch"] for line in f]
+    assert epochs == [1, 2, 3]
+    with open(os.path.join(workdir, "resumes.jsonl")) as f:
+        resume = json.loads(f.read().splitlines()[-1])
+    assert resume["from_epoch"] == 1 and resume["changed"]["train.epochs"] == [2, 3]
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["train"]["epochs"] == 2        # written once, by the first run
+
+
+def test_data_passed_from_python_is_recorded(small_mnist, tmp_path):
+    """evaluate without the arrays says which data set it needs; other arrays are refused."""
+    workdir = str(tmp_path)
+    config = tiny_config()
+    config.data.name = "mydigits"
+    experiment.train_and_evaluate(config, workdir, small_mnist, progress=False)
+    with pytest.raises(experiment.DataMismatch, match="trained on data set 'mnist_slice'"):
+        experiment.evaluate(workdir)
+    other = data_lib.ImageDataset(small_mnist.train, data_lib.ImageSplit(
+        small_mnist.test.images[::-1].copy(), small_mnist.test.labels[::-1].copy()),
+        "mydigits", small_mnist.class_names)
+    with pytest.raises(experiment.DataMismatch, match="differs"):
+        experiment.evaluate(workdir, dataset=other)
+    assert experiment.evaluate(workdir, dataset=small_mnist)["dataset"] == "mnist_slice"
+
+
+def _readme_snippet():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    block = re.search(r"<!-- api-snippet:start -->\s*```python\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its Python API snippet"
+    return block.group(1)
+
+
+def test_readme_python_snippet_runs(file_prior_run, small_mnist, monkeypatch):
+    """Exactly the README's snippet, on a trained workdir (its path substituted)."""
+    workdir, trained, _ = file_prior_run
+    code = _readme_snippet().replace('"workdirs/mnist"', repr(workdir))
+    monkeypatch.chdir(ROOT)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    run = scope["run"]
+    probs, means, logvars = run.encode(small_mnist.test.images[:5])
+    assert probs.shape == (5, 10) and means.shape == logvars.shape == (5, 10, 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    floats = run.encode(small_mnist.test.images[:5].astype(np.float32) / 255.0)
+    np.testing.assert_allclose(floats[0], probs, rtol=1e-5, atol=1e-6)
+    errors = np.mean(run.classify(small_mnist.test.images) != small_mnist.test.labels)
+    assert errors == pytest.approx(trained["models"][0]["classification_error"], abs=1e-6)
+    drawn = run.sample(jax.random.key(0), [4, 9])
+    assert drawn.shape == (2, 28, 28, 1) and 0.0 <= drawn.min() and drawn.max() <= 1.0
+    np.testing.assert_array_equal(np.asarray(run.prior.means),
+                                  np.asarray(scope["run"].prior.means))
