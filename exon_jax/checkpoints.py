@@ -36,6 +36,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src import asyncio_utils as _orbax_asyncio
 
+from exon_jax.workdir_lock import held_elsewhere
+
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 DAMAGED_DIR = "damaged"
 _INTEGRITY = "_integrity"   # meta key holding the checksums (stripped on restore)
@@ -226,11 +228,12 @@ def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """A CheckpointManager over `directory` (created if needed), keeping `max_to_keep`.
 
     Saves are synchronous. Tmp directories of saves that never finished (a killed
-    process) are removed first, by process 0; hold the workdir's lock (`WorkdirLock`)
-    so that no other run is writing them.
+    process) are removed first, by process 0, unless another process holds the lock
+    (`WorkdirLock`) of the workdir above `directory`: then they may be its saves in
+    progress (e.g. `--mode=evaluate` beside a training run).
     """
     directory = os.path.abspath(directory)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and not held_elsewhere(os.path.dirname(directory)):
         _remove_tmp_dirs(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
@@ -378,7 +381,8 @@ def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
       abstract_state: shapes, dtypes and shardings of the state (see `restore`).
       set_aside: move the damaged checkpoints newer than the restored one to
         `<dir>/damaged/<epoch>` (process 0), so that later saves of those epochs work.
-        Only done when one checkpoint restored: a wrong `abstract_state` moves nothing.
+        Only done when one checkpoint restored (a wrong `abstract_state` moves nothing)
+        and no other process holds the workdir's lock (a run training there).
 
     Returns:
       (state, meta, epoch, skipped): `skipped` lists (epoch, one-line reason) of the
@@ -401,7 +405,8 @@ def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
             except _Unusable as error:
                 skipped.append((epoch, str(error)))
                 continue
-            if skipped and set_aside:
+            if skipped and set_aside and not held_elsewhere(
+                    os.path.dirname(str(manager.directory))):
                 moved = _set_aside(manager, [e for e, _ in skipped])
                 skipped = [(e, f"{reason}; moved to {moved[e]}" if e in moved else reason)
                            for e, reason in skipped]
@@ -467,7 +472,7 @@ def _restore_reason(error: BaseException, step_dir: str) -> str:
             name = os.path.relpath(files[-1], step_dir)
             array = re.search(r'Error reading "([^"/]+)/[^"]*" in OCDBT', text)
             detail = text.rsplit(f'"{files[-1]}"', 1)[-1].lstrip(": ")[:200]
-            return (f"{kinds.get(status.group(1), 'unreadable file')} {name}"
+            return (f"{kinds.get(status.group(1), 'unreadable data in')} {name}"
                     + (f" (array {array.group(1)})" if array else "")
                     + (f": {detail}" if detail else ""))
     found = _os_error(error)

@@ -17,6 +17,7 @@ import os
 import socket
 
 LOCK_FILE = ".lock"
+_HELD_HERE: set[str] = set()   # real paths of the workdirs this process holds
 
 
 class WorkdirBusyError(RuntimeError):
@@ -56,12 +57,14 @@ class WorkdirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        _HELD_HERE.add(os.path.realpath(self.workdir))
 
     def release(self) -> None:
         """Empties the lock file and drops the lock (a no-op when not held)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD_HERE.discard(os.path.realpath(self.workdir))
         try:
             os.ftruncate(fd, 0)
         finally:
@@ -78,6 +81,27 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def held_elsewhere(workdir: str) -> bool:
+    """True while another process holds `workdir`'s lock (e.g. a run is training there).
+
+    Probes with a shared lock taken and dropped at once; a run starting at that very
+    instant may see the workdir busy.
+    """
+    if os.path.realpath(workdir) in _HELD_HERE:
+        return False
+    try:
+        fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # closing drops the probe's lock
+    return False
 
 
 def _read_holder(fd: int) -> tuple[str, str] | None:

@@ -86,7 +86,7 @@ DAMAGE = {
                            "array data of params/model/w do not match the checksums"),
     "truncated_array_file": (lambda d: truncate(array_file(d, 3)), 2, "truncated file state (array params.model.w)"),
     "deleted_array_file": (lambda d: os.remove(array_file(d, 3)), 2,
-                           "unreadable file state (array params.model.w)"),
+                           "unreadable data in state (array params.model.w)"),
     "deleted_meta": (lambda d: shutil.rmtree(os.path.join(d, "3", "meta")), 2,
                      "incomplete: no meta item"),
     "stray_empty_dir": (lambda d: os.makedirs(os.path.join(d, "30")), 3, "empty directory"),
@@ -125,6 +125,23 @@ def test_damaged_newest_falls_back_quietly_and_later_saves_land(tmp_path, capfd,
     assert err == "", err
 
 
+def test_tmp_dirs_are_left_alone_while_another_process_holds_the_workdir(tmp_path):
+    """`--mode=evaluate` beside a training run must not delete the run's save in progress."""
+    from tests.test_workdir_lock import start_holder
+    directory = tmp_path / "checkpoints"
+    write_run(directory, epochs=(1,)).close()
+    (directory / "2.orbax-checkpoint-tmp").mkdir()
+    holder = start_holder(tmp_path)
+    try:
+        ckpt.make_manager(str(directory)).close()
+        assert (directory / "2.orbax-checkpoint-tmp").is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    ckpt.make_manager(str(directory)).close()
+    assert sorted(os.listdir(directory)) == ["1"]
+
+
 def test_every_checkpoint_damaged_is_one_line_listing_each(tmp_path, capfd):
     write_run(tmp_path, epochs=(1, 2)).close()
     os.remove(array_file(tmp_path, 2))
@@ -133,7 +150,7 @@ def test_every_checkpoint_damaged_is_one_line_listing_each(tmp_path, capfd):
         ckpt.restore_latest(str(tmp_path), make_state(0))
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"no checkpoint in {tmp_path} restores: 2: unreadable file "
+    assert message.startswith(f"no checkpoint in {tmp_path} restores: 2: unreadable data in "
                               "state (array params.model.w)")
     assert "; 1: truncated file state (array params.model.w)" in message
     assert sorted(os.listdir(tmp_path)) == ["1", "2"]   # nothing set aside when none restores

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from exon_jax.workdir_lock import WorkdirBusyError, WorkdirLock
+from exon_jax.workdir_lock import WorkdirBusyError, WorkdirLock, held_elsewhere
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,3 +94,18 @@ def test_subprocess_children_do_not_inherit_the_lock(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_held_elsewhere_sees_only_other_live_holders(tmp_path):
+    assert not held_elsewhere(str(tmp_path))            # no lock file yet
+    with WorkdirLock(str(tmp_path)):
+        assert not held_elsewhere(str(tmp_path))        # held here
+    proc = start_holder(tmp_path)
+    try:
+        assert held_elsewhere(str(tmp_path))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not held_elsewhere(str(tmp_path))            # its holder died
+    with WorkdirLock(str(tmp_path)):                    # and the probe left it acquirable
+        pass
