@@ -317,11 +317,16 @@ def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
 
 
 def _discard_step(manager: ocp.CheckpointManager, epoch: int) -> None:
-    """Removes what a failed save of `epoch` left (tmp or final directory)."""
+    """Removes the tmp directory a failed save of `epoch` left.
+
+    A final `<epoch>/` exists only once Orbax's last step, the rename, succeeded (a
+    later failure, e.g. deleting old checkpoints, leaves it complete): it is kept, and
+    `restore_latest` verifies it like any other.
+    """
     if jax.process_index() == 0:
         directory = str(manager.directory)
         for name in os.listdir(directory):
-            if name == str(epoch) or name.startswith(f"{epoch}{TMP_SUFFIX}"):
+            if name.startswith(f"{epoch}{TMP_SUFFIX}"):
                 shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
     manager.reload()
 
