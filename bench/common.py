@@ -4,7 +4,8 @@ Every script:
   * runs as `python bench/<name>.py [--quick] [--repeats N]` from the repository root
     (or anywhere: the repository root is put on sys.path here);
   * warms up before timing and calls `jax.block_until_ready` around every timed call;
-  * writes one JSON file, bench/results/<name>.json, with the machine description, the
+  * writes one JSON file, bench/results/<machine id>/<name>.json, with the machine
+    description (and its `machine_id`, see `machine_id`), the
     figures (median/min/max/all of the repeated runs) and a `table` of display rows that
     bench/run_all.py copies into README.md unedited;
   * prints a one-line summary.
@@ -74,6 +75,27 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _cpu_ids() -> dict[str, Any]:
+    """vendor_id, cpu family, model and stepping of the first CPU (tells e.g. Zen 4 from
+    Zen 5 where both call themselves "AMD EPYC")."""
+    out: dict[str, Any] = {}
+    fields = {"vendor_id": "cpu_vendor", "cpu family": "cpu_family", "model": "cpu_model_number",
+              "stepping": "cpu_stepping"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in fields:
+                    value = value.strip()
+                    out[fields[key]] = int(value) if value.isdigit() else value
+    except OSError:
+        pass
+    return out
+
+
 def _cpu_flags() -> list[str]:
     """The SIMD / matrix-unit flags that matter for matmul speed (AVX-512, AMX, ...)."""
     try:
@@ -116,8 +138,9 @@ def machine() -> dict[str, Any]:
     except AttributeError:
         affinity = None
     load_now = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
+    described = {
         "cpu_model": _cpu_model(),
+        **_cpu_ids(),
         "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
@@ -138,6 +161,41 @@ def machine() -> dict[str, Any]:
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "peak_rss_mib": _peak_rss_mib(),
     }
+    described["machine_id"] = machine_id(described)
+    return described
+
+
+_ID_FIELDS = ("cpu_model", "cpu_vendor", "cpu_family", "cpu_model_number", "cpu_flags",
+              "cpu_count")
+
+
+def machine_id(described: dict[str, Any]) -> str:
+    """A short, stable name of the machine a result was measured on, computed from the
+    result's own `machine` record (so old JSON files get the same id as when they were
+    written): the CPU model, vendor/family/model numbers where recorded, the matmul-relevant
+    flags and the core count; e.g. `amd-epyc-f25m17-2c-3f9a1c`. RAM, dates and load are not
+    part of it."""
+    import hashlib
+    import re
+    name = re.sub(r"\(r\)|\(tm\)", "", str(described.get("cpu_model", "unknown")).lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "cpu"
+    family, model = described.get("cpu_family"), described.get("cpu_model_number")
+    if family is not None and model is not None:
+        slug += f"-f{family}m{model}"
+    slug += f"-{described.get('cpu_count')}c"
+    key = json.dumps({k: described.get(k) for k in _ID_FIELDS}, sort_keys=True)
+    return f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+
+
+def this_machine_id() -> str:
+    """machine_id() of the machine running this process."""
+    return machine()["machine_id"]
+
+
+def results_dir(machine_name: str | None = None) -> str:
+    """bench/results/<machine id>/: every machine's figures live apart, so that a run on one
+    machine never removes or overwrites another machine's results."""
+    return os.path.join(RESULTS_DIR, machine_name or this_machine_id())
 
 
 # ------------------------------------------------------------------ timing
@@ -404,11 +462,13 @@ def row(metric: str, value, unit: str = "", note: str = "") -> dict[str, Any]:
 
 
 def write_json(name: str, payload: dict[str, Any], summary: str) -> str:
-    """Writes bench/results/<name>.json (with the machine description added) and prints
-    the one-line summary. Returns the path."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    doc = {"benchmark": name, "summary": summary, "machine": machine(), **payload}
-    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    """Writes bench/results/<machine id>/<name>.json (with the machine description added)
+    and prints the one-line summary. Returns the path."""
+    described = machine()
+    doc = {"benchmark": name, "summary": summary, "machine": described, **payload}
+    folder = results_dir(described["machine_id"])
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=2, default=_jsonable)
         f.write("\n")
@@ -428,3 +488,53 @@ def _jsonable(obj):
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ TensorFlow reference
+
+TF_INSTALL = ('TFREF=<a folder outside the repository>; python3 -m venv "$TFREF" && '
+              '"$TFREF/bin/pip" install "tensorflow-cpu==2.21.*"; then pass --tf-python '
+              '"$TFREF/bin/python" or set TFREF (see ../shared/refbench/README.md)')
+
+
+def add_tf_options(parser: argparse.ArgumentParser) -> None:
+    """--tf-python and --refbench: where the TensorFlow reference lives (no machine's paths
+    are written into the scripts)."""
+    parser.add_argument("--tf-python", default=None,
+                        help="python of the TensorFlow reference venv (default: $TFREF_PYTHON, "
+                             "else $TFREF/bin/python)")
+    parser.add_argument("--refbench", default=None,
+                        help="tf_keras_step.py (default: $REFBENCH_SCRIPT, else "
+                             "../shared/refbench/tf_keras_step.py beside the checkout)")
+
+
+def tf_reference(args) -> tuple[str | None, str | None, str | None]:
+    """(tf_python, refbench_script, why_not): the TensorFlow interpreter from --tf-python,
+    $TFREF_PYTHON or $TFREF/bin/python; the script from --refbench, $REFBENCH_SCRIPT or the
+    repository layout (<checkout>/../shared/refbench/tf_keras_step.py). why_not says what
+    is missing (None when both are found)."""
+    python = getattr(args, "tf_python", None) or os.environ.get("TFREF_PYTHON")
+    if not python and os.environ.get("TFREF"):
+        python = os.path.join(os.environ["TFREF"], "bin", "python")
+    script = (getattr(args, "refbench", None) or os.environ.get("REFBENCH_SCRIPT")
+              or os.path.join(REPO_ROOT, "..", "shared", "refbench", "tf_keras_step.py"))
+    script = os.path.abspath(script)
+    if not os.path.exists(script):
+        return python, None, f"refbench script not found at {script} (--refbench)"
+    if not python:
+        return None, script, "no TensorFlow reference interpreter given (--tf-python or $TFREF)"
+    if not os.path.exists(python):
+        return python, script, f"TensorFlow reference interpreter {python} not found"
+    return python, script, None
+
+
+def run_tf(python: str, script: str, steps: int, xla: bool, extra: tuple[str, ...] = ()
+           ) -> dict[str, Any]:
+    """One fresh run of the refbench script; its JSON line (steps/s after its own warm-up)."""
+    import subprocess
+    cmd = [python, script, "--steps", str(steps)] + (["--xla"] if xla else []) + list(extra)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    lines = [l for l in proc.stdout.splitlines() if l.strip().startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1])

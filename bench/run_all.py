@@ -1,17 +1,28 @@
 """Runs every benchmark in its own fresh process, then rewrites the README table.
 
-  python bench/run_all.py [--quick] [--only a,b] [--table-only] [--no-readme]
+  python bench/run_all.py [--quick] [--only a,b] [--table-only] [--no-readme] [--machine ID]
 
-Each script writes bench/results/<name>.json (its old JSON is removed first, so a failed
-script shows as FAILED, never as stale figures). The table is built from the JSON
-files' `table` rows, values copied unedited, and written between the markers
-`<!-- bench:start -->` and `<!-- bench:end -->` of README.md (the marked section is
-appended to README.md when the markers are absent). Without a README.md, or with
---no-readme, the table goes to bench/results/TABLE.md instead; it is printed either way.
-bench/results/run_all.json records each script's wall time and exit status.
+Each script writes bench/results/<machine id>/<name>.json (`common.machine_id`: CPU model,
+family/model numbers, matmul flags, cores). Before a script runs, its old JSON of THIS
+machine is removed (a failed script shows as FAILED, never as stale figures); results of
+other machines are never touched.
+
+The table is built from the JSON files' `table` rows, values copied unedited: one table
+per machine, each headed by that machine's description and dates, every row naming the
+machine in its first column. A table never mixes machines: a JSON file whose own
+`machine` record does not match the folder it lies in is refused (reported, not shown),
+as are JSON files lying directly in bench/results/. --machine ID (or `this`) restricts
+the output to one machine. The tables go between the markers `<!-- bench:start -->` and
+`<!-- bench:end -->` of README.md (the marked section is appended to README.md when the
+markers are absent); without a README.md, or with --no-readme, to bench/results/TABLE.md.
+bench/results/<machine id>/run_all.json records each script's wall time and exit status.
 
 --quick passes --quick to every script (fewer repeats, smaller sweeps): the whole suite
 is meant to finish in under 10 minutes on a 2-core CPU.
+
+The TensorFlow reference (tf_reference.py) finds its interpreter from the environment
+(TFREF_PYTHON, or TFREF = the reference venv's folder) and the refbench script from
+REFBENCH_SCRIPT or the repository layout (../shared/refbench beside the checkout).
 """
 from __future__ import annotations
 
@@ -32,12 +43,26 @@ SCRIPTS = ("train_step", "profile_step", "epoch", "sweep", "compile", "cifar_ste
            "tf_reference")
 
 
-def run_scripts(names, quick: bool) -> list[dict]:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
+def this_machine() -> str:
+    """The machine id of this machine, from bench/common.py (imports jax)."""
+    sys.path.insert(0, BENCH_DIR)
+    import common
+    return common.this_machine_id()
+
+
+def machine_id_of(described: dict) -> str:
+    sys.path.insert(0, BENCH_DIR)
+    import common
+    return common.machine_id(described)
+
+
+def run_scripts(names, quick: bool, machine: str) -> list[dict]:
+    folder = os.path.join(RESULTS_DIR, machine)
+    os.makedirs(folder, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     runs = []
     for name in names:
-        path = os.path.join(RESULTS_DIR, f"{name}.json")
+        path = os.path.join(folder, f"{name}.json")
         if os.path.exists(path):
             os.remove(path)
         cmd = [sys.executable, os.path.join(BENCH_DIR, f"{name}.py")] + (["--quick"] if quick else [])
@@ -51,8 +76,45 @@ def run_scripts(names, quick: bool) -> list[dict]:
     return runs
 
 
-def load(name: str) -> dict | None:
-    path = os.path.join(RESULTS_DIR, f"{name}.json")
+def load_results(names) -> tuple[dict[str, dict[str, dict]], list[str]]:
+    """{machine id: {script: JSON}} from bench/results/<machine id>/, and the files refused.
+
+    A file is refused when its own `machine` record gives another id than its folder's
+    (figures of one machine filed under another), when it has no machine record, or when
+    it lies directly in bench/results/ (older layout: move it into its machine's folder).
+    """
+    by_machine: dict[str, dict[str, dict]] = {}
+    refused: list[str] = []
+    if not os.path.isdir(RESULTS_DIR):
+        return by_machine, refused
+    for entry in sorted(os.listdir(RESULTS_DIR)):
+        path = os.path.join(RESULTS_DIR, entry)
+        if entry.endswith(".json") and os.path.isfile(path):
+            refused.append(f"bench/results/{entry}: not in a machine folder")
+            continue
+        if not os.path.isdir(path):
+            continue
+        for name in names:
+            file = os.path.join(path, f"{name}.json")
+            if not os.path.exists(file):
+                continue
+            with open(file) as f:
+                doc = json.load(f)
+            recorded = doc.get("machine")
+            if not recorded:
+                refused.append(f"bench/results/{entry}/{name}.json: no machine record")
+                continue
+            measured_on = machine_id_of(recorded)
+            if measured_on != entry:
+                refused.append(f"bench/results/{entry}/{name}.json: measured on {measured_on}, "
+                               f"not {entry}")
+                continue
+            by_machine.setdefault(entry, {})[name] = doc
+    return by_machine, refused
+
+
+def load_runs(machine: str) -> dict | None:
+    path = os.path.join(RESULTS_DIR, machine, "run_all.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -63,38 +125,73 @@ def cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def build_table(names, runs: list[dict] | None, quick: bool | None) -> str:
-    docs = {n: load(n) for n in names}
-    machine = next((d["machine"] for d in docs.values() if d and "machine" in d), None)
-    lines = []
-    if machine:
-        dates = sorted(d["machine"]["date_utc"] for d in docs.values() if d and "machine" in d)
-        lines.append(
-            f"Measured {dates[0]} to {dates[-1]} on {machine['cpu_model']}, "
-            f"{machine['cpu_count']} cores, {machine['ram_gib']} GiB RAM, "
-            f"jax/jaxlib {machine['jax']}/{machine['jaxlib']}, devices {', '.join(machine['devices'])}"
-            + (" (`--quick`: fewer repeats)" if quick else "")
-            + ". Figures copied unedited from `bench/results/*.json`.")
-        lines.append("")
-    lines.append("| benchmark | figure | value | unit | note |")
-    lines.append("|---|---|---|---|---|")
-    status = {r["script"]: r for r in runs or []}
+def describe(machine: dict) -> str:
+    numbers = ""
+    if machine.get("cpu_family") is not None:
+        numbers = (f" ({machine.get('cpu_vendor', '')} family {machine['cpu_family']} "
+                   f"model {machine.get('cpu_model_number')})")
+    flags = machine.get("cpu_flags") or []
+    return (f"{machine['cpu_model']}{numbers}, {machine['cpu_count']} cores, "
+            f"{machine['ram_gib']} GiB RAM, flags {' '.join(flags) or 'n/a'}, "
+            f"jax/jaxlib {machine['jax']}/{machine['jaxlib']}, "
+            f"devices {', '.join(machine['devices'])}")
+
+
+def machine_table(machine: str, docs: dict[str, dict], names, runs: dict | None) -> str:
+    """One machine's table: a heading line, then one row per figure, machine id first."""
+    first = next(iter(docs.values()))["machine"]
+    dates = sorted(d["machine"]["date_utc"] for d in docs.values())
+    quick = sorted({"quick" if d.get("quick") else "full" for d in docs.values()})
+    loads = [d["machine"].get("loadavg_1_5_15_at_start") for d in docs.values()]
+    loads = [l[0] for l in loads if l]
+    lines = [
+        f"Machine `{machine}`: {describe(first)}. Measured {dates[0]} to {dates[-1]}"
+        f" ({'/'.join(quick)} repeats; 1-min load average at script start "
+        f"{min(loads) if loads else 'n/a'} to {max(loads) if loads else 'n/a'}). "
+        f"Figures copied unedited from `bench/results/{machine}/*.json`.",
+        "",
+        "| machine | benchmark | figure | value | unit | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    status = {r["script"]: r for r in (runs or {}).get("runs", [])}
     for name in names:
-        doc = docs[name]
+        doc = docs.get(name)
         if doc is None:
-            why = (f"FAILED (exit {status[name]['returncode']})" if name in status
-                   else "not run")
-            lines.append(f"| {name} | | {why} | | |")
+            if name in status:
+                lines.append(f"| {machine} | {name} | | FAILED (exit {status[name]['returncode']}) | | |")
             continue
         for r in doc.get("table", []):
-            lines.append(f"| {name} | {cell(r['metric'])} | {cell(r['value'])} | "
+            lines.append(f"| {machine} | {name} | {cell(r['metric'])} | {cell(r['value'])} | "
                          f"{cell(r.get('unit', ''))} | {cell(r.get('note', ''))} |")
-    if runs:
-        total = sum(r["wall_s"] for r in runs)
+    if runs and runs.get("runs"):
+        total = sum(r["wall_s"] for r in runs["runs"])
         lines.append("")
-        lines.append("Suite wall time: " + ", ".join(f"{r['script']} {r['wall_s']} s" for r in runs)
+        lines.append(f"Suite wall time on `{machine}`: "
+                     + ", ".join(f"{r['script']} {r['wall_s']} s" for r in runs["runs"])
                      + f"; total {round(total, 1)} s.")
     return "\n".join(lines) + "\n"
+
+
+def build_table(names, only_machine: str | None = None, current: str | None = None) -> str:
+    """One table per machine (never mixed), the current machine's first, then the others
+    by their newest result; refused files listed at the end."""
+    by_machine, refused = load_results(names)
+    if only_machine is not None:
+        by_machine = {m: d for m, d in by_machine.items() if m == only_machine}
+    newest = {m: max(d["machine"]["date_utc"] for d in docs.values())
+              for m, docs in by_machine.items()}
+    order = sorted(by_machine, key=lambda m: newest[m], reverse=True)
+    order.sort(key=lambda m: m != current)          # stable: the current machine first
+    parts = [machine_table(m, by_machine[m], names, load_runs(m)) for m in order]
+    if not parts:
+        parts = ["No benchmark results" + (f" for machine `{only_machine}`" if only_machine
+                                           else "") + " in bench/results/.\n"]
+    if len(parts) > 1:
+        parts.insert(0, f"{len(parts)} machines, one table each; compare figures only within "
+                        "a table (ratios measured in one run mean most).\n")
+    if refused:
+        parts.append("Refused (not shown): " + "; ".join(refused) + ".\n")
+    return "\n".join(parts)
 
 
 def write_table(table: str, use_readme: bool) -> str:
@@ -127,28 +224,27 @@ def main():
                         help="run nothing; rebuild the table from the existing JSON files")
     parser.add_argument("--no-readme", action="store_true",
                         help="write bench/results/TABLE.md even where README.md exists")
+    parser.add_argument("--machine", default=None,
+                        help="only this machine's table (a folder name of bench/results, or "
+                             "'this' for the machine running this command)")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",")] if args.only else list(SCRIPTS)
     unknown = [n for n in names if n not in SCRIPTS]
     if unknown:
         parser.error(f"unknown scripts {unknown}; choose from {SCRIPTS}")
 
+    current = this_machine()
+    only = current if args.machine == "this" else args.machine
     runs = None
     if not args.table_only:
         t0 = time.perf_counter()
-        runs = run_scripts(names, args.quick)
+        runs = run_scripts(names, args.quick, current)
         total = time.perf_counter() - t0
-        with open(os.path.join(RESULTS_DIR, "run_all.json"), "w") as f:
-            json.dump({"quick": args.quick, "total_wall_s": round(total, 2), "runs": runs}, f,
-                      indent=2)
+        with open(os.path.join(RESULTS_DIR, current, "run_all.json"), "w") as f:
+            json.dump({"machine_id": current, "quick": args.quick,
+                       "total_wall_s": round(total, 2), "runs": runs}, f, indent=2)
             f.write("\n")
-    else:
-        previous = os.path.join(RESULTS_DIR, "run_all.json")
-        if os.path.exists(previous):
-            with open(previous) as f:
-                saved = json.load(f)
-            runs, args.quick = saved.get("runs"), saved.get("quick", args.quick)
-    table = build_table(list(SCRIPTS) if not args.only else names, runs, args.quick)
+    table = build_table(list(SCRIPTS) if not args.only else names, only, current)
     where = write_table(table, use_readme=not args.no_readme)
     print(table, end="")
     print(f"table written to {os.path.relpath(where, REPO_ROOT)}")

@@ -2,7 +2,9 @@
 
 The reference is ../shared/refbench/tf_keras_step.py (the paper's MNIST step in Keras 3,
 GradientTape, tf.function; fixed random batch of 2 000 + 179; see its README), run in a
-separate virtual environment /tmp/tfref (TensorFlow is not an exon_jax dependency):
+separate virtual environment (TensorFlow is not an exon_jax dependency), found from
+--tf-python, $TFREF_PYTHON or $TFREF/bin/python; the script from --refbench,
+$REFBENCH_SCRIPT or the repository layout (common.tf_reference):
 `--xla --steps 60` (jit_compile=True) and `--steps 60` (plain tf.function), each a fresh
 subprocess that prints steps/s after its own warm-up.
 The exon_jax figures come from this process, interleaved with the TF runs:
@@ -12,16 +14,14 @@ The exon_jax figures come from this process, interleaved with the TF runs:
     and bfloat16.
 Ratios are speed ratios: exon_jax steps/s / TF steps/s (> 1: exon_jax is faster).
 
-If /tmp/tfref/bin/python is missing the JSON says "skipped" with the install command.
+Without the TensorFlow interpreter the JSON says "skipped" with the install command.
 
-  python bench/tf_reference.py [--quick] [--repeats N]
+  TFREF=<venv> python bench/tf_reference.py [--quick] [--repeats N]
+  python bench/tf_reference.py --tf-python <venv>/bin/python [--refbench <tf_keras_step.py>]
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 
 import common
 
@@ -29,26 +29,7 @@ import jax
 
 from exon_jax import experiment, train
 
-TF_PYTHON = "/tmp/tfref/bin/python"
-INSTALL = 'python3 -m venv /tmp/tfref && /tmp/tfref/bin/pip install "tensorflow-cpu==2.21.*"'
 TF_STEPS = 60
-
-
-def refbench_script() -> str | None:
-    for path in (os.path.join(common.REPO_ROOT, "..", "shared", "refbench", "tf_keras_step.py"),
-                 "/work/shared/refbench/tf_keras_step.py"):
-        if os.path.exists(path):
-            return os.path.abspath(path)
-    return None
-
-
-def run_tf(script: str, xla: bool) -> dict:
-    cmd = [TF_PYTHON, script, "--steps", str(TF_STEPS)] + (["--xla"] if xla else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    lines = [l for l in proc.stdout.splitlines() if l.strip().startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(lines[-1])
 
 
 class JaxSteps:
@@ -86,14 +67,12 @@ class JaxSteps:
 
 
 def main():
-    args = common.parse_args(__doc__)
-    script = refbench_script()
-    if not os.path.exists(TF_PYTHON) or script is None:
-        reason = ("TensorFlow reference environment not found at /tmp/tfref" if script else
-                  "../shared/refbench/tf_keras_step.py not found")
+    args = common.parse_args(__doc__, common.add_tf_options)
+    tf_python, script, reason = common.tf_reference(args)
+    if reason:
         common.write_json("tf_reference", {
-            "skipped": reason, "install": INSTALL,
-            "table": [common.row("TF Keras reference", "skipped", "", reason + "; " + INSTALL)]},
+            "skipped": reason, "install": common.TF_INSTALL,
+            "table": [common.row("TF Keras reference", "skipped", "", reason)]},
             f"skipped: {reason}")
         return
     rounds = common.repeats(args, full=3, quick=1)
@@ -108,7 +87,7 @@ def main():
         samples["jax_scanned_f32"].append(f32.scanned_steps_per_s(epoch_reps))
         samples["jax_scanned_bf16"].append(bf16.scanned_steps_per_s(epoch_reps))
         for xla in (True, False):
-            out = run_tf(script, xla)
+            out = common.run_tf(tf_python, script, TF_STEPS, xla)
             tf_runs.append(out)
             samples["tf_xla" if xla else "tf_plain"].append(out["steps_per_s"])
     med = {k: statistics.median(v) for k, v in samples.items()}
@@ -133,7 +112,7 @@ def main():
                f"scanned bf16 {med['jax_scanned_bf16']:.1f} ({ratios['jax_scanned_bf16_over_tf_xla']:.2f}x)")
     common.write_json("tf_reference", {
         "quick": args.quick, "rounds": rounds, "tf_steps_per_run": TF_STEPS,
-        "tf_command": f"{TF_PYTHON} {script} [--xla] --steps {TF_STEPS}",
+        "tf_command": f"{tf_python} {script} [--xla] --steps {TF_STEPS}",
         "definition": "steps/s; ratios = exon_jax steps/s / TF steps/s (> 1 faster); jax and "
                       "TF runs interleaved, medians over rounds",
         "steps_per_s_samples": samples, "steps_per_s_median": med, "speed_ratios": ratios,
