@@ -93,6 +93,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     _initialize_distributed()
+    if _DEBUG.value:
+        from exon_jax import checkpoints
+        checkpoints.show_orbax_logs()
     from exon_jax.errors import EXPECTED_ERRORS
     try:
         run()

@@ -259,7 +259,7 @@ def _train_locked(exp: Experiment, workdir: str, resuming: bool, changes, progre
     config = exp.config
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
                                        config.train.max_checkpoints)
-    writer = None
+    writer, bar = None, None
     try:
         start_epoch, elapsed, states = 0, 0.0, None
         if checkpoints.latest_epoch(manager) is not None:
@@ -347,9 +347,9 @@ def _train_locked(exp: Experiment, workdir: str, resuming: bool, changes, progre
                                  last_good=last_good)
                 last_good = done
             _update_bar(bar, train_metrics, evaluated)
+    finally:
         if bar is not None:
             bar.close()
-    finally:
         if writer is not None:
             writer.close()
         manager.close()
