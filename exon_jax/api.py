@@ -24,7 +24,6 @@ import numpy as np
 from exon_jax import checkpoints, configuration, metrics, priors, train
 from exon_jax.experiment import read_record, stored_config
 
-_CHUNK = 1000
 
 
 class Run:
@@ -38,6 +37,7 @@ class Run:
     """
 
     def __init__(self, config, point, prior, class_names, image_shape, model, state, epoch):
+        from exon_jax.figures import ModelFunctions   # the one eval-mode encode / decode
         self.config: ml_collections.ConfigDict = config
         self.point: dict[str, Any] = point
         self.name = configuration.point_name(point)
@@ -45,13 +45,11 @@ class Run:
         self.class_names: tuple[str, ...] = tuple(class_names)
         self.image_shape: tuple[int, ...] = tuple(image_shape)
         self.epoch = epoch
-        variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
-        self._encode = jax.jit(lambda x: model.apply(variables, x, train=False,
-                                                     method=model.encode))
-        self._decode = jax.jit(lambda z: model.apply(variables, z, train=False,
-                                                     method=model.decode))
+        self._state = state.replace(opt_state=())
+        self._functions = ModelFunctions(model)
 
     def _images(self, images) -> np.ndarray:
+        """uint8 as given, anything else float32 checked to lie in [0, 1]; [N, H, W] -> C = 1."""
         x = np.asarray(images)
         if x.ndim == len(self.image_shape) and self.image_shape[-1] == 1:
             x = x[..., None]
@@ -59,7 +57,7 @@ class Run:
             raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
                              f"got shape {x.shape}")
         if x.dtype == np.uint8:
-            return x.astype(np.float32) / 255.0
+            return x
         x = x.astype(np.float32)
         if x.size and (x.min() < 0.0 or x.max() > 1.0):
             raise ValueError("float images must lie in [0, 1] (uint8 images may be in [0, 255])")
@@ -67,11 +65,8 @@ class Run:
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """q(y, z | x): probs [N, K] = w(y|x), means [N, K, d], logvars [N, K, d]."""
-        x = self._images(images)
-        parts = [self._encode(x[i:i + _CHUNK]) for i in range(0, x.shape[0], _CHUNK)]
-        logits, mean, logvar = (np.concatenate([np.asarray(p[j]) for p in parts])
-                                for j in range(3))
-        return np.asarray(jax.nn.softmax(logits, axis=-1)), mean, logvar
+        logits, mean, logvar = self._functions.encode(self._state, self._images(images))
+        return np.asarray(jax.nn.softmax(logits, axis=-1)), np.asarray(mean), np.asarray(logvar)
 
     def embed(self, images) -> np.ndarray:
         """[N, d]: the posterior mean of each image's most probable component."""
@@ -84,8 +79,7 @@ class Run:
 
     def decode(self, z) -> np.ndarray:
         """[N, H, W, C] in [0, 1]: the decoder mean D(z) of codes z [N, d]."""
-        z = jnp.asarray(z, jnp.float32)
-        return np.asarray(self._decode(z))
+        return self._functions.decode_np(self._state, z)
 
     def sample(self, key: jax.Array, labels: Sequence[int]) -> np.ndarray:
         """[N, H, W, C]: decoded draws z ~ N(mu0_y, diag(v0_y)) from the given components."""

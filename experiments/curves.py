@@ -34,7 +34,7 @@ def read_curves(workdir: str, metrics: Sequence[str] = DEFAULT_METRICS) -> dict:
                 if metric in row:
                     epochs, values = curves[metric][names.get(row["model"], str(row["model"]))]
                     epochs.append(row["epoch"])
-                    values.append(row[metric])
+                    values.append(float("nan") if row[metric] is None else row[metric])
     return {m: dict(lines) for m, lines in curves.items() if lines}
 
 

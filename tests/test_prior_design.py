@@ -156,3 +156,14 @@ def test_silent_config_mistakes_are_refused(field, value):
         node[name] = value
     with pytest.raises(configuration.ConfigError, match=f"config.{field}"):
         configuration.validate_config(config)
+
+
+@pytest.mark.parametrize("field, value", [("analysis.posterior", "median"),
+                                          ("analysis.classes", ())])
+def test_analysis_options_are_checked(field, value):
+    config = mnist_config.get_config()
+    section, name = field.split(".")
+    with config.ignore_type():
+        config[section][name] = value
+    with pytest.raises(configuration.ConfigError, match=f"config.{field}"):
+        configuration.validate_config(config)

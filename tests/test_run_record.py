@@ -180,3 +180,36 @@ def test_readme_python_snippet_runs(file_prior_run, small_mnist, monkeypatch):
     assert drawn.shape == (2, 28, 28, 1) and 0.0 <= drawn.min() and drawn.max() <= 1.0
     np.testing.assert_array_equal(np.asarray(run.prior.means),
                                   np.asarray(scope["run"].prior.means))
+
+
+def test_curves_and_tensorboard_of_a_run(file_prior_run, tmp_path):
+    """experiments/curves.py draws metrics.jsonl (nulls as gaps); TensorBoard has the run's
+    scalars and images under tensorboard/<point>/."""
+    from experiments import curves
+    workdir, _, _ = file_prior_run
+    read = curves.read_curves(workdir)
+    epochs, losses = read["train/loss"]["model"]
+    assert epochs == [1] and np.isfinite(losses).all()
+    path = curves.main(workdir, out=str(tmp_path))
+    assert os.path.getsize(path) > 0 and os.path.exists(path[:-4] + ".pdf")
+    directory = os.path.join(workdir, "tensorboard", "model")
+    tags = {"scalars": set(), "images": set()}
+    for name in os.listdir(directory):
+        for event in _read_events(os.path.join(directory, name)):
+            for value in event.summary.value:
+                tags["images" if value.HasField("image") else "scalars"].add(value.tag)
+    assert "eval/kl" in tags["scalars"] and "train/loss" in tags["scalars"]
+    assert {"reconstructions", "decoded_probe"} <= tags["images"]
+
+
+def _read_events(path):
+    """Events of a TensorBoard file: records of (u64 length, u32 crc, data, u32 crc)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    with open(path, "rb") as f:
+        blob = f.read()
+    offset = 0
+    while offset + 12 <= len(blob):
+        (length,) = struct.unpack("<Q", blob[offset:offset + 8])
+        yield event_pb2.Event.FromString(blob[offset + 12:offset + 12 + length])
+        offset += 12 + length + 4
