@@ -73,6 +73,114 @@ def _reduced_conv_general_dilated(lhs, rhs, window_strides, padding, *,
         preferred_element_type=jnp.float32, **kwargs)
 
 
+# ------------------------------------------------------------------ dense product paths
+#
+# XLA:CPU (jax 0.10) runs a dot whose operands are row-major with the contraction on the
+# minor dimension of the lhs (x.W, g.W^T) through its fast YNNPACK kernels, but a dot
+# that contracts the MAJOR dimension of both operands -- the weight gradient x^T.g summed
+# over the batch rows that jax.grad of x.W produces -- through a slower Eigen kernel
+# (measured 106-137 vs 193-196 GFLOP/s on a Zen 4 core at the MNIST shapes). XLA's
+# transpose folding turns any plain `x.T @ g` back into that dot, so the custom VJP below
+# materialises the transposed operand behind `lax.optimization_barrier`: the transpose
+# becomes one cheap copy, the product an ordinary row-major x^T.g that takes the fast
+# path. The maths is the same product (float32 operands, float32 accumulation; only the
+# summation order inside the kernel may differ); tests/test_speed_paths.py checks the
+# forward and all gradients against nn.Dense / jax.grad. In bfloat16 mode the forward
+# product takes bf16 operands as before, and the gradient products are float32 products
+# of the cotangent with the bf16-rounded x and W, as jax.grad of the stock bf16 product.
+#
+# WEIGHT_GRADIENT_LAYOUTS:
+#   "xla"       : stock jax.grad (the dot XLA picks: Eigen on CPU);
+#   "transpose_x": dW = barrier(x^T) @ g        (copies x, B x i);
+#   "transpose_g": dW = (barrier(g^T) @ x)^T    (copies g, B x o, and the small i x o result);
+#   "smaller"   : whichever of the two copies fewer elements.
+
+WEIGHT_GRADIENT_LAYOUTS = ("xla", "transpose_x", "transpose_g", "smaller")
+_weight_gradient_layout = "smaller"
+
+
+def weight_gradient_layout() -> str:
+    """The layout used by dense layers built (traced) from now on."""
+    return _weight_gradient_layout
+
+
+def set_weight_gradient_layout(layout: str) -> str:
+    """Sets the weight-gradient layout for dense layers traced from now on; returns the old one.
+
+    A benchmarking knob (bench/speed_paths.py): it acts when a step is traced, so set it
+    before building and compiling the functions to compare.
+    """
+    global _weight_gradient_layout
+    if layout not in WEIGHT_GRADIENT_LAYOUTS:
+        raise ValueError(f"layout must be one of {WEIGHT_GRADIENT_LAYOUTS}, got {layout!r}")
+    old, _weight_gradient_layout = _weight_gradient_layout, layout
+    return old
+
+
+def _cast(a, dtype):
+    return a if dtype is None else a.astype(dtype)
+
+
+def _matmul(a, b, dtype):
+    """a [m, k] @ b [k, n], operands cast to `dtype` (None: as they are), float32 result."""
+    return jax.lax.dot_general(_cast(a, dtype), _cast(b, dtype), (((1,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+
+def _weight_grad(x, g, layout):
+    """x^T.g over the batch rows: x [B, i], g [B, o] -> [i, o], float32."""
+    if layout == "smaller":
+        layout = "transpose_x" if x.shape[1] <= g.shape[1] else "transpose_g"
+    barrier = jax.lax.optimization_barrier
+    if layout == "transpose_x":
+        return _matmul(barrier(x.T), g, None)
+    if layout == "transpose_g":
+        return _matmul(barrier(g.T), x, None).T
+    return jax.lax.dot_general(x, g, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dense_product(x, kernel, dtype, layout):
+    return _matmul(x, kernel, dtype)
+
+
+def _dense_product_fwd(x, kernel, dtype, layout):
+    x, kernel = _cast(x, dtype), _cast(kernel, dtype)
+    return _matmul(x, kernel, None), (x, kernel)
+
+
+def _dense_product_bwd(dtype, layout, residuals, g):
+    """The float32 gradient products of y = x.W for a float32 cotangent g, with x and W as
+    the forward used them (rounded to bfloat16 in bfloat16 mode, then exact in float32):
+    the same maths as jax.grad of the stock product (whose mixed bf16 x f32 gradient dots
+    XLA computes in float32 too), only the weight gradient's kernel layout differs."""
+    x, kernel = (r.astype(jnp.float32) for r in residuals)
+    g = g.astype(jnp.float32)
+    dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+    return dx, _weight_grad(x, g, layout)
+
+
+_dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
+
+
+def _layout_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                        preferred_element_type=None, *, compute_dtype, layout):
+    """nn.Dense's product [..., i] x [i, o] with the weight gradient in `layout`."""
+    del preferred_element_type
+    (lhs_contract, rhs_contract), batch_dims = dimension_numbers
+    if (precision is not None or batch_dims != ((), ()) or tuple(rhs_contract) != (0,)
+            or tuple(lhs_contract) != (lhs.ndim - 1,) or rhs.ndim != 2):
+        raise ValueError("the layout dot_general only does nn.Dense's [..., i] x [i, o]")
+    if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+        raise ValueError(f"the layout dot_general takes float32 operands (compute_dtype sets "
+                         f"the product's precision), got {lhs.dtype} x {rhs.dtype}")
+    dtype = None if compute_dtype is None else jnp.dtype(compute_dtype)
+    flat = jnp.reshape(lhs, (-1, lhs.shape[-1]))
+    out = _dense_product(flat, rhs, dtype, layout)
+    return jnp.reshape(out, (*lhs.shape[:-1], rhs.shape[1]))
+
+
 def dense(features: int, compute_dtype: Any = jnp.float32,
           name: Optional[str] = None) -> nn.Dense:
     """nn.Dense with Keras initialisation and the module-wide matmul precision.
@@ -84,10 +192,17 @@ def dense(features: int, compute_dtype: Any = jnp.float32,
       name: submodule name.
 
     Returns:
-      An nn.Dense mapping [..., n] -> [..., features], float32 out.
+      An nn.Dense mapping [..., n] -> [..., features], float32 out. Its product's weight
+      gradient follows `weight_gradient_layout()` (see WEIGHT_GRADIENT_LAYOUTS); the
+      parameters ('kernel' [n, features], 'bias') are nn.Dense's in every layout.
     """
+    reduced = _is_reduced(compute_dtype)
+    layout = _weight_gradient_layout
     dot_general = None
-    if _is_reduced(compute_dtype):
+    if layout != "xla":
+        dot_general = functools.partial(
+            _layout_dot_general, compute_dtype=compute_dtype if reduced else None, layout=layout)
+    elif reduced:
         dot_general = functools.partial(_reduced_dot_general, compute_dtype=compute_dtype)
     return nn.Dense(features, kernel_init=_KERNEL_INIT, dot_general=dot_general, name=name)
 
