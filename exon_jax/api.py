@@ -125,7 +125,9 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
     num_classes = len(class_names)
     model = configuration.build_model(config, num_classes, image_shape)
     optimizer = configuration.build_optimizer(config)
-    settings = train.TrainSettings(beta_mode=config.model.beta_mode)
+    settings = train.TrainSettings(   # only beta_mode shapes the state; no data here
+        beta_mode=config.model.beta_mode, batch_unlabelled=1, batch_labelled=1,
+        num_unlabelled=1, num_labelled=1)
     stored_priors = [priors.prior_from_arrays(p) for p in record["priors"]]
     hparams = train.HParams(lambda1=jnp.zeros(()), lambda2=jnp.zeros(()), epsilon=jnp.ones(()),
                             beta=jnp.asarray(config.model.beta, jnp.float32),

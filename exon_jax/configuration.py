@@ -7,6 +7,7 @@ point). Jitted code never sees a ConfigDict.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from typing import Any
@@ -162,6 +163,47 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     if config.prior.layout == "blocks":
         _require(0 < config.prior.relevant_dim <= config.model.latent_dim, "prior.relevant_dim",
                  "must be in (0, model.latent_dim]")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    """What the evaluation and the figures need of `config.analysis` (and the run's seed).
+
+    Attributes:
+      grid_size, grid_extent: the decoded grid_size x grid_size latent grid on
+        [-extent, extent]^2 (paper: 13 x 13 for negative SSIM, eq. 19).
+      label_map_size: pixels a side of the label map (Figure 3).
+      activation_threshold: delta of the activated subspace (Figures 5, 14).
+      posterior: "samples" (z ~ q(z|x), as the paper draws Figures 3-4) or "mean".
+      classes: focus classes of Figures 5, 6, 10, 13: label indices or class names.
+      figures: draw the run's figures after training.
+      tensorboard_images: reconstructions and the decoded probe in TensorBoard.
+      seed: the run's seed (prior samples and posterior draws of the figures).
+      latent_dim: d.
+    """
+
+    grid_size: int
+    grid_extent: float
+    label_map_size: int
+    activation_threshold: float
+    posterior: str
+    classes: tuple
+    figures: bool
+    tensorboard_images: bool
+    seed: int
+    latent_dim: int
+
+
+def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
+    """The validated `config.analysis` section as a frozen dataclass."""
+    section = config.analysis
+    return AnalysisSettings(
+        grid_size=int(section.grid_size), grid_extent=float(section.grid_extent),
+        label_map_size=int(section.label_map_size),
+        activation_threshold=float(section.activation_threshold),
+        posterior=section.get("posterior", "mean"), classes=tuple(section.get("classes", (0,))),
+        figures=bool(section.figures), tensorboard_images=bool(section.get("tensorboard_images", True)),
+        seed=int(config.seed), latent_dim=int(config.model.latent_dim))
 
 
 def resolve_path(path: str) -> str:

@@ -54,6 +54,7 @@ class Experiment:
     hparams: train.HParams          # leading model axis [G]
     mesh: jax.sharding.Mesh
     fingerprint: dict[str, Any]     # identity of the data set as loaded (before class selection)
+    analysis: configuration.AnalysisSettings
     validation: data_lib.ImageSplit | None = None   # held-out training images (data.validation)
 
     @property
@@ -132,7 +133,8 @@ def build_experiment(config: ml_collections.ConfigDict,
         model=configuration.build_model(config, dataset.num_classes, image_shape),
         optimizer=configuration.build_optimizer(config), settings=settings, points=points,
         hparams=hparams, mesh=parallel.make_mesh(len(points), devices),
-        fingerprint=fingerprint, validation=validation)
+        fingerprint=fingerprint, analysis=configuration.analysis_settings(config),
+        validation=validation)
 
 
 def run_record_of(exp: Experiment) -> dict[str, Any]:
@@ -215,8 +217,8 @@ def model_axis_mode(exp: Experiment) -> str:
 def make_evaluate(exp: Experiment):
     """The jitted G-model evaluation of `exp` (see `evaluation.make_evaluate`)."""
     return evaluation.make_evaluate(
-        exp.model, exp.config.model.latent_dim, exp.config.analysis.grid_extent,
-        exp.config.analysis.grid_size, exp.num_models, model_axis_mode(exp))
+        exp.model, exp.analysis.latent_dim, exp.analysis.grid_extent, exp.analysis.grid_size,
+        exp.num_models, model_axis_mode(exp))
 
 
 
@@ -336,7 +338,7 @@ def _train_locked(exp: Experiment, workdir: str, resuming: bool, changes, progre
                 if evaluated is not None:
                     row.update({f"eval/{k}": v
                                 for k, v in evaluation.scalar_row(evaluated, i).items()})
-                    if config.analysis.get("tensorboard_images", True):
+                    if exp.analysis.tensorboard_images:
                         writer.write_images(done, "reconstructions",
                                             evaluated["reconstructions"][i], i)
                         writer.write_images(done, "decoded_probe", evaluated["decoded_probe"][i], i)

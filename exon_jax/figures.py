@@ -87,23 +87,14 @@ def prior_of(exp, index: int) -> priors.MixturePrior:
     return train.unstack_tree(exp.hparams.prior, index)
 
 
-def posterior_kind(config) -> str:
-    kind = config.analysis.get("posterior", "mean")
-    if kind not in analysis.POSTERIOR_KINDS:
-        raise configuration.ConfigError(
-            f"config.analysis.posterior: must be one of {analysis.POSTERIOR_KINDS}, got {kind!r}")
-    return kind
-
-
 def scatter_codes(exp, fns: ModelFunctions, state, index: int, mean_codes) -> np.ndarray:
     """Codes of the test images for the posterior scatters (`config.analysis.posterior`):
     the evaluation's posterior-mean codes, or one draw z ~ q(z|x) per image."""
-    kind = posterior_kind(exp.config)
-    if kind == "mean":
+    if exp.analysis.posterior == "mean":
         return np.asarray(mean_codes)
     images = exp.dataset.test.images[:np.asarray(mean_codes).shape[0]]
     logits, mean, logvar = fns.encode(state, images)
-    key = jax.random.fold_in(jax.random.key(exp.config.seed), 1000 + index)
+    key = jax.random.fold_in(jax.random.key(exp.analysis.seed), 1000 + index)
     return np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", key))
 
 
@@ -119,7 +110,7 @@ def write_model_figures(exp, fns: ModelFunctions, state, index: int, codes: np.n
     Args:
       codes: [N, d] posterior-mean codes of the first N test images (evaluation output).
     """
-    cfg = exp.config.analysis
+    cfg = exp.analysis
     names = exp.dataset.class_names
     labels = np.asarray(exp.dataset.test.labels[:codes.shape[0]])
     means = np.asarray(prior.means)
@@ -130,8 +121,8 @@ def write_model_figures(exp, fns: ModelFunctions, state, index: int, codes: np.n
 
     if prior.latent_dim == 2:
         shown = scatter_codes(exp, fns, state, index, codes)
-        posterior_title = POSTERIOR_TITLES[posterior_kind(exp.config)]
-        z, y = priors.sample_prior(jax.random.key(exp.config.seed), prior, 5000)
+        posterior_title = POSTERIOR_TITLES[exp.analysis.posterior]
+        z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, 5000)
         save(plots.prior_samples(np.asarray(z), np.asarray(y), means, names), "prior_samples.png")
         save(plots.posterior_scatter(shown, labels, means, names, title=posterior_title),
              "posterior.png")
@@ -246,13 +237,13 @@ def write_grid_figures(exp, states, evaluated: dict[str, np.ndarray], directory:
     fns = fns or ModelFunctions(exp.model)
     written = []
     names = exp.dataset.class_names
-    if exp.config.model.latent_dim == 2:
+    if exp.analysis.latent_dim == 2:
         labels = np.asarray(exp.dataset.test.labels[:evaluated["codes"].shape[1]])
         panels = [(scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
                    labels, point_title(p), np.asarray(prior_of(exp, i).means))
                   for i, p in enumerate(exp.points)]
         fig = plots.posterior_panel(panels, panels[0][3], names, ncols=min(5, len(panels)),
-                                    title=POSTERIOR_TITLES[posterior_kind(exp.config)])
+                                    title=POSTERIOR_TITLES[exp.analysis.posterior])
         written.append(plots.save(fig, os.path.join(directory, "posterior_panel.png")))
     row_field, col_field = heatmap_fields(exp.points)
     if row_field is not None:

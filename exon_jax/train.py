@@ -46,19 +46,22 @@ class HParams(flax.struct.PyTreeNode):
     prior: MixturePrior
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainSettings:
-    """Static choices fixed when the step is compiled."""
+    """Static choices fixed when the step is compiled (built by `configuration.build_settings`).
 
+    The batch sizes and data counts have no defaults: they come from the config and the data.
+    """
+
+    batch_unlabelled: int
+    batch_labelled: int
+    num_unlabelled: int
+    num_labelled: int
     likelihood: str = "gaussian"
     beta_mode: str = "closed_form"
     objective: str = "exon"
     temperature: float = 1.0
     hard: bool = False
-    batch_unlabelled: int = 2000
-    batch_labelled: int = 179
-    num_unlabelled: int = 55_000
-    num_labelled: int = 5_000
 
     @property
     def steps_per_epoch(self) -> int:

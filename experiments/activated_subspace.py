@@ -127,7 +127,7 @@ def analyse_model(fns, state, exp, train_set, picks, classes, threshold, noise_s
                   num_noise, seed) -> dict:
     """All numbers and decodings of one model (no drawing)."""
     train_images, train_labels = train_set
-    num_classes, size = exp.dataset.num_classes, int(exp.config.analysis.grid_size)
+    num_classes, size = exp.dataset.num_classes, exp.analysis.grid_size
     _, mean, logvar = fns.encode(state, train_images)
     ratios, mask = jax.device_get(jax.jit(
         metrics.activated_subspace_by_class, static_argnames="num_classes")(
@@ -234,7 +234,7 @@ def model_summary(exp, point, result, classes) -> dict:
     inactive = float(np.mean([p["inactive"] for p in per_probe]))
     return {
         "name": configuration.point_name(point), "point": point,
-        "epsilon": float(point.get("epsilon", exp.config.loss.epsilon)),
+        "epsilon": float(point.get("epsilon", np.asarray(exp.hparams.epsilon)[0])),
         "activated_counts": {n: int(c) for n, c in zip(names, counts)},
         "mean_activated_count": float(counts.mean()),
         "focus_activated_count": int(counts[classes[0]]),
@@ -333,13 +333,13 @@ def main(workdir: str, out: str | None = None, dataset=None, per_class: int = 10
     """
     directory = common.output_dir(workdir, out)
     exp, states, meta = common.restore(workdir, dataset)
-    dim = exp.config.model.latent_dim
+    dim = exp.analysis.latent_dim
     if dim <= 2:
         raise ValueError(f"{workdir}: latent dim {dim}; the activated subspace needs a latent dim "
                          "> 2 (use experiments/mnist_figures.py for 2-D runs)")
     names = exp.dataset.class_names
-    threshold = float(exp.config.analysis.activation_threshold)
-    classes = focus_classes(exp.config.analysis.get("classes", figures.PAPER_CLASSES), names)
+    threshold = exp.analysis.activation_threshold
+    classes = focus_classes(exp.analysis.classes, names)
     train_set = training_inputs(exp.dataset, per_class)
     picks = test_picks(np.asarray(exp.dataset.test.labels), classes)
 

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import test_tiny  # noqa: E402
+from configs import mnist  # noqa: E402
 from exon_jax import experiment  # noqa: E402
 from tests.synthetic import synthetic_mnist  # noqa: E402
 
@@ -34,11 +34,11 @@ def max_difference(a, b):
 def main():
     dataset = synthetic_mnist(num_train=1200, num_test=200)
     report = {"devices": jax.device_count()}
-    grid = test_tiny.get_config()
+    grid = mnist.get_config("tiny")
     grid.data.max_unlabelled = 0
     grid.train.batch_unlabelled, grid.train.batch_labelled = 250, 50
     grid.sweep.lambda1 = (1.0, 10.0, 50.0, 100.0)
-    single = test_tiny.get_config()
+    single = mnist.get_config("tiny")
     single.data.max_unlabelled = 0
     single.train.batch_unlabelled, single.train.batch_labelled = 251, 50  # 301: uneven split
     for name, config in (("grid", grid), ("single", single)):

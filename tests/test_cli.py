@@ -32,7 +32,7 @@ def assert_one_line(rc, err, expected):
     (["--config.data.name=nodata", "--config.data.source=files"], "nodata"),
 ])
 def test_bad_config_is_one_line(tmp_path, args, expected):
-    rc, err = run_main("--config=configs/test_tiny.py", f"--workdir={tmp_path / 'w'}", *args)
+    rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path / 'w'}", *args)
     assert_one_line(rc, err, expected)
 
 

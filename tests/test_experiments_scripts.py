@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from configs import mnist_blocks, test_tiny
+from configs import mnist, mnist_blocks
 from experiments import activated_subspace, mnist_figures, sweep_figures
 from exon_jax import configuration, experiment, figures, metrics
 from exon_jax import batching
@@ -29,7 +29,7 @@ def dataset():
 
 
 def tiny_config():
-    config = test_tiny.get_config()
+    config = mnist.get_config("tiny")
     config.train.epochs = 1
     config.analysis.figures = False
     config.analysis.grid_size = 7   # eq. 19 over 49 decodings instead of 169: faster evaluation

@@ -1,6 +1,6 @@
 """kill -9 at random points of a real CLI run; restarts end bit for bit where an uninterrupted run does.
 
-Only the command line is used: `main.py --config=configs/test_tiny.py --workdir=...` with
+Only the command line is used: `main.py --config=configs/mnist.py:tiny --workdir=...` with
 small overrides, its `checkpoints/` directory and `results.json`. Kills come at seeded
 random moments: while a checkpoint is being written (a `<epoch>.orbax-checkpoint-tmp`
 directory has appeared) and at random delays during training. Every restart must take
@@ -25,7 +25,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 6
-ARGS = ["--config=configs/test_tiny.py", f"--config.train.epochs={EPOCHS}",
+ARGS = ["--config=configs/mnist.py:tiny", f"--config.train.epochs={EPOCHS}",
         "--config.train.batch_unlabelled=250", "--config.train.batch_labelled=50",
         "--config.train.checkpoint_every=1", "--config.train.eval_every=100",
         "--config.data.max_unlabelled=1000", "--config.data.max_test=200",

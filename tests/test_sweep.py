@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from configs import test_tiny
+from configs import mnist
 from exon_jax import configuration, experiment
 from tests.synthetic import synthetic_mnist
 
@@ -29,7 +29,7 @@ def train_two_epochs(config, dataset):
 def test_grid_equals_separate_runs():
     """G = 4 points (lambda1 x seed) trained as one vmapped program match 4 single runs."""
     dataset = synthetic_mnist(num_train=1200, num_test=200)
-    config = test_tiny.get_config()
+    config = mnist.get_config("tiny")
     config.data.max_unlabelled = 0
     config.train.batch_unlabelled, config.train.batch_labelled = 250, 50
     config.sweep.lambda1 = (1.0, 100.0)
@@ -37,7 +37,7 @@ def test_grid_equals_separate_runs():
     exp, grid_states, grid_losses = train_two_epochs(config, dataset)
     assert exp.num_models == 4
     for i, point in enumerate(exp.points):
-        single = test_tiny.get_config()
+        single = mnist.get_config("tiny")
         single.data.max_unlabelled = 0
         single.train.batch_unlabelled, single.train.batch_labelled = 250, 50
         single.loss.lambda1 = point["lambda1"]
@@ -56,7 +56,7 @@ def test_grid_equals_separate_runs():
 
 def test_sweep_points_product_and_zip():
     """Product grids enumerate every combination; zip pairs lists element by element."""
-    config = test_tiny.get_config()
+    config = mnist.get_config("tiny")
     config.sweep.lambda1 = (1.0, 2.0, 3.0)
     config.sweep.lambda2 = (0.5, 1.5)
     points = configuration.sweep_points(config)
