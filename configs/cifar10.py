@@ -1,4 +1,4 @@
-"""EXoN on CIFAR-10, the paper's Section 4.2 setting (DESIGN.md section 3, last column).
+"""EXoN on CIFAR-10, the paper's Section 4.2 setting.
 
 10 000 labelled (1 000 per class) + 40 000 unlabelled training images; a 300-D
 latent with the `blocks` prior (100 label-relevant dims with means evenly spaced

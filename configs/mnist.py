@@ -1,4 +1,4 @@
-"""EXoN on MNIST, the paper's Section 4.1 setting (DESIGN.md section 3, first column).
+"""EXoN on MNIST, the paper's Section 4.1 setting.
 
 5 000 labelled (500 per class) + 55 000 unlabelled training images, a 2-D latent
 with the ten-component circle prior (variance 4), MLP encoder/decoder

@@ -1,4 +1,4 @@
-"""Latent-space analysis tools of EXoN (DESIGN.md Section 2, paper Figures 3, 6, 9-13).
+"""Latent-space analysis tools of EXoN (paper Figures 3, 6, 9-13).
 
 Everything here computes and nothing draws: `plots.py` turns the outputs into
 figures. The functions are model-agnostic; they take callables

@@ -1,4 +1,4 @@
-"""The paper's evaluation metrics and latent diagnostics (DESIGN.md Section 2).
+"""The paper's evaluation metrics and latent diagnostics (paper Section 4, eq. 18-20).
 
 Every function here is pure, jit-able and vmap-able over a leading model axis
 (e.g. `jax.vmap(negative_ssim)` on [M, N, H, W, C] decodings). Inputs are
