@@ -73,6 +73,11 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     """
     method = config.get("method", "exon")
     _require(method in METHODS, "method", f"must be one of {METHODS}")
+    if method == "revision":
+        _require("revision" in config, "revision",
+                 "method 'revision' needs a config.revision section (configs/mnist100_revision.py)")
+        _require(config.model.beta_mode == "fixed", "model.beta_mode",
+                 "the revision uses a fixed observation noise beta: set 'fixed'")
     _require(config.data.source in SOURCES, "data.source", f"must be one of {SOURCES}")
     _require(isinstance(config.data.name, str) and config.data.name != "", "data.name",
              "must name a data set")
@@ -278,8 +283,16 @@ def compute_dtype(config: ml_collections.ConfigDict):
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int,
-                image_shape: tuple[int, ...]) -> models.EXoNModel:
-    """The EXoN network of `config.model` for images of `image_shape` [H, W, C]."""
+                image_shape: tuple[int, ...]):
+    """The EXoN network of `config.model` for images of `image_shape` [H, W, C]; with
+    `config.method = "revision"` the authors' revised networks (`exon_jax.revision`)."""
+    if config.get("method", "exon") == "revision":
+        from exon_jax.revision import step as revision_step
+        try:
+            return revision_step.build_revision_model(
+                revision_step.revision_settings(config), num_classes, image_shape)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     dtype = compute_dtype(config)
     if config.model.network == "mlp":
         return models.EXoNModel(
@@ -300,8 +313,14 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
         classifier=models.Classifier(num_classes=num_classes, compute_dtype=dtype))
 
 
-def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """RMSprop (rho 0.9, eps 1e-7 inside the root, as Keras) or Adam (eps 1e-7, as Keras)."""
+def build_optimizer(config: ml_collections.ConfigDict,
+                    steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """RMSprop (rho 0.9, eps 1e-7 inside the root, as Keras) or Adam (eps 1e-7, as Keras);
+    for the revision its two Adams with per-epoch schedules (`steps_per_epoch` steps an epoch)."""
+    if config.get("method", "exon") == "revision":
+        from exon_jax.revision import step as revision_step
+        return revision_step.build_revision_optimizer(revision_step.revision_settings(config),
+                                                      steps_per_epoch)
     if config.optimizer.name == "rmsprop":
         return optax.rmsprop(config.optimizer.learning_rate, decay=0.9, eps=1e-7)
     return optax.adam(config.optimizer.learning_rate, eps=1e-7)

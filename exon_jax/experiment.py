@@ -131,7 +131,8 @@ def build_experiment(config: ml_collections.ConfigDict,
         config=config, dataset=dataset, labelled_idx=labelled_idx,
         unlabelled_idx=unlabelled_idx,
         model=configuration.build_model(config, dataset.num_classes, image_shape),
-        optimizer=configuration.build_optimizer(config), settings=settings, points=points,
+        optimizer=configuration.build_optimizer(config, settings.steps_per_epoch),
+        settings=settings, points=points,
         hparams=hparams, mesh=parallel.make_mesh(len(points), devices),
         fingerprint=fingerprint, analysis=configuration.analysis_settings(config),
         validation=validation)
@@ -197,21 +198,34 @@ def compile_epoch(exp: Experiment):
     lift = functools.partial(train.over_models, num_models=exp.num_models,
                              mode=model_axis_mode(exp))
     sharding = parallel.batch_sharded(exp.mesh)
+    if exp.config.get("method", "exon") == "revision":
+        from exon_jax.revision import step as revision_step
+        extra = (revision_step.revision_settings(exp.config), sharding)
+        make_epoch, make_step = (revision_step.make_revision_train_epoch,
+                                 revision_step.make_revision_indexed_step)
+    else:
+        extra = (sharding,)
+        make_epoch, make_step = train.make_train_epoch, train.make_indexed_step
     if epoch_loop(exp) == "scan":
-        epoch = train.make_train_epoch(exp.model, exp.optimizer, exp.settings, sharding)
+        epoch = make_epoch(exp.model, exp.optimizer, exp.settings, *extra)
         return jax.jit(lift(epoch), donate_argnums=0)
-    step = train.make_indexed_step(exp.model, exp.optimizer, exp.settings, sharding)
+    step = make_step(exp.model, exp.optimizer, exp.settings, *extra)
     return train.make_stepwise_epoch(jax.jit(lift(step), donate_argnums=0), exp.settings)
+
+
+def _network_kind(config: ml_collections.ConfigDict) -> str:
+    """'conv' for networks with convolutions (the revision's classifier has them)."""
+    return "conv" if config.get("method", "exon") == "revision" else config.model.network
 
 
 def epoch_loop(exp: Experiment) -> str:
     """'scan' or 'python' (`config.train.epoch_loop`, 'auto' resolved by `backend`)."""
-    return backend.epoch_loop(exp.config.train.epoch_loop, exp.config.model.network)
+    return backend.epoch_loop(exp.config.train.epoch_loop, _network_kind(exp.config))
 
 
 def model_axis_mode(exp: Experiment) -> str:
     """'vmap' or 'map' (`config.train.model_axis`, 'auto' resolved by `backend`)."""
-    return backend.model_axis(exp.config.train.model_axis, exp.config.model.network)
+    return backend.model_axis(exp.config.train.model_axis, _network_kind(exp.config))
 
 
 def make_evaluate(exp: Experiment):
