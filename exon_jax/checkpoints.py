@@ -458,10 +458,11 @@ def _restore_verified(manager: ocp.CheckpointManager, abstract_state, epoch: int
 
 def _chain(error: BaseException) -> list[BaseException]:
     """`error` and the exceptions it was raised from, outermost first."""
-    chain = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
     return chain
 
 

@@ -290,7 +290,7 @@ def _load_idx_dir(directory: str) -> tuple[ImageSplit, ImageSplit]:
     missing = [_IDX_FILES[k] + "[.gz]" for k, p in paths.items() if p is None]
     if missing:
         raise DataError(f"incomplete IDX files in {directory}: missing {', '.join(missing)}")
-    arrays = {k: read_idx(p) for k, p in paths.items()}
+    arrays = {k: read_idx(p) for k, p in paths.items() if p is not None}
     splits = []
     for part in ("train", "test"):
         images, labels = arrays[part + "_images"], arrays[part + "_labels"]
@@ -519,12 +519,13 @@ def _stack_images(*parts: list[np.ndarray]) -> list[np.ndarray]:
     return [np.stack(part)[..., None] for part in parts]
 
 
-def holdout_counts(counts: Sequence[int], fraction: float) -> np.ndarray:
-    """Per-class test counts of a stratified hold-out: round(fraction * n_c), clipped so each
-    class with n_c >= 2 keeps at least one image on each side (a single image stays in train)."""
-    counts = np.asarray(counts, np.int64)
-    held = np.floor(fraction * counts + 0.5).astype(np.int64)
-    return np.where(counts >= 2, np.clip(held, 1, counts - 1), 0)
+def holdout_counts(counts, fraction: float) -> np.ndarray:
+    """Per-class test counts [K] of a stratified hold-out from class counts [K]: round(fraction *
+    n_c), clipped so each class with n_c >= 2 keeps at least one image on each side (a single
+    image stays in train)."""
+    n = np.asarray(counts, np.int64)
+    held = np.floor(fraction * n + 0.5).astype(np.int64)
+    return np.where(n >= 2, np.clip(held, 1, n - 1), 0)
 
 
 def _stratified_pick(labels: np.ndarray, per_class: dict, seed: int) -> np.ndarray:
@@ -551,15 +552,15 @@ def _load_image_tree(directory: str, test_fraction: float, seed: int
             raise DataError(f"{test_dir}: class folders {extra} are not in {train_dir}")
         train_images, train_labels, first = _read_class_folders(train_dir, classes)
         test_images, test_labels, _ = _read_class_folders(test_dir, classes, first)
-        train_images, test_images = _stack_images(train_images, test_images)
-        return (_make_split(train_images, train_labels), _make_split(test_images, test_labels),
+        train_array, test_array = _stack_images(train_images, test_images)
+        return (_make_split(train_array, train_labels), _make_split(test_array, test_labels),
                 tuple(classes))
     if "train" in subdirs and not _class_folders(directory):
         raise DataError(f"{directory}: has train/ but no test/ (add test/<class>/*, or put the "
                         f"class folders directly under {directory}/ to hold out a test fraction)")
     classes = _class_folders(directory)
-    images, labels, _ = _read_class_folders(directory, classes)
-    (images,) = _stack_images(images)
+    image_list, labels, _ = _read_class_folders(directory, classes)
+    (images,) = _stack_images(image_list)
     counts = np.bincount(labels, minlength=len(classes))
     held = holdout_counts(counts, test_fraction)
     test_mask = _stratified_pick(labels, dict(enumerate(held)), seed)
@@ -830,17 +831,17 @@ def select_classes(dataset: ImageDataset, classes: Sequence[int]) -> ImageDatase
                         class_names=tuple(dataset.class_names[c] for c in classes))
 
 
-def validation_counts(counts: Sequence[int], num: int) -> np.ndarray:
+def validation_counts(counts, num: int) -> np.ndarray:
     """Per-class sizes of a stratified hold-out of `num` from class counts [K].
 
     Largest remainder: class c gets floor(num * n_c / N), and the leftover
     images go one each to the largest fractional parts (ties: lower class first).
     """
-    counts = np.asarray(counts, np.int64)
-    total = int(counts.sum())
-    exact = [(num * int(n), total) for n in counts]          # num * n_c / N as a fraction
+    n_c = np.asarray(counts, np.int64)
+    total = int(n_c.sum())
+    exact = [(num * int(n), total) for n in n_c]          # num * n_c / N as a fraction
     base = np.array([a // b for a, b in exact], np.int64)
-    order = sorted(range(len(counts)), key=lambda c: (-(exact[c][0] % total), c))
+    order = sorted(range(len(n_c)), key=lambda c: (-(exact[c][0] % total), c))
     base[order[:num - int(base.sum())]] += 1
     return base
 

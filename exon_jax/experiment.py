@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -198,14 +198,14 @@ def compile_epoch(exp: Experiment):
     lift = functools.partial(train.over_models, num_models=exp.num_models,
                              mode=model_axis_mode(exp))
     sharding = parallel.batch_sharded(exp.mesh)
+    extra: tuple[Any, ...] = (sharding,)
+    make_epoch: Callable[..., Callable] = train.make_train_epoch
+    make_step: Callable[..., Callable] = train.make_indexed_step
     if exp.config.get("method", "exon") == "revision":
         from exon_jax.revision import step as revision_step
         extra = (revision_step.revision_settings(exp.config), sharding)
-        make_epoch, make_step = (revision_step.make_revision_train_epoch,
-                                 revision_step.make_revision_indexed_step)
-    else:
-        extra = (sharding,)
-        make_epoch, make_step = train.make_train_epoch, train.make_indexed_step
+        make_epoch = revision_step.make_revision_train_epoch
+        make_step = revision_step.make_revision_indexed_step
     if epoch_loop(exp) == "scan":
         epoch = make_epoch(exp.model, exp.optimizer, exp.settings, *extra)
         return jax.jit(lift(epoch), donate_argnums=0)

@@ -33,6 +33,13 @@ SAVE_DPI = 120
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def _colours(name: str) -> tuple:
+    """The colours of a qualitative matplotlib colormap (tab10, tab20)."""
+    colormap = matplotlib.colormaps[name]
+    assert isinstance(colormap, ListedColormap)
+    return tuple(colormap.colors)  # type: ignore[arg-type]  # a list of RGB tuples
+
+
 def _new_figure(width: float, height: float) -> Figure:
     """A Figure on its own Agg canvas (not managed by pyplot)."""
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -126,13 +133,11 @@ def class_colormap(num_classes: int):
       (cmap, norm): a K-colour ListedColormap (tab10 for K <= 10, tab20 for
       K <= 20, else evenly spaced hues) and a BoundaryNorm mapping label k to colour k.
     """
-    if num_classes <= 10:
-        colours = matplotlib.colormaps["tab10"].colors[:num_classes]
-    elif num_classes <= 20:
-        colours = matplotlib.colormaps["tab20"].colors[:num_classes]
+    if num_classes <= 20:
+        cmap = ListedColormap(_colours("tab10" if num_classes <= 10 else "tab20")[:num_classes])
     else:
-        colours = matplotlib.colormaps["hsv"](np.linspace(0.0, 1.0, num_classes, endpoint=False))
-    cmap = ListedColormap(colours)
+        cmap = ListedColormap(matplotlib.colormaps["hsv"](
+            np.linspace(0.0, 1.0, num_classes, endpoint=False)))
     norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
     return cmap, norm
 
@@ -262,7 +267,7 @@ def posterior_panel(panels: Sequence[tuple], means, class_names: Sequence[str] |
     axes[0].set_xlim(-half, half)
     axes[0].set_ylim(-half, half)
     if title:
-        fig.suptitle(_wrap(title, fig.get_size_inches()[0]))
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]) or "")
     return fig
 
 
@@ -438,7 +443,7 @@ def interpolation_strips(rows: Sequence, row_titles: Sequence[str] | None = None
         if row_titles is not None:
             ax.set_ylabel(row_titles[index], rotation=0, ha="right", va="center")
     if title:
-        fig.suptitle(_wrap(title, fig.get_size_inches()[0]))
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]) or "")
     return fit_canvas(fig)
 
 
@@ -529,7 +534,7 @@ def activation_bars(ratios, class_names: Sequence[str] | None = None, threshold:
             ax.xaxis.set_tick_params(labelbottom=True)
     axes[0].legend(loc="upper left", fontsize=7, framealpha=0.8)
     if title:
-        fig.suptitle(_wrap(title, fig.get_size_inches()[0]))
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]) or "")
     return fig
 
 
@@ -560,15 +565,15 @@ def trend(x, y, xlabel: str, ylabel: str, title: str | None = None,
         lines += ax.plot(x, np.asarray(values), marker="o", label=name)
     if secondary:
         other = ax.twinx()
-        colours = matplotlib.colormaps["tab10"].colors
+        colours = _colours("tab10")
         for index, (name, values) in enumerate(secondary.items()):
             lines += other.plot(x, np.asarray(values), marker="s", linestyle="--", label=name,
                                 color=colours[(len(series) + index) % len(colours)])
         if secondary_ylabel:
             other.set_ylabel(secondary_ylabel)
-    labelled = [line for line in lines if not line.get_label().startswith("_")]
+    labelled = [line for line in lines if not str(line.get_label()).startswith("_")]
     if labelled:
-        ax.legend(labelled, [line.get_label() for line in labelled], fontsize=8)
+        ax.legend(labelled, [str(line.get_label()) for line in labelled], fontsize=8)
     if logx:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

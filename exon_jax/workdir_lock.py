@@ -52,7 +52,7 @@ class WorkdirLock:
             if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 raise WorkdirBusyError(_busy_message(self.workdir, holder)) from None
             raise OSError(error.errno, f"cannot lock workdir {self.workdir}: "
-                          f"{os.strerror(error.errno)} (the file system may not support "
+                          f"{os.strerror(error.errno or 0)} (the file system may not support "
                           "flock)") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
