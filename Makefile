@@ -24,6 +24,8 @@ run: setup
 	$(PY) main.py --config=configs/mnist.py --workdir=$(WORKDIR)
 
 test: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q tests
 
 bench: setup

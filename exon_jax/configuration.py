@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from exon_jax import backend, models, priors
+from exon_jax.analysis import POSTERIOR_KINDS
 from exon_jax.losses import LIKELIHOODS
 from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
 
@@ -30,7 +31,6 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 MODEL_AXIS_MODES = ("auto", "vmap", "map")
 EPOCH_LOOPS = ("auto", "scan", "python")
 SWEEP_MODES = ("product", "zip")
-POSTERIOR_CODES = ("samples", "mean")   # codes drawn in Figures 3-4
 SWEEP_FIELDS = ("lambda1", "lambda2", "epsilon", "distance", "beta", "seed")
 # Fields that cannot change what a run trained: they may differ when a run resumes and may
 # be overridden on top of the stored config by --mode=evaluate / analyze. A field matches
@@ -130,8 +130,8 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(config.train.epoch_loop in EPOCH_LOOPS, "train.epoch_loop",
              f"must be one of {EPOCH_LOOPS}")
     _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
-    _require(config.analysis.get("posterior", "mean") in POSTERIOR_CODES, "analysis.posterior",
-             f"must be one of {POSTERIOR_CODES}")
+    _require(config.analysis.get("posterior", "mean") in POSTERIOR_KINDS, "analysis.posterior",
+             f"must be one of {POSTERIOR_KINDS}")
     classes = tuple(config.analysis.get("classes", (0,)))
     _require(len(classes) > 0 and all(isinstance(c, (int, str)) for c in classes),
              "analysis.classes", f"must be a non-empty tuple of labels or class names, got {classes}")

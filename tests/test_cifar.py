@@ -12,12 +12,12 @@ from tests.synthetic import synthetic_cifar, synthetic_mnist
 def tiny_cifar_config():
     config = cifar10.get_config()
     config.data.labelled_per_class = 5
-    config.train.epochs = 3
+    config.train.epochs = 2
     config.train.batch_unlabelled = 50
     config.train.batch_labelled = 10
     config.train.checkpoint_every = 1
-    config.train.eval_every = 3
-    config.pretrain.epochs = 2
+    config.train.eval_every = 2
+    config.pretrain.epochs = 1
     config.pretrain.batch_size = 25
     config.analysis.figures = False
     return config
@@ -31,7 +31,7 @@ def test_cifar_config_trains_and_loss_falls(tmp_path):
     with open(tmp_path / "metrics.jsonl") as f:
         losses = [json.loads(line)["train/loss"] for line in f]
     assert losses[-1] < losses[0]
-    assert os.path.isdir(tmp_path / "pretrain_checkpoints" / "2")
+    assert os.path.isdir(tmp_path / "pretrain_checkpoints" / "1")
     model = results["models"][0]
     assert 0.0 <= model["classification_error"] <= 1.0 and model["kl"] > 0
 

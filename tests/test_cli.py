@@ -44,3 +44,20 @@ def test_evaluate_without_a_run_is_one_line(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     rc, err = run_main("--mode=evaluate", f"--workdir={tmp_path}", "--debug")
     assert rc != 0 and "Traceback" in err
+
+
+def test_busy_workdir_is_one_line(tmp_path):
+    """A second run into a workdir held by another process names that process."""
+    from exon_jax.workdir_lock import WorkdirLock
+    with WorkdirLock(str(tmp_path)):
+        rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path}")
+    assert_one_line(rc, err, f"is in use by process {os.getpid()}")
+
+
+def test_divergence_is_one_line(tmp_path):
+    """Weights that overflow end the run in one line naming the epoch; nothing non-finite saved."""
+    rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path}",
+                       "--config.data.max_unlabelled=500", "--config.optimizer.learning_rate=3e38",
+                       "--config.analysis.figures=False")
+    assert_one_line(rc, err, "non-finite loss or parameters in epoch 1")
+    assert os.path.exists(tmp_path / "error.log")

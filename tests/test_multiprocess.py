@@ -106,6 +106,7 @@ def test_one_device_equals_four_devices(one_process_four_devices, tmp_path):
     _assert_same_numbers(_csv(tmp_path), one_process_four_devices[1])
 
 
+@pytest.mark.slow   # ~50 s: four more process starts; run with -m slow
 def test_killed_process_resumes_to_the_same_numbers(two_processes, tmp_path):
     """SIGKILL process 1 once epoch 1 is saved; process 0 stops within the heartbeat timeout."""
     workdir = tmp_path / "killed"

@@ -286,6 +286,7 @@ def mnist_run():
                 epoch=epoch, single=jax.jit(epoch))
 
 
+@pytest.mark.slow   # minutes of XLA:CPU compilation of the conv classifier's gradients
 def test_mnist_epochs_lower_the_loss(mnist_run):
     """Three epochs of 20 steps on generated digits-like bars. lambda2 ramps up between
     epochs by design, so the comparison removes the unlabelled mix-up term (lambda2 is
@@ -309,6 +310,7 @@ def test_mnist_epochs_lower_the_loss(mnist_run):
     assert history[0]["beta"] == approx(0.1)
 
 
+@pytest.mark.slow
 def test_mnist_vmapped_betas_equal_separate_runs(mnist_run):
     """A two-point beta grid as one vmapped epoch equals each beta run on its own."""
     hparams = mnist_run["hparams"]
@@ -331,6 +333,7 @@ def test_mnist_vmapped_betas_equal_separate_runs(mnist_run):
     assert not np.allclose(grid_metrics["loss"][0], grid_metrics["loss"][1])
 
 
+@pytest.mark.slow   # ~55 s of XLA:CPU compilation of the CIFAR-10 networks
 def test_cifar_revision_steps_run():
     """Two steps of the CIFAR-10 networks on generated 32x32x3 data (2 + 2 images a step)."""
     config = cifar10_4000_revision.get_config()

@@ -35,10 +35,7 @@ from exon_jax import sampling
 from exon_jax import train as train_lib
 from exon_jax.revision import augment, mixup, networks, schedules
 
-try:  # the batch-order function may move from exon_jax.data to exon_jax.batching
-    from exon_jax.batching import epoch_batch_indices
-except ImportError:  # pragma: no cover - depends on the host's layout
-    from exon_jax.data import epoch_batch_indices
+from exon_jax.batching import epoch_batch_indices
 
 NETWORKS = ("mnist", "cifar")
 AUGMENTATIONS = ("mnist", "cifar", "none")
