@@ -40,7 +40,7 @@ README = os.path.join(REPO_ROOT, "README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 SCRIPTS = ("train_step", "profile_step", "epoch", "sweep", "compile", "cifar_step", "analysis",
-           "tf_reference")
+           "tf_reference", "speed_paths")
 
 
 def this_machine() -> str:
