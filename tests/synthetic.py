@@ -35,3 +35,14 @@ def synthetic_cifar(num_train=800, num_test=200, num_classes=10, seed=0):
 
     return data_lib.ImageDataset(split(num_train), split(num_test), "cifar10",
                                  tuple(f"class{k}" for k in range(num_classes)))
+
+
+def mnist_slice(num_train: int, num_test: int, name: str = "mnist"):
+    """The first images of the real MNIST (data/mnist/mnist.npz, written by `make setup`)."""
+    import os
+    full = data_lib.load_dataset("mnist", "files",
+                                 os.path.join(os.path.dirname(os.path.dirname(__file__)), "data"))
+    return data_lib.ImageDataset(
+        train=data_lib.ImageSplit(full.train.images[:num_train], full.train.labels[:num_train]),
+        test=data_lib.ImageSplit(full.test.images[:num_test], full.test.labels[:num_test]),
+        name=name, class_names=full.class_names)

@@ -23,6 +23,7 @@ def tiny_cifar_config():
     return config
 
 
+@pytest.mark.slow   # ~1 min of XLA:CPU convolutions; run with -m slow
 def test_cifar_config_trains_and_loss_falls(tmp_path):
     """Classifier pre-training, then EXoN with the conv nets: the loss falls, results written."""
     dataset = synthetic_cifar(num_train=200, num_test=50)

@@ -8,6 +8,7 @@ import pytest
 
 from configs import mnist as mnist_config
 from exon_jax import configuration, data as data_lib, experiment
+from tests.synthetic import mnist_slice
 
 MNIST_NPZ = os.path.join(os.path.dirname(__file__), "..", "data", "mnist", "mnist.npz")
 pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
@@ -17,11 +18,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
 @pytest.fixture(scope="module")
 def small_mnist():
     """6 000 training and 1 000 test images of the real MNIST."""
-    full = data_lib.load_dataset("mnist", "files", os.path.dirname(os.path.dirname(MNIST_NPZ)))
-    return data_lib.ImageDataset(
-        train=data_lib.ImageSplit(full.train.images[:6000], full.train.labels[:6000]),
-        test=data_lib.ImageSplit(full.test.images[:1000], full.test.labels[:1000]),
-        name="mnist", class_names=full.class_names)
+    return mnist_slice(6000, 1000)
 
 
 def small_config(epochs=4):

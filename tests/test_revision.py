@@ -164,7 +164,8 @@ def test_translate_hand_values():
 
 def test_mnist_augment_batch_keeps_background_and_range():
     images = -jnp.ones((6, 28, 28, 1))
-    assert float(jnp.abs(augment.augment_batch(jax.random.key(1), images, "mnist") + 1).max()) == 0
+    out = augment.augment_batch(jax.random.key(1), images, "mnist")
+    np.testing.assert_allclose(out, -1.0, atol=1e-6)   # interpolation of -1s, to rounding
     images = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (6, 28, 28, 1)), jnp.float32)
     out = augment.augment_batch(jax.random.key(2), images, "mnist")
     assert out.shape == images.shape
@@ -283,7 +284,7 @@ def mnist_run():
     rs, settings, model, optimizer, hparams, data, state = setup
     epoch = rstep.make_revision_train_epoch(model, optimizer, settings, rs)
     return dict(settings=settings, model=model, hparams=hparams, data=data, state=state,
-                epoch=epoch, single=jax.jit(epoch))
+                epoch=epoch, single=jax.jit(epoch), optimizer=optimizer, rs=rs)
 
 
 @pytest.mark.slow   # minutes of XLA:CPU compilation of the conv classifier's gradients
@@ -312,24 +313,36 @@ def test_mnist_epochs_lower_the_loss(mnist_run):
 
 @pytest.mark.slow
 def test_mnist_vmapped_betas_equal_separate_runs(mnist_run):
-    """A two-point beta grid as one vmapped epoch equals each beta run on its own."""
-    hparams = mnist_run["hparams"]
+    """A two-point beta grid as one vmapped step equals each beta's step on its own.
+
+    Compared: the step's terms and Adam's moments (0.1 g and 0.001 g^2, linear in the
+    gradient), not the parameters: Adam moves every parameter by ~lr whatever its
+    gradient's size, so a gradient that rounds to exactly 0 in one program and to 5e-7 in
+    the other (seen here) is a 0.003 difference in a parameter but nothing in the maths."""
+    hparams, settings = mnist_run["hparams"], mnist_run["settings"]
     betas = (0.1, 5.0)
     points = [hparams.replace(beta=jnp.float32(b)) for b in betas]
     state = mnist_run["state"]
     states = [state.replace(key=jax.random.fold_in(state.key, i)) for i in range(2)]
-    key = jax.random.key(7)
-    grid = jax.jit(jax.vmap(mnist_run["epoch"], in_axes=(0, 0, None, None)))
+    step = rstep.make_revision_train_step(mnist_run["model"], mnist_run["optimizer"], settings,
+                                          mnist_run["rs"])
+    unlabelled, labelled = jnp.arange(settings.batch_unlabelled), jnp.arange(settings.batch_labelled)
+    batch = train_lib.gather_batch(mnist_run["data"], unlabelled, labelled)
+    grid = jax.jit(jax.vmap(step, in_axes=(0, 0, None)))
     grid_states, grid_metrics = grid(train_lib.stack_trees(states), train_lib.stack_trees(points),
-                                     mnist_run["data"], key)
+                                     batch)
+    single = jax.jit(step)
     for i in range(2):
-        alone, metrics = mnist_run["single"](states[i], points[i], mnist_run["data"], key)
+        alone, metrics = single(states[i], points[i], batch)
         assert float(grid_metrics["beta"][i]) == approx(betas[i])
         for name in ("loss", "recon", "kl", "cross_entropy"):
-            np.testing.assert_allclose(grid_metrics[name][i], metrics[name], rtol=2e-3)
-        # Parameters within one Adam step (lr 3e-3) of each other.
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=3e-3),
-                     train_lib.unstack_tree(grid_states.params, i), alone.params)
+            np.testing.assert_allclose(grid_metrics[name][i], metrics[name], rtol=1e-4)
+        # The loss sums lambda1 = 6000-weighted terms in float32: some gradients come out of
+        # near-cancelling sums (values on a 2^-14 grid were seen), so the batched and the
+        # single program agree to ~2 % there, 4.6e-6 absolute at most; a wrong beta or a
+        # mixed-up model axis changes the loss itself, which is checked to 1e-4 above.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-2, atol=1e-5),
+                     train_lib.unstack_tree(grid_states.opt_state, i), alone.opt_state)
     assert not np.allclose(grid_metrics["loss"][0], grid_metrics["loss"][1])
 
 

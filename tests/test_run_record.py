@@ -15,6 +15,7 @@ import pytest
 
 from configs import mnist as mnist_config
 from exon_jax import configuration, data as data_lib, experiment
+from tests.synthetic import mnist_slice
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_NPZ = os.path.join(ROOT, "data", "mnist", "mnist.npz")
@@ -24,11 +25,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
 
 @pytest.fixture(scope="module")
 def small_mnist():
-    full = data_lib.load_dataset("mnist", "files", os.path.join(ROOT, "data"))
-    return data_lib.ImageDataset(
-        train=data_lib.ImageSplit(full.train.images[:3000], full.train.labels[:3000]),
-        test=data_lib.ImageSplit(full.test.images[:500], full.test.labels[:500]),
-        name="mnist_slice", class_names=full.class_names)
+    return mnist_slice(3000, 500, "mnist_slice")
 
 
 def tiny_config(epochs=1):

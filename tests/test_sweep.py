@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from configs import mnist
 from exon_jax import configuration, experiment
@@ -69,6 +70,7 @@ def test_sweep_points_product_and_zip():
         {"lambda1": 3.0, "lambda2": 2.5}]
 
 
+@pytest.mark.slow   # ~30 s; tests/test_multiprocess.py covers 4 devices in CI
 def test_sharded_equals_single_device():
     """On 4 fake CPU devices, model-sharded and data-parallel runs equal one-device runs."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
