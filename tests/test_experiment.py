@@ -52,6 +52,7 @@ def test_short_run_learns(small_mnist, tmp_path):
     assert any(p.startswith("events") for p in os.listdir(tmp_path / "tensorboard" / "model"))
 
 
+@pytest.mark.slow   # tests/test_faults.py checks bit-exact resume through the CLI in CI
 def test_resume_equals_uninterrupted(small_mnist, tmp_path):
     """Two epochs in one go and 1 + 1 epochs with a restart end with identical parameters."""
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")

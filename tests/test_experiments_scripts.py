@@ -135,6 +135,7 @@ def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
     assert out["seed_table"] is not None and len(out["seed_table"]) == 4
 
 
+@pytest.mark.slow   # ~1 min: trains its own 4-model sweep; strips are also tested in test_plots
 def test_sweep_figures_predesign_strips(tmp_path_factory, tmp_path):
     """A two-component distance sweep gets the Figure 9 strips (rows by ascending distance)
     and distance-indexed tables."""
