@@ -240,11 +240,17 @@ def _meta(exp: Experiment, epoch: int, elapsed: float) -> dict[str, Any]:
     return {"epoch": int(epoch), "train_seconds": float(elapsed), **run_record_of(exp)}
 
 
+@jax.jit
+def _finite_models(params) -> jax.Array:
+    """[G] bool: models whose floating parameters are all finite (one compiled reduction)."""
+    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+                              for x in leaves]), axis=0)
+
+
 def _nonfinite_models(states) -> np.ndarray:
-    """[G] bool: models with a non-finite parameter (checked on device, one reduction)."""
-    leaves = [x for x in jax.tree.leaves(states.params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    finite = jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves])
-    return ~parallel.to_host(jnp.all(finite, axis=0))
+    """[G] bool on the host: models with a non-finite parameter."""
+    return ~parallel.to_host(_finite_models(states.params))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

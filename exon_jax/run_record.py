@@ -114,13 +114,12 @@ def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_col
             raise configuration.ConfigError(
                 f"config.{field}: cannot be overridden for a trained run (it changes what was "
                 f"trained); only {', '.join(configuration.RUN_OPTION_FIELDS)} may be")
-        node, *path = field.split(".")
+        *sections, leaf = field.split(".")
         parent = config
-        for part in [node, *path][:-1]:
+        for part in sections:
             if part not in parent:
                 raise configuration.ConfigError(f"config.{field}: no such field")
             parent = parent[part]
-        leaf = field.split(".")[-1]
         if leaf not in parent:
             raise configuration.ConfigError(f"config.{field}: no such field")
         parent[leaf] = value

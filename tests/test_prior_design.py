@@ -130,8 +130,8 @@ def test_prior_arrays_round_trip_exactly():
 
 
 def test_worked_example_prior_file_is_valid():
-    config = configuration.resolve_path("configs/priors/mnist_4_9_apart.json")
-    arrays = priors.load_prior_file(config)
+    path = configuration.resolve_path("configs/priors/mnist_4_9_apart.json")
+    arrays = priors.load_prior_file(path)
     means, _, _ = priors.check_prior_arrays(arrays["means"], arrays["variances"],
                                             arrays.get("weights"), 10, 2)
     d = _pairwise(means)
