@@ -12,6 +12,12 @@ may override run options only (analysis.*, data.max_test, ...). An expected fail
 exits with status 1; `--debug` shows the traceback, which is also kept in
 <workdir>/error.log.
 
+Compiled programs are kept in a persistent cache (`--compilation_cache`, default
+~/.cache/exon_jax/xla; `JAX_COMPILATION_CACHE_DIR` wins when set), so a second run of the
+same program skips XLA compilation. Each training run writes <workdir>/timings.json: the
+wall-clock seconds of start-up, setup, compilation, training, evaluation, logging,
+checkpoints and figures.
+
 Several processes (jax.distributed): give each `--coordinator_address`, `--num_processes`
 and `--process_id`, or `--distributed` alone to use JAX's cluster auto-detection (SLURM,
 Open MPI, Kubernetes / Cloud TPU).
@@ -39,6 +45,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for jax.distributed.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "exon_jax", "xla"),
+    "Directory of JAX's persistent compilation cache ('' = off).")
 _HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout", 60, "Seconds after which the other "
                                   "processes stop when one process has died.")
 
@@ -51,6 +60,15 @@ def _initialize_distributed() -> None:
         import jax
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only
         jax.distributed.initialize(**given, heartbeat_timeout_seconds=_HEARTBEAT.value)
+
+
+def _use_compilation_cache() -> None:
+    """JAX's persistent compilation cache in --compilation_cache (every program, however
+    quick to compile), unless JAX_COMPILATION_CACHE_DIR already names one."""
+    import jax
+    if _CACHE.value and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _print_results(results) -> None:
@@ -67,24 +85,30 @@ def _print_results(results) -> None:
 
 def run() -> None:
     """Runs the chosen mode; raises the library's own errors on expected failures."""
-    from exon_jax import experiment
+    from exon_jax import saved_run, timing, training
     workdir = _WORKDIR.value
     if _MODE.value == "train":
+        stopwatch = timing.Stopwatch()
+        stopwatch.seconds["startup"] = timing.process_age_seconds() or 0.0
         config = _CONFIG.value
-        results = experiment.train_and_evaluate(config, workdir)
-        _print_results(results)
+        trained = training.run(config, workdir, stopwatch=stopwatch)
+        _print_results(trained.results)
         if config.analysis.figures:
-            experiment.analyze(workdir)
+            with stopwatch.phase("figures"):
+                saved_run.write_figures(trained.exp, trained.states, trained.evaluated, workdir)
             print(f"figures in {os.path.join(workdir, 'figures')}")
+        import jax
+        if jax.process_index() == 0:
+            stopwatch.write(workdir, timing.process_age_seconds())
         return
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     if flags.FLAGS["config"].present:
         print("note: --mode=evaluate/analyze use the config stored with the run; --config= "
               "is ignored (give --config.<field>=... to change run options)", file=sys.stderr)
     if _MODE.value == "evaluate":
-        _print_results(experiment.evaluate(workdir, overrides))
+        _print_results(saved_run.evaluate(workdir, overrides))
     else:
-        experiment.analyze(workdir, overrides)
+        saved_run.analyze(workdir, overrides)
         print(f"figures written to {os.path.join(workdir, 'figures')}")
 
 
@@ -93,6 +117,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     _initialize_distributed()
+    _use_compilation_cache()
     if _DEBUG.value:
         from exon_jax import checkpoints
         checkpoints.show_orbax_logs()

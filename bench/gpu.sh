@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# The GPU checks, in one run on a lent card: the paper's MNIST run end to end (twice: cold,
-# then with the persistent compilation cache warm), the 5 x 5 grid x 200 epochs, the
-# CIFAR-10 step, and the revised method on MNIST-100.
+# The GPU checks, in one run on a lent card, each step cut off at a shared deadline:
+#   1. the paper's MNIST run end to end with an empty compilation cache (cold),
+#   2. the same run again with the cache filled by the first (warm),
+#   3. the 5 x 5 lambda grid x 200 epochs,
+#   4. the CIFAR-10 training step (bench/cifar_step.py),
+#   5. optionally, the revised method on MNIST-100 for N epochs.
 #
-#   bash bench/gpu.sh OUTDIR [revision_epochs]
+#   bash bench/gpu.sh DEST [deadline_seconds] [revision_epochs]
 #
-# Uses the python3 found on PATH (its jax with a CUDA plugin). Wheels in .whl/ (pure-Python
-# pins of this repository's requirements that the machine lacks) are installed first.
-# Everything it writes goes under OUTDIR: logs, each run's results.json/timings.json, and
-# bench/results for the card.
+# Uses the python3 on PATH (its jax with a CUDA plugin). Wheels in .whl/ (pure-Python pins
+# of this repository's requirements that the machine lacks) are installed first. After
+# every step, DEST/gpu.tar.gz holds everything so far (logs, each run's results.json,
+# timings.json, metrics.jsonl, the paper run's figures, bench/results) and DEST/walls.txt
+# the wall seconds of each step, so a run cut short still returns what it measured.
 set -uo pipefail
-DEST=${1:?usage: bench/gpu.sh OUTDIR [revision_epochs]}
-REVISION_EPOCHS=${2:-0}
+DEST=${1:?usage: bench/gpu.sh DEST [deadline_seconds] [revision_epochs]}
+DEADLINE=$(( SECONDS + ${2:-540} ))
+REVISION_EPOCHS=${3:-0}
 OUT=/tmp/exon_gpu_out
-rm -rf "$OUT"; mkdir -p "$OUT" "$DEST"
-pack() {  # everything in one archive (the device tool brings back few files)
-  cp -r bench/results "$OUT/bench_results" 2>/dev/null
-  tar czf "$DEST/gpu.tar.gz" -C "$OUT" . && cp "$OUT/walls.txt" "$DEST/" 2>/dev/null
-}
-trap pack EXIT
+W=/tmp/exon_gpu_runs
+rm -rf "$OUT" "$W"; mkdir -p "$OUT" "$W" "$DEST"
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -27,36 +28,44 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD
 fi
-export JAX_COMPILATION_CACHE_DIR=/tmp/exon_jax_cache
-W=/tmp/exon_gpu_runs
-rm -rf "$W" "$JAX_COMPILATION_CACHE_DIR"
+CACHE=/tmp/exon_jax_cache
+rm -rf "$CACHE"
 
-{ nvidia-smi -L; python3 -c "import jax, flax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'orbax', o.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.txt"
-
-timed() {  # name, then the command: wall seconds of the whole process into OUT/walls.txt
-  local name=$1; shift
-  local t0=$EPOCHREALTIME
-  "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "$name rc=$rc wall_s=$(awk "BEGIN {print $EPOCHREALTIME - $t0}")" | tee -a "$OUT/walls.txt"
-  tail -3 "$OUT/$name.log"
+pack() {
+  for run in "$W"/*; do
+    [ -d "$run" ] || continue
+    for f in results.json timings.json metrics.jsonl; do
+      [ -f "$run/$f" ] && cp "$run/$f" "$OUT/$(basename "$run")_$f"
+    done
+  done
+  [ -d "$W/paper_warm/figures" ] && cp -r "$W/paper_warm/figures" "$OUT/paper_figures"
+  [ -d bench/results ] && cp -r bench/results "$OUT/bench_results"
+  tar czf "$DEST/gpu.tar.gz" -C "$OUT" . && cp "$OUT/walls.txt" "$DEST/" 2>/dev/null
 }
 
-timed paper_cold python3 main.py --config=configs/mnist.py --workdir=$W/paper_cold
-timed paper_warm python3 main.py --config=configs/mnist.py --workdir=$W/paper_warm
-timed paper_profile python3 -m cProfile -o "$OUT/paper_profile.prof" main.py \
-  --config=configs/mnist.py --workdir=$W/paper_profile
-timed grid_5x5 python3 main.py --config=configs/mnist_sweep.py --config.train.epochs=200 \
-  --workdir=$W/grid
-timed cifar_step python3 bench/cifar_step.py
+step() {  # name, then the command, cut off at the deadline
+  local name=$1; shift
+  local left=$(( DEADLINE - SECONDS ))
+  if [ "$left" -lt 15 ]; then echo "$name skipped: deadline" | tee -a "$OUT/walls.txt"; return; fi
+  local t0=$EPOCHREALTIME
+  timeout "$left" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc wall_s=$(awk "BEGIN {print $EPOCHREALTIME - $t0}")" | tee -a "$OUT/walls.txt"
+  tail -2 "$OUT/$name.log"
+  pack
+}
+
+{ nvidia-smi -L; nproc; python3 -c "import jax, flax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'orbax', o.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.txt"
+
+step paper_cold python3 main.py --config=configs/mnist.py --workdir=$W/paper_cold \
+  --compilation_cache=$CACHE
+step paper_warm python3 main.py --config=configs/mnist.py --workdir=$W/paper_warm \
+  --compilation_cache=$CACHE
+step grid python3 main.py --config=configs/mnist_sweep.py --config.train.epochs=200 \
+  --workdir=$W/grid --compilation_cache=$CACHE
+step cifar_step python3 bench/cifar_step.py --quick
 if [ "$REVISION_EPOCHS" -gt 0 ]; then
-  timed revision python3 main.py --config=configs/mnist100_revision.py \
-    --config.train.epochs="$REVISION_EPOCHS" --workdir=$W/revision
+  step revision python3 main.py --config=configs/mnist100_revision.py \
+    --config.train.epochs="$REVISION_EPOCHS" --workdir=$W/revision --compilation_cache=$CACHE
 fi
-for run in "$W"/*; do
-  for f in results.json timings.json metrics.jsonl; do
-    [ -f "$run/$f" ] && cp "$run/$f" "$OUT/$(basename "$run")_$f"
-  done
-done
-cp -r "$W/paper_warm/figures" "$OUT/paper_figures" 2>/dev/null
-ls -la "$OUT"
+pack

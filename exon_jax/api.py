@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from exon_jax import checkpoints, configuration, metrics, priors, train
-from exon_jax.experiment import read_record, stored_config
+from exon_jax.run_record import read_record, stored_config
 
 
 

@@ -132,6 +132,9 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
     _require(config.analysis.get("posterior", "mean") in POSTERIOR_KINDS, "analysis.posterior",
              f"must be one of {POSTERIOR_KINDS}")
+    workers = config.analysis.get("figure_workers", 0)
+    _require(_is_int(workers) and workers >= 0, "analysis.figure_workers",
+             "must be an integer >= 0 (0 = one process per CPU core)")
     classes = tuple(config.analysis.get("classes", (0,)))
     _require(len(classes) > 0 and all(isinstance(c, (int, str)) for c in classes),
              "analysis.classes", f"must be a non-empty tuple of labels or class names, got {classes}")
@@ -182,6 +185,7 @@ class AnalysisSettings:
       posterior: "samples" (z ~ q(z|x), as the paper draws Figures 3-4) or "mean".
       classes: focus classes of Figures 5, 6, 10, 13: label indices or class names.
       figures: draw the run's figures after training.
+      figure_workers: processes drawing the figures (0 = one per CPU core, 1 = in-process).
       tensorboard_images: reconstructions and the decoded probe in TensorBoard.
       seed: the run's seed (prior samples and posterior draws of the figures).
       latent_dim: d.
@@ -194,6 +198,7 @@ class AnalysisSettings:
     posterior: str
     classes: tuple
     figures: bool
+    figure_workers: int
     tensorboard_images: bool
     seed: int
     latent_dim: int
@@ -207,7 +212,9 @@ def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
         label_map_size=int(section.label_map_size),
         activation_threshold=float(section.activation_threshold),
         posterior=section.get("posterior", "mean"), classes=tuple(section.get("classes", (0,))),
-        figures=bool(section.figures), tensorboard_images=bool(section.get("tensorboard_images", True)),
+        figures=bool(section.figures),
+        figure_workers=int(section.get("figure_workers", 0)),
+        tensorboard_images=bool(section.get("tensorboard_images", True)),
         seed=int(config.seed), latent_dim=int(config.model.latent_dim))
 
 

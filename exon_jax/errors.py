@@ -7,7 +7,8 @@ divergence, memory, a busy workdir).
 from exon_jax.checkpoints import CheckpointError
 from exon_jax.configuration import ConfigError
 from exon_jax.data import DataError
-from exon_jax.experiment import DataMismatch, TrainingDiverged
+from exon_jax.run_record import DataMismatch
+from exon_jax.training import TrainingDiverged
 from exon_jax.priors import PriorError
 from exon_jax.workdir_lock import WorkdirBusyError
 

@@ -1,43 +1,26 @@
-"""Host-side orchestration: config -> data on device -> scanned epochs -> checkpoints -> results.
+"""An experiment built from a config: data, network, optimiser, hyper-parameters, mesh,
+and the compiled functions and device arrays a run needs.
 
-A run is always a grid of G >= 1 models: a plain run is the one-point grid.
-Its train state and hyper-parameters carry a leading model axis, and one
-jitted, vmapped epoch trains all G models on the same batches. The host only
-runs between epochs (logging, evaluation, checkpoints). Evaluation lives in
-`evaluation`, the run's record (config, data identity, priors) in `run_record`;
-figures are drawn by `analyze`, after training, never inside it.
+A run is always a grid of G >= 1 models: a plain run is the one-point grid. Its train
+state and hyper-parameters carry a leading model axis, and one jitted, vmapped epoch
+trains all G models on the same batches. The flow: `build_experiment` (config -> host
+arrays) -> `device_data` / `init_states` (device arrays) -> `compile_epoch` (compiled
+training) -> `training` (the host loop, checkpoints) -> `evaluation` / `saved_run`
+(results, figures).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
-import os
-import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from exon_jax import backend, checkpoints, configuration, evaluation, parallel, priors, run_record, train
+from exon_jax import backend, configuration, evaluation, parallel, priors, run_record, train
 from exon_jax import data as data_lib
-from exon_jax.workdir_lock import WorkdirLock
-from exon_jax.writers import MetricWriter
-
-RECORD_FILE = "record.json"   # data set identity, grid points and exact priors of a run
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the parameters became non-finite."""
-
-
-class DataMismatch(ValueError):
-    """The data set found now is not the one the run was trained on."""
-
 
 @dataclasses.dataclass
 class Experiment:
@@ -236,198 +219,6 @@ def make_evaluate(exp: Experiment):
 
 
 
-def _meta(exp: Experiment, epoch: int, elapsed: float) -> dict[str, Any]:
-    return {"epoch": int(epoch), "train_seconds": float(elapsed), **run_record_of(exp)}
-
-
-@jax.jit
-def _finite_models(params) -> jax.Array:
-    """[G] bool: models whose floating parameters are all finite (one compiled reduction)."""
-    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
-                              for x in leaves]), axis=0)
-
-
-def _nonfinite_models(states) -> np.ndarray:
-    """[G] bool on the host: models with a non-finite parameter."""
-    return ~parallel.to_host(_finite_models(states.params))
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       dataset: data_lib.ImageDataset | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """Trains the config's G models (resuming from `workdir`), evaluates, writes results.
-
-    Writes into workdir: config.json (once, by the first run), record.json, metrics.jsonl,
-    tensorboard/<point>/, checkpoints/, results.json (per model; for a grid also
-    sweep_results.json/.csv). A restart whose config changes a training field, or whose
-    data differ from the recorded ones, is refused before anything is written. Figures are
-    drawn by `analyze`.
-
-    Returns:
-      The results dict written to results.json.
-    """
-    configuration.validate_config(config)
-    stored = run_record.read_config(workdir)
-    changes = run_record.check_resume(stored, config) if stored is not None else []
-    exp = build_experiment(config, dataset)
-    os.makedirs(workdir, exist_ok=True)
-    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
-        return _train_locked(exp, workdir, stored is not None, changes, progress)
-
-
-def _train_locked(exp: Experiment, workdir: str, resuming: bool, changes, progress: bool):
-    config = exp.config
-    manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
-                                       config.train.max_checkpoints)
-    writer, bar = None, None
-    try:
-        start_epoch, elapsed, states = 0, 0.0, None
-        if checkpoints.latest_epoch(manager) is not None:
-            states, meta, start_epoch, skipped = checkpoints.restore_latest(
-                manager, abstract_states(exp))
-            for epoch, reason in skipped:
-                _log(progress, f"skipped checkpoint {epoch}: {reason}")
-            _check_same_data(meta, exp)
-            if start_epoch > config.train.epochs:
-                raise configuration.ConfigError(
-                    f"config.train.epochs: {config.train.epochs} is below the {start_epoch} "
-                    f"epochs already trained in {workdir}")
-            elapsed = meta["train_seconds"]
-            _log(progress, f"resumed from epoch {start_epoch} in {workdir}")
-        if jax.process_index() == 0:
-            run_record.write_config_once(workdir, config)
-            if not os.path.exists(os.path.join(workdir, RECORD_FILE)):
-                with open(os.path.join(workdir, RECORD_FILE), "w") as f:
-                    json.dump(run_record_of(exp), f)
-            if resuming:
-                run_record.record_resume(workdir, start_epoch, changes)
-
-        data = device_data(exp)
-        hparams = sharded_hparams(exp)
-        epoch_fn = compile_epoch(exp)
-        evaluate_fn = make_evaluate(exp)
-        test_images, test_labels = device_test_set(exp)
-        if states is None:
-            states = init_states(exp)
-            if config.pretrain.epochs > 0 and exp.model.classifier is not None:
-                states = pretrain_classifier(exp, states, data, workdir, progress)
-
-        memory = parallel.compiled_memory_gib(epoch_fn, states, hparams, data,
-                                              epoch_key(config, 0, exp.mesh))
-        limit = parallel.device_memory_limit_gib()
-        _log(progress, f"{exp.num_models} model(s) on {parallel.describe(exp.mesh)}; "
-             f"{exp.settings.steps_per_epoch} steps/epoch; "
-             f"compiled epoch needs {memory.get('gib_per_device', float('nan')):.2f} GiB per device"
-             + (f" of {limit:.1f}" if limit else ""))
-        if limit and memory and memory["gib_per_device"] > 0.9 * limit:
-            raise MemoryError(
-                f"the {exp.num_models}-model grid needs about {memory['gib_per_device']:.1f} GiB "
-                f"per device, more than 90% of the {limit:.1f} GiB available: use fewer grid "
-                "points, more devices, or smaller batches")
-
-        names = [configuration.point_name(p) for p in exp.points]
-        writer = MetricWriter(workdir, names, start_epoch)
-        writer.write_hparams(config.to_dict())
-        epochs = config.train.epochs
-        bar = _progress_bar(progress, start_epoch, epochs)
-        last_good = checkpoints.latest_epoch(manager) if start_epoch else None
-        for epoch in range(start_epoch, epochs):
-            tick = time.perf_counter()
-            states, train_metrics = epoch_fn(states, hparams, data,
-                                             epoch_key(config, epoch, exp.mesh))
-            train_metrics = parallel.to_host(train_metrics)
-            elapsed += time.perf_counter() - tick
-            bad_loss = ~np.isfinite(np.asarray(train_metrics["max_loss"]))
-            bad = np.flatnonzero(bad_loss | _nonfinite_models(states))
-            if bad.size:
-                where = (f"the last good checkpoint is epoch {last_good} in "
-                         f"{os.path.join(workdir, 'checkpoints')}" if last_good is not None
-                         else "no checkpoint was written yet")
-                raise TrainingDiverged(
-                    f"non-finite loss or parameters in epoch {epoch + 1} for model(s) "
-                    f"{[names[i] for i in bad]}; {where}")
-            done = epoch + 1
-            evaluated = None
-            if done % config.train.eval_every == 0 or done == epochs:
-                evaluated = parallel.to_host(evaluate_fn(states, hparams, test_images,
-                                                         test_labels))
-            for i in range(exp.num_models):
-                row = {f"train/{k}": v for k, v in evaluation.scalar_row(train_metrics, i).items()}
-                if evaluated is not None:
-                    row.update({f"eval/{k}": v
-                                for k, v in evaluation.scalar_row(evaluated, i).items()})
-                    if exp.analysis.tensorboard_images:
-                        writer.write_images(done, "reconstructions",
-                                            evaluated["reconstructions"][i], i)
-                        writer.write_images(done, "decoded_probe", evaluated["decoded_probe"][i], i)
-                writer.write_scalars(done, row, i)
-            writer.flush()
-            if done % config.train.checkpoint_every == 0 or done == epochs:
-                checkpoints.save(manager, done, states, _meta(exp, done, elapsed),
-                                 last_good=last_good)
-                last_good = done
-            _update_bar(bar, train_metrics, evaluated)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-        manager.close()
-
-    evaluated = parallel.to_host(evaluate_fn(states, hparams, test_images, test_labels))
-    results = summarise(exp, states, evaluated, elapsed)
-    evaluation.write_results(workdir, results)
-    return results
-
-
-def _check_same_data(meta: dict[str, Any], exp: Experiment) -> None:
-    """Refuses data whose content hash differs from the one the checkpoint recorded."""
-    recorded = meta.get("dataset")
-    if not recorded:
-        return
-    if recorded.get("sha256") != exp.fingerprint.get("sha256"):
-        raise DataMismatch(
-            f"the data set differs from the one this run was trained on: recorded "
-            f"{recorded.get('name')!r} sha256 {str(recorded.get('sha256'))[:12]}…, found "
-            f"{exp.fingerprint.get('name')!r} sha256 {str(exp.fingerprint.get('sha256'))[:12]}…")
-
-
-
-def pretrain_classifier(exp: Experiment, states, data, workdir: str, progress: bool = True):
-    """Pre-trains every model's classifier on the labelled set (paper Section 4.2).
-
-    The finished stage is checkpointed in workdir/pretrain_checkpoints and restored,
-    not repeated, when the run starts again before its first main checkpoint.
-    """
-    config = exp.config
-    manager = checkpoints.make_manager(os.path.join(workdir, "pretrain_checkpoints"), 1)
-    if checkpoints.latest_epoch(manager) == config.pretrain.epochs:
-        states, _ = checkpoints.restore(manager, abstract_states(exp))
-        manager.close()
-        _log(progress, f"classifier pre-training restored from {manager.directory}")
-        return states
-    optimizer = optax.adam(config.pretrain.learning_rate, eps=1e-7)
-    pretrain_epoch = train.make_classifier_pretrain_epoch(
-        exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size)
-    epoch_fn = jax.jit(train.over_models(pretrain_epoch, exp.num_models, model_axis_mode(exp)),
-                       donate_argnums=(0, 1))
-    opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(states)
-    key = jax.random.fold_in(data_key(config), 2)
-    for epoch in range(config.pretrain.epochs):
-        pretrain_key = parallel.global_array(jax.random.fold_in(key, epoch),
-                                             parallel.replicated(exp.mesh))
-        states, opt_state, metrics = epoch_fn(states, opt_state, data, pretrain_key)
-        metrics = parallel.to_host(metrics)
-        _log(progress, f"classifier pre-training epoch {epoch + 1}/{config.pretrain.epochs}: "
-             f"loss {np.mean(metrics['loss']):.4f}, accuracy {np.mean(metrics['accuracy']):.4f}")
-    checkpoints.save(manager, config.pretrain.epochs, states,
-                     {"epoch": config.pretrain.epochs, "stage": "classifier_pretraining"})
-    manager.close()
-    return states
-
-
 def summarise(exp: Experiment, states, evaluated, train_seconds: float,
               validated: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Per-model results of `exp` (see `evaluation.summarise`)."""
@@ -437,65 +228,6 @@ def summarise(exp: Experiment, states, evaluated, train_seconds: float,
         exp.points, parallel.to_host(states.beta), evaluated, validated, dataset_name=exp.dataset.name,
         epochs=exp.config.train.epochs, train_seconds=train_seconds,
         devices=parallel.describe(exp.mesh))
-
-
-def read_record(workdir: str) -> dict[str, Any]:
-    """record.json of a trained run (data set identity, points, priors)."""
-    path = os.path.join(workdir, RECORD_FILE)
-    if not os.path.exists(path):
-        raise checkpoints.CheckpointError(
-            f"{path} not found: is {workdir} a training run (of this version of exon_jax)?")
-    with open(path) as f:
-        return json.load(f)
-
-
-def stored_config(workdir: str, overrides: dict[str, Any] | None = None
-                  ) -> ml_collections.ConfigDict:
-    """The config a run in `workdir` was trained with, plus run-option `overrides`."""
-    stored = run_record.read_config(workdir)
-    if stored is None:
-        raise checkpoints.CheckpointError(
-            f"{os.path.join(workdir, run_record.CONFIG_FILE)} not found: is {workdir} a "
-            "training run?")
-    return run_record.apply_overrides(stored, overrides or {})
-
-
-def restore_run(workdir: str, overrides: dict[str, Any] | None = None,
-                dataset: data_lib.ImageDataset | None = None):
-    """Rebuilds a run from its workdir and restores the newest checkpoint that restores.
-
-    The config, grid points and priors are the ones the run recorded; `overrides` may set
-    run options only (`configuration.RUN_OPTION_FIELDS`, e.g. {"analysis.grid_size": 9}).
-
-    Args:
-      workdir: a training run's directory (holds config.json, record.json, checkpoints/).
-      overrides: run-option fields to change on top of the stored config.
-      dataset: the arrays the run was trained on, when they are not where its config says
-        (e.g. a data set passed from Python); checked against the recorded content hash.
-
-    Returns:
-      (experiment, states with a leading model axis [G], meta dict).
-    """
-    config = stored_config(workdir, overrides)
-    record = read_record(workdir)
-    if dataset is None:
-        try:
-            dataset = load_data(config)
-        except data_lib.DataError as error:
-            raise DataMismatch(
-                f"the run was trained on data set {record['dataset'].get('name')!r}, which "
-                f"cannot be loaded now ({error}); pass the same arrays as dataset=") from None
-    exp = build_experiment(config, dataset, stored_priors=record["priors"])
-    _check_same_data(record, exp)
-    manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
-    try:
-        states, meta, _, _ = checkpoints.restore_latest(manager, abstract_states(exp))
-    finally:
-        manager.close()
-    if "priors" in meta:
-        exp.hparams = exp.hparams.replace(prior=train.stack_trees(
-            [priors.prior_from_arrays(p) for p in meta["priors"]]))
-    return exp, states, meta
 
 
 def device_test_set(exp: Experiment, split: data_lib.ImageSplit | None = None):
@@ -515,49 +247,3 @@ def evaluate_states(exp: Experiment, states,
     """Test (or `split`) metrics and posterior codes of all G models, on the host."""
     return parallel.to_host(make_evaluate(exp)(states, sharded_hparams(exp),
                                                *device_test_set(exp, split)))
-
-
-def evaluate(workdir: str, overrides: dict[str, Any] | None = None,
-             dataset: data_lib.ImageDataset | None = None) -> dict[str, Any]:
-    """Restores the newest good checkpoint and rewrites results.json (no training)."""
-    exp, states, meta = restore_run(workdir, overrides, dataset)
-    evaluated = evaluate_states(exp, states)
-    results = summarise(exp, states, evaluated, meta["train_seconds"])
-    evaluation.write_results(workdir, results)
-    return results
-
-
-def analyze(workdir: str, overrides: dict[str, Any] | None = None,
-            dataset: data_lib.ImageDataset | None = None) -> list[str]:
-    """Restores the newest good checkpoint and rewrites all figures in workdir/figures."""
-    from exon_jax import figures
-    exp, states, _ = restore_run(workdir, overrides, dataset)
-    evaluated = evaluate_states(exp, states)
-    states = parallel.to_host(states)           # every process takes part in the gather
-    if jax.process_index() != 0:
-        return []
-    return figures.write_run_figures(exp, states, evaluated, os.path.join(workdir, "figures"))
-
-
-
-def _log(progress: bool, message: str) -> None:
-    if progress and jax.process_index() == 0:
-        print(message, flush=True)
-
-
-def _progress_bar(progress: bool, start: int, total: int):
-    if not progress or jax.process_index() != 0:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=start, unit="epoch", dynamic_ncols=True)
-
-
-def _update_bar(bar, train_metrics, evaluated) -> None:
-    if bar is None:
-        return
-    postfix = {"loss": f"{float(np.mean(train_metrics['loss'])):.4g}",
-               "beta": f"{float(np.mean(train_metrics['beta'])):.3g}"}
-    if evaluated is not None:
-        postfix["test_err"] = f"{float(np.mean(evaluated['classification_error'])):.4f}"
-    bar.set_postfix(postfix, refresh=False)
-    bar.update(1)

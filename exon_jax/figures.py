@@ -1,8 +1,9 @@
 """The figures of a trained run: compute with `analysis`/`metrics`, draw with `plots`.
 
-`write_run_figures` is called by `experiment.analyze` (`--mode=analyze`, the end of
-`main.py`'s training) and by the `experiments/` scripts, always from restored
-states: figures never retrain anything.
+`write_run_figures` is called by `--mode=analyze`, at the end of `main.py`'s training
+(on the trained states, still in memory) and by the `experiments/` scripts: figures never
+retrain anything. Each figure's arrays are computed here (JAX), then every figure is
+drawn from host arrays by `plots.save_all`, in parallel processes.
 
 One implementation per job, shared with `experiments/`:
 - `ModelFunctions`: the encode / decode / classify of a restored run (encode is the
@@ -98,9 +99,9 @@ def scatter_codes(exp, fns: ModelFunctions, state, index: int, mean_codes) -> np
     return np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", key))
 
 
-def write_model_figures(exp, fns: ModelFunctions, state, index: int, codes: np.ndarray,
-                        prior: priors.MixturePrior, directory: str) -> list[str]:
-    """Per-model figures into `directory`; returns the written PNG paths (PDFs beside them).
+def model_figure_jobs(exp, fns: ModelFunctions, state, index: int, codes: np.ndarray,
+                      prior: priors.MixturePrior, directory: str) -> list[plots.FigureJob]:
+    """The per-model figures of model `index`, computed here and drawn later (`plots.save_all`).
 
     2-D latents: prior samples (Figure 2), test posterior with the designed centres,
     decoded manifold, label map, the three-panel Figure 3, and an interpolation strip
@@ -109,58 +110,55 @@ def write_model_figures(exp, fns: ModelFunctions, state, index: int, codes: np.n
 
     Args:
       codes: [N, d] posterior-mean codes of the first N test images (evaluation output).
+      directory: where the PNGs (and PDFs beside them) go.
     """
     cfg = exp.analysis
     names = exp.dataset.class_names
     labels = np.asarray(exp.dataset.test.labels[:codes.shape[0]])
     means = np.asarray(prior.means)
-    written = []
+    jobs = []
 
-    def save(fig, name):
-        written.append(plots.save(fig, os.path.join(directory, name)))
+    def job(name, draw, *args, **kwargs):
+        jobs.append(plots.FigureJob(draw, os.path.join(directory, name), args, kwargs))
 
     if prior.latent_dim == 2:
         shown = scatter_codes(exp, fns, state, index, codes)
         posterior_title = POSTERIOR_TITLES[exp.analysis.posterior]
         z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, 5000)
-        save(plots.prior_samples(np.asarray(z), np.asarray(y), means, names), "prior_samples.png")
-        save(plots.posterior_scatter(shown, labels, means, names, title=posterior_title),
-             "posterior.png")
+        job("prior_samples.png", "prior_samples", np.asarray(z), np.asarray(y), means, names)
+        job("posterior.png", "posterior_scatter", shown, labels, means, names,
+            title=posterior_title)
         manifold = np.asarray(analysis.decode_grid(lambda g: fns.decode(state, g),
                                                    cfg.grid_extent, cfg.grid_size))
-        save(plots.image_grid(manifold, cfg.grid_size, cfg.grid_size,
-                              title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on "
-                                    f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]$^2$"),
-             "manifold.png")
+        job("manifold.png", "image_grid", manifold, cfg.grid_size, cfg.grid_size,
+            title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on "
+                  f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]$^2$")
         label_map = fns.label_map(state, cfg.grid_extent, cfg.label_map_size)
-        save(plots.label_map_figure(label_map, cfg.grid_extent, means, names), "label_map.png")
-        save(plots.figure3(shown, labels, manifold, label_map, cfg.grid_extent, means, names,
-                           titles=(posterior_title, "decoded latent grid",
-                                   "predicted label of the decoded grid")),
-             "figure3.png")
+        job("label_map.png", "label_map_figure", label_map, cfg.grid_extent, means, names)
+        job("figure3.png", "figure3", shown, labels, manifold, label_map, cfg.grid_extent,
+            means, names, titles=(posterior_title, "decoded latent grid",
+                                  "predicted label of the decoded grid"))
         if prior.num_classes == 2:
             path, title = analysis.predesign_path(), "pre-design path (-10, 0) -> (10, 0)"
         else:
             far = prior.num_classes // 2
             path = analysis.centre_interpolation(prior, 0, far, 11)
             title = f"centre of {names[0]} -> {names[far]}"
-        save(plots.interpolation_strips([fns.decode_np(state, path)], [title]),
-             "interpolation.png")
+        job("interpolation.png", "interpolation_strips", [fns.decode_np(state, path)], [title])
     else:
         images = exp.dataset.test.images[:16]
         logits, mean, _ = fns.encode(state, images)
         recon = fns.decode_np(state, metrics.posterior_mean_code(logits, mean))
         shown = np.concatenate([np.asarray(batching.scale_images(images)), recon])
-        save(plots.image_grid(shown, 2, 16, title="test images (top) and reconstructions (bottom)"),
-             "reconstructions.png")
+        job("reconstructions.png", "image_grid", shown, 2, 16,
+            title="test images (top) and reconstructions (bottom)")
         count = min(2000, exp.dataset.test.labels.shape[0])
         ratios, _ = activation_statistics(fns, state, exp.dataset.test.images[:count],
                                           exp.dataset.test.labels[:count], prior.num_classes,
                                           cfg.activation_threshold)
-        save(plots.activation_bars(ratios, names, cfg.activation_threshold,
-                                   title=f"activation ratio F per class, {count} test images"),
-             "activation_bars.png")
-    return written
+        job("activation_bars.png", "activation_bars", ratios, names, cfg.activation_threshold,
+            title=f"activation ratio F per class, {count} test images")
+    return jobs
 
 
 def activation_statistics(fns: ModelFunctions, state, images, labels, num_classes: int,
@@ -229,47 +227,60 @@ def predesign_strips(exp, fns: ModelFunctions, states) -> tuple[list[np.ndarray]
     return rows, [point_title(exp.points[i]) for i in order]
 
 
-def write_grid_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str,
-                       fns: ModelFunctions | None = None) -> list[str]:
+def grid_figure_jobs(exp, states, evaluated: dict[str, np.ndarray], directory: str,
+                     fns: ModelFunctions) -> list[plots.FigureJob]:
     """Grid figures: the Figure 4 posterior panel (2-D latents, each panel with its own
     designed centres), Figure 8 heat maps over `heatmap_fields` and the Figure 9 strips
-    (distance sweeps)."""
-    fns = fns or ModelFunctions(exp.model)
-    written = []
+    (distance sweeps); computed here, drawn by `plots.save_all`."""
+    jobs = []
     names = exp.dataset.class_names
     if exp.analysis.latent_dim == 2:
         labels = np.asarray(exp.dataset.test.labels[:evaluated["codes"].shape[1]])
         panels = [(scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
                    labels, point_title(p), np.asarray(prior_of(exp, i).means))
                   for i, p in enumerate(exp.points)]
-        fig = plots.posterior_panel(panels, panels[0][3], names, ncols=min(5, len(panels)),
-                                    title=POSTERIOR_TITLES[exp.analysis.posterior])
-        written.append(plots.save(fig, os.path.join(directory, "posterior_panel.png")))
+        jobs.append(plots.FigureJob(
+            "posterior_panel", os.path.join(directory, "posterior_panel.png"),
+            (panels, panels[0][3], names),
+            dict(ncols=min(5, len(panels)), title=POSTERIOR_TITLES[exp.analysis.posterior])))
     row_field, col_field = heatmap_fields(exp.points)
     if row_field is not None:
         rows, cols, mean, _, _ = grid_table(
             exp.points, {m: evaluated[m] for m, _ in HEATMAP_METRICS}, row_field, col_field)
         for metric, title in HEATMAP_METRICS:
-            fig = plots.heatmap(mean[metric], rows, cols, title=title, ylabel=row_field,
-                                xlabel=col_field or "")
-            written.append(plots.save(fig, os.path.join(directory, f"heatmap_{metric}.png")))
+            jobs.append(plots.FigureJob(
+                "heatmap", os.path.join(directory, f"heatmap_{metric}.png"),
+                (mean[metric], rows, cols),
+                dict(title=title, ylabel=row_field, xlabel=col_field or "")))
     if any("distance" in p for p in exp.points):
         rows, titles = predesign_strips(exp, fns, states)
-        fig = plots.interpolation_strips(rows, titles, title="decoded (-10, 0) -> (10, 0), "
-                                         f"{rows[0].shape[0]} points")
-        written.append(plots.save(fig, os.path.join(directory, "predesign_interpolation.png")))
-    return written
+        jobs.append(plots.FigureJob(
+            "interpolation_strips", os.path.join(directory, "predesign_interpolation.png"),
+            (rows, titles), dict(title=f"decoded (-10, 0) -> (10, 0), {rows[0].shape[0]} points")))
+    return jobs
 
 
-def write_run_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str) -> list[str]:
-    """All figures of a run (G models): per-model figures, plus grid figures when G > 1."""
+def write_grid_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str,
+                       fns: ModelFunctions | None = None, workers: int = 0) -> list[str]:
+    """Draws `grid_figure_jobs`; returns the PNG paths (PDFs beside them)."""
+    return plots.save_all(grid_figure_jobs(exp, states, evaluated, directory,
+                                           fns or ModelFunctions(exp.model)), workers)
+
+
+def write_run_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str,
+                      workers: int = 0) -> list[str]:
+    """All figures of a run (G models): per-model figures, plus grid figures when G > 1.
+
+    The arrays are computed first (JAX, this process), then the figures drawn in `workers`
+    processes (`plots.save_all`; 0 = one per CPU core). Returns the PNG paths.
+    """
     fns = ModelFunctions(exp.model)
-    written = []
+    jobs = []
     for i, point in enumerate(exp.points[:MAX_PER_MODEL_FIGURES]):
         sub = directory if exp.num_models == 1 else os.path.join(
             directory, configuration.point_name(point))
-        written += write_model_figures(exp, fns, model_state(states, i), i,
-                                       np.asarray(evaluated["codes"][i]), prior_of(exp, i), sub)
+        jobs += model_figure_jobs(exp, fns, model_state(states, i), i,
+                                  np.asarray(evaluated["codes"][i]), prior_of(exp, i), sub)
     if exp.num_models > 1:
-        written += write_grid_figures(exp, states, evaluated, directory, fns)
-    return written
+        jobs += grid_figure_jobs(exp, states, evaluated, directory, fns)
+    return plots.save_all(jobs, workers)

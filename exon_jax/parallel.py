@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -102,16 +102,25 @@ def tree_bytes(tree) -> int:
                for leaf in jax.tree.leaves(tree))
 
 
-def compiled_memory_gib(jitted_fn, *args) -> dict[str, float]:
-    """XLA's memory analysis of `jitted_fn(*args)` compiled, in GiB per device ({} if unknown)."""
-    if not hasattr(jitted_fn, "lower"):
-        return {}
-    stats = jitted_fn.lower(*args).compile().memory_analysis()
+def compile_ahead(fn: Callable, *args) -> tuple[Callable, dict[str, float]]:
+    """`fn` compiled for `args` once, ahead of its first call, and XLA's memory analysis.
+
+    The compiled executable is what the caller then calls (a jitted function lowered and
+    compiled separately would compile again on its first call). A plain Python function
+    (e.g. a stepwise epoch) is returned as it is, with no analysis.
+
+    Returns:
+      (callable, {"gib_per_device", "temp_gib"} or {} when unknown).
+    """
+    if not hasattr(fn, "lower"):
+        return fn, {}
+    compiled = fn.lower(*args).compile()
+    stats = compiled.memory_analysis()
     if stats is None:
-        return {}
+        return compiled, {}
     total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
              + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
-    return {"gib_per_device": total / 2**30, "temp_gib": stats.temp_size_in_bytes / 2**30}
+    return compiled, {"gib_per_device": total / 2**30, "temp_gib": stats.temp_size_in_bytes / 2**30}
 
 
 def device_memory_limit_gib() -> float | None:

@@ -17,10 +17,13 @@ in every figure.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import multiprocessing
 import os
 import sys
 import textwrap
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -95,6 +98,43 @@ def save(fig: Figure, path: str) -> str:
     if pyplot is not None:
         pyplot.close(fig)
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureJob:
+    """One figure to draw from host arrays: `plots.<draw>(*args, **kwargs)` saved to `path`.
+
+    Plain data (a function name and NumPy arrays), so a job can be drawn in another process.
+    """
+
+    draw: str
+    path: str
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def draw_job(job: FigureJob) -> str:
+    """Draws and saves one `FigureJob`; returns its PNG path."""
+    return save(globals()[job.draw](*job.args, **job.kwargs), job.path)
+
+
+def save_all(jobs: Sequence[FigureJob], workers: int = 0) -> list[str]:
+    """Draws `jobs` (PNG + PDF each), in `workers` processes; returns the PNG paths in order.
+
+    Drawing is pure Matplotlib on host arrays, one CPU core per figure: with several
+    figures, worker processes (spawned, so no JAX state is forked) draw them side by side.
+
+    Args:
+      jobs: the figures.
+      workers: processes to use; 0 = one per figure, at most the CPU cores; 1 = draw here.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(len(jobs), workers or cores or 1)
+    if workers <= 1:
+        return [draw_job(job) for job in jobs]
+    with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(draw_job, jobs))
 
 
 def pdf_path(path: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from exon_jax import configuration
+from exon_jax.checkpoints import CheckpointError
 
 CONFIG_FILE = "config.json"
 RESUMES_FILE = "resumes.jsonl"
@@ -124,3 +125,53 @@ def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_col
             raise configuration.ConfigError(f"config.{field}: no such field")
         parent[leaf] = value
     return config
+
+
+# --- record.json and the data set's identity ------------------------------------------------
+
+RECORD_FILE = "record.json"   # data set identity, grid points and exact priors of a run
+
+
+class DataMismatch(ValueError):
+    """The data set found now is not the one the run was trained on."""
+
+
+def write_record_once(workdir: str, record: dict[str, Any]) -> None:
+    """Writes record.json unless the workdir has one (the first run's record is kept)."""
+    path = os.path.join(workdir, RECORD_FILE)
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump(record, f)
+
+
+def read_record(workdir: str) -> dict[str, Any]:
+    """record.json of a trained run (data set identity, points, priors)."""
+    path = os.path.join(workdir, RECORD_FILE)
+    if not os.path.exists(path):
+        raise CheckpointError(
+            f"{path} not found: is {workdir} a training run (of this version of exon_jax)?")
+    with open(path) as f:
+        return json.load(f)
+
+
+def stored_config(workdir: str, overrides: dict[str, Any] | None = None
+                  ) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` was trained with, plus run-option `overrides`."""
+    stored = read_config(workdir)
+    if stored is None:
+        raise CheckpointError(
+            f"{os.path.join(workdir, CONFIG_FILE)} not found: is {workdir} a training run?")
+    return apply_overrides(stored, overrides or {})
+
+
+def check_same_data(record: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """Refuses data whose content hash differs from the one `record` (a checkpoint's meta
+    or record.json) holds; a record without one accepts any data."""
+    recorded = record.get("dataset")
+    if not recorded:
+        return
+    if recorded.get("sha256") != fingerprint.get("sha256"):
+        raise DataMismatch(
+            f"the data set differs from the one this run was trained on: recorded "
+            f"{recorded.get('name')!r} sha256 {str(recorded.get('sha256'))[:12]}…, found "
+            f"{fingerprint.get('name')!r} sha256 {str(fingerprint.get('sha256'))[:12]}…")

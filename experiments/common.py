@@ -1,7 +1,7 @@
 """Shared helpers of the `experiments/` scripts: paths, restore, JSON file, text tables, CLI.
 
 Nothing here trains: runs are rebuilt from `workdir/config.json` and the latest
-checkpoint in `workdir/checkpoints` (`experiment.restore_run`).
+checkpoint in `workdir/checkpoints` (`saved_run.restore_run`).
 """
 from __future__ import annotations
 
@@ -58,11 +58,11 @@ def cli(description: str, main: Callable[..., dict], extra: Callable | None = No
 
 
 def restore(workdir: str, dataset=None):
-    """`experiment.restore_run(workdir)`: the run's stored config, priors and newest good
+    """`saved_run.restore_run(workdir)`: the run's stored config, priors and newest good
     checkpoint (a relative `data.dir` resolves from the repository root too).
 
     Returns:
       (experiment, states with a leading model axis [G], checkpoint meta).
     """
-    from exon_jax import experiment
-    return experiment.restore_run(workdir, dataset=dataset)
+    from exon_jax import saved_run
+    return saved_run.restore_run(workdir, dataset=dataset)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from configs import cifar10
-from exon_jax import configuration, experiment
+from exon_jax import configuration, experiment, training
 from tests.synthetic import synthetic_cifar, synthetic_mnist
 
 
@@ -27,7 +27,7 @@ def tiny_cifar_config():
 def test_cifar_config_trains_and_loss_falls(tmp_path):
     """Classifier pre-training, then EXoN with the conv nets: the loss falls, results written."""
     dataset = synthetic_cifar(num_train=200, num_test=50)
-    results = experiment.train_and_evaluate(tiny_cifar_config(), str(tmp_path), dataset,
+    results = training.train_and_evaluate(tiny_cifar_config(), str(tmp_path), dataset,
                                             progress=False)
     with open(tmp_path / "metrics.jsonl") as f:
         losses = [json.loads(line)["train/loss"] for line in f]

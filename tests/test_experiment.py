@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import mnist as mnist_config
-from exon_jax import configuration, data as data_lib, experiment
+from exon_jax import configuration, data as data_lib, experiment, saved_run, training
 from tests.synthetic import mnist_slice
 
 MNIST_NPZ = os.path.join(os.path.dirname(__file__), "..", "data", "mnist", "mnist.npz")
@@ -40,7 +40,7 @@ def read_metrics(workdir):
 
 def test_short_run_learns(small_mnist, tmp_path):
     """Loss falls and test error beats chance (0.9) by a wide margin after a few epochs."""
-    results = experiment.train_and_evaluate(small_config(epochs=4), str(tmp_path), small_mnist,
+    results = training.train_and_evaluate(small_config(epochs=4), str(tmp_path), small_mnist,
                                             progress=False)
     rows = read_metrics(str(tmp_path))
     losses = [r["train/loss"] for r in rows]
@@ -56,11 +56,11 @@ def test_short_run_learns(small_mnist, tmp_path):
 def test_resume_equals_uninterrupted(small_mnist, tmp_path):
     """Two epochs in one go and 1 + 1 epochs with a restart end with identical parameters."""
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    experiment.train_and_evaluate(small_config(epochs=2), straight, small_mnist, progress=False)
-    experiment.train_and_evaluate(small_config(epochs=1), resumed, small_mnist, progress=False)
-    experiment.train_and_evaluate(small_config(epochs=2), resumed, small_mnist, progress=False)
-    _, a, meta_a = experiment.restore_run(straight, dataset=small_mnist)
-    _, b, meta_b = experiment.restore_run(resumed, dataset=small_mnist)
+    training.train_and_evaluate(small_config(epochs=2), straight, small_mnist, progress=False)
+    training.train_and_evaluate(small_config(epochs=1), resumed, small_mnist, progress=False)
+    training.train_and_evaluate(small_config(epochs=2), resumed, small_mnist, progress=False)
+    _, a, meta_a = saved_run.restore_run(straight, dataset=small_mnist)
+    _, b, meta_b = saved_run.restore_run(resumed, dataset=small_mnist)
     assert meta_a["epoch"] == meta_b["epoch"] == 2
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -69,9 +69,9 @@ def test_resume_equals_uninterrupted(small_mnist, tmp_path):
 
 def test_evaluate_restores_checkpoint(small_mnist, tmp_path):
     """--mode=evaluate on a finished run reproduces its results from the checkpoint alone."""
-    trained = experiment.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
+    trained = training.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
                                             progress=False)
-    again = experiment.evaluate(str(tmp_path), dataset=small_mnist)
+    again = saved_run.evaluate(str(tmp_path), dataset=small_mnist)
     for key in ("classification_error", "kl", "negative_ssim"):
         assert again["models"][0][key] == pytest.approx(trained["models"][0][key], rel=1e-5)
 
@@ -80,13 +80,13 @@ def test_missing_checkpoint_is_a_clear_error(small_mnist, tmp_path):
     """Evaluating an empty workdir names the problem instead of crashing inside orbax."""
     from exon_jax.checkpoints import CheckpointError
     with pytest.raises(CheckpointError, match="not found"):
-        experiment.evaluate(str(tmp_path), dataset=small_mnist)
+        saved_run.evaluate(str(tmp_path), dataset=small_mnist)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(small_mnist, tmp_path):
     """A damaged checkpoint directory gives CheckpointError naming the checkpoint."""
     from exon_jax.checkpoints import CheckpointError
-    experiment.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
+    training.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
                                   progress=False)
     step_dir = tmp_path / "checkpoints" / "1"
     for root, _, files in os.walk(step_dir):
@@ -95,7 +95,7 @@ def test_corrupt_checkpoint_is_a_clear_error(small_mnist, tmp_path):
                 with open(os.path.join(root, name), "wb") as f:
                     f.write(b"garbage")
     with pytest.raises(CheckpointError, match="1"):
-        experiment.evaluate(str(tmp_path), dataset=small_mnist)
+        saved_run.evaluate(str(tmp_path), dataset=small_mnist)
 
 
 def test_non_finite_loss_stops_training(small_mnist, tmp_path):
@@ -103,7 +103,7 @@ def test_non_finite_loss_stops_training(small_mnist, tmp_path):
     config = small_config(epochs=3)
     config.optimizer.learning_rate = float("inf")
     with pytest.raises(configuration.ConfigError, match="optimizer.learning_rate"):
-        experiment.train_and_evaluate(config, str(tmp_path), small_mnist, progress=False)
+        training.train_and_evaluate(config, str(tmp_path), small_mnist, progress=False)
 
 
 def test_diverged_parameters_are_never_checkpointed(small_mnist, tmp_path):
@@ -113,8 +113,8 @@ def test_diverged_parameters_are_never_checkpointed(small_mnist, tmp_path):
     config = small_config(epochs=3)
     config.data.max_unlabelled = 500
     config.optimizer.learning_rate = 3e38
-    with pytest.raises(experiment.TrainingDiverged, match=r"epoch 1 .*no checkpoint"):
-        experiment.train_and_evaluate(config, str(tmp_path), small_mnist, progress=False)
+    with pytest.raises(training.TrainingDiverged, match=r"epoch 1 .*no checkpoint"):
+        training.train_and_evaluate(config, str(tmp_path), small_mnist, progress=False)
     rows = read_metrics(str(tmp_path))
     assert not rows or all(np.isfinite(r["train/loss"]) for r in rows)
     assert not os.path.exists(tmp_path / "checkpoints" / "1")

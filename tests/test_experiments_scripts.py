@@ -1,7 +1,7 @@
 """Smoke tests of the experiments/ scripts on tiny runs trained once per fixture.
 
 Each script's `main(workdir, out, dataset)` restores a checkpoint written by
-`experiment.train_and_evaluate` on generated MNIST-shaped data and must write its
+`training.train_and_evaluate` on generated MNIST-shaped data and must write its
 figures and JSON without training; numbers are checked against the training run's
 own results.json / sweep_results.json and against NumPy.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from configs import mnist, mnist_blocks
 from experiments import activated_subspace, mnist_figures, sweep_figures
-from exon_jax import configuration, experiment, figures, metrics
+from exon_jax import configuration, figures, metrics, saved_run, training
 from exon_jax import batching
 from tests.synthetic import synthetic_mnist
 
@@ -37,7 +37,7 @@ def tiny_config():
 
 
 def train(config, workdir, dataset):
-    results = experiment.train_and_evaluate(config, str(workdir), dataset, progress=False)
+    results = training.train_and_evaluate(config, str(workdir), dataset, progress=False)
     return str(workdir), results
 
 
@@ -152,7 +152,7 @@ def test_sweep_figures_predesign_strips(tmp_path_factory, tmp_path):
     assert heat["row_field"] == "distance" and heat["rows"] == [8.0, 16.0]
     assert out["seed_table"] is None and not (tmp_path / "seed_table.csv").exists()
     # The one strip builder orders rows by distance, whatever the sweep's order.
-    exp, states, _ = experiment.restore_run(workdir, dataset=dataset)
+    exp, states, _ = saved_run.restore_run(workdir, dataset=dataset)
     rows, titles = figures.predesign_strips(exp, figures.ModelFunctions(exp.model), states)
     assert titles == ["distance=8", "distance=16"]
     assert len(rows) == 2 and rows[0].shape[0] == 11
@@ -208,7 +208,7 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     """Oracle: the first 49 (grid_size^2) class-k TRAINING images encoded and decoded through
     component k with the network applied directly, then eq. 19; k = config.analysis.classes[0]."""
     workdir, _ = blocks_run
-    exp, states, _ = experiment.restore_run(workdir, dataset=dataset)
+    exp, states, _ = saved_run.restore_run(workdir, dataset=dataset)
     out, _ = subspace
     k = 1                                         # config.analysis.classes = (1, 7)
     assert out["classes"] == [dataset.class_names[1], dataset.class_names[7]]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import mnist as mnist_config
-from exon_jax import configuration, data as data_lib, experiment
+from exon_jax import configuration, data as data_lib, run_record, saved_run, training
 from tests.synthetic import mnist_slice
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,7 @@ def file_prior_run(tmp_path_factory, small_mnist):
     config.prior.layout = "file"
     config.prior.file = str(prior_path)
     workdir = str(root / "run")
-    results = experiment.train_and_evaluate(config, workdir, progress=False)
+    results = training.train_and_evaluate(config, workdir, progress=False)
     return workdir, results, prior_path
 
 
@@ -95,11 +95,11 @@ def test_changed_training_field_is_refused_before_anything_is_written(file_prior
               for name in ("config.json", "metrics.jsonl")}
     with open(os.path.join(workdir, "config.json")) as f:
         stored = json.load(f)
-    config = experiment.stored_config(workdir)
+    config = run_record.stored_config(workdir)
     config.loss.lambda1 = 10.0
     config.model.hidden = [100, 100]
     with pytest.raises(configuration.ConfigError) as error:
-        experiment.train_and_evaluate(config, workdir, progress=False)
+        training.train_and_evaluate(config, workdir, progress=False)
     message = str(error.value)
     assert "loss.lambda1: 100.0 -> 10.0" in message and "model.hidden" in message
     for name, content in before.items():
@@ -110,8 +110,8 @@ def test_changed_training_field_is_refused_before_anything_is_written(file_prior
 def test_evaluate_accepts_only_run_option_overrides(file_prior_run):
     workdir, _, _ = file_prior_run
     with pytest.raises(configuration.ConfigError, match="loss.lambda1: cannot be overridden"):
-        experiment.evaluate(workdir, {"loss.lambda1": 1.0})
-    results = experiment.evaluate(workdir, {"data.max_test": 100})
+        saved_run.evaluate(workdir, {"loss.lambda1": 1.0})
+    results = saved_run.evaluate(workdir, {"data.max_test": 100})
     assert results["models"][0]["classification_error"] * 100 == pytest.approx(
         round(results["models"][0]["classification_error"] * 100))
 
@@ -120,10 +120,10 @@ def test_longer_training_resumes_without_duplicate_metric_rows(small_mnist, tmp_
     """epochs 2 -> 3 is allowed and recorded; a lost last checkpoint re-trains its epoch once."""
     config = tiny_config(epochs=2)
     workdir = str(tmp_path)
-    experiment.train_and_evaluate(config, workdir, small_mnist, progress=False)
+    training.train_and_evaluate(config, workdir, small_mnist, progress=False)
     shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))   # as if killed before saving 2
     config.train.epochs = 3
-    experiment.train_and_evaluate(config, workdir, small_mnist, progress=False)
+    training.train_and_evaluate(config, workdir, small_mnist, progress=False)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         epochs = [json.loads(line)["epoch"] for line in f]
     assert epochs == [1, 2, 3]
@@ -139,15 +139,15 @@ def test_data_passed_from_python_is_recorded(small_mnist, tmp_path):
     workdir = str(tmp_path)
     config = tiny_config()
     config.data.name = "mydigits"
-    experiment.train_and_evaluate(config, workdir, small_mnist, progress=False)
-    with pytest.raises(experiment.DataMismatch, match="trained on data set 'mnist_slice'"):
-        experiment.evaluate(workdir)
+    training.train_and_evaluate(config, workdir, small_mnist, progress=False)
+    with pytest.raises(run_record.DataMismatch, match="trained on data set 'mnist_slice'"):
+        saved_run.evaluate(workdir)
     other = data_lib.ImageDataset(small_mnist.train, data_lib.ImageSplit(
         small_mnist.test.images[::-1].copy(), small_mnist.test.labels[::-1].copy()),
         "mydigits", small_mnist.class_names)
-    with pytest.raises(experiment.DataMismatch, match="differs"):
-        experiment.evaluate(workdir, dataset=other)
-    assert experiment.evaluate(workdir, dataset=small_mnist)["dataset"] == "mnist_slice"
+    with pytest.raises(run_record.DataMismatch, match="differs"):
+        saved_run.evaluate(workdir, dataset=other)
+    assert saved_run.evaluate(workdir, dataset=small_mnist)["dataset"] == "mnist_slice"
 
 
 def _readme_snippet():
