@@ -81,13 +81,14 @@ def to_host(tree):
     PRNG keys come back as their raw key data. With several processes this is a collective:
     every process must call it.
     """
-    def fetch(leaf):
+    def gather(leaf):
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
-        return np.asarray(jax.device_get(leaf))
-    return jax.tree.map(fetch, tree)
+        return leaf
+    # one device_get for the whole tree: every copy starts before the first is awaited
+    return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(gather, tree)))
 
 
 def with_sharding(abstract_tree, sharding: NamedSharding):

@@ -141,11 +141,15 @@ def _finite_models(params) -> jax.Array:
                               for x in leaves]), axis=0)
 
 
-def _check_finite(states, train_metrics, epoch: int, names: list[str], last_good: int | None,
-                  workdir: str) -> None:
-    """Raises TrainingDiverged naming the models whose loss or parameters are non-finite."""
+def _check_finite(finite_models: np.ndarray, train_metrics, epoch: int, names: list[str],
+                  last_good: int | None, workdir: str) -> None:
+    """Raises TrainingDiverged naming the models whose loss or parameters are non-finite.
+
+    Args:
+      finite_models: [G] bool, `_finite_models` of the states after `epoch`, on the host.
+    """
     bad_loss = ~np.isfinite(np.asarray(train_metrics["max_loss"]))
-    bad = np.flatnonzero(bad_loss | ~parallel.to_host(_finite_models(states.params)))
+    bad = np.flatnonzero(bad_loss | ~np.asarray(finite_models))
     if bad.size:
         where = (f"the last good checkpoint is epoch {last_good} in "
                  f"{os.path.join(workdir, 'checkpoints')}" if last_good is not None
@@ -197,18 +201,20 @@ def _train_locked(exp: experiment.Experiment, workdir: str, resuming: bool, chan
             evaluate_fn, _ = parallel.compile_ahead(
                 experiment.make_evaluate(exp), states, hparams, test_images, test_labels)
 
-        writer = MetricWriter(workdir, names, start.epoch)
-        writer.write_hparams(config.to_dict())
+        with stopwatch.phase("logging"):
+            writer = MetricWriter(workdir, names, start.epoch)
+            writer.write_hparams(config.to_dict())
         bar = _progress_bar(progress, start.epoch, epochs)
         elapsed, last_good = start.train_seconds, start.last_good
         for epoch in range(start.epoch, epochs):
             done = epoch + 1
-            with stopwatch.phase("train"):
+            with stopwatch.phase("train"):   # the epoch, and its metrics and checks on the host
                 states, train_metrics = epoch_fn(states, hparams, data,
                                                  experiment.epoch_key(config, epoch, exp.mesh))
-                train_metrics = parallel.to_host(train_metrics)
+                train_metrics, finite = parallel.to_host(
+                    (train_metrics, _finite_models(states.params)))
             elapsed = start.train_seconds + stopwatch.seconds["train"]
-            _check_finite(states, train_metrics, done, names, last_good, workdir)
+            _check_finite(finite, train_metrics, done, names, last_good, workdir)
             evaluated = None
             if done % config.train.eval_every == 0 or done == epochs:
                 with stopwatch.phase("evaluate"):
@@ -225,10 +231,11 @@ def _train_locked(exp: experiment.Experiment, workdir: str, resuming: bool, chan
                                      last_good=last_good)
                 last_good = done
     finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+        with stopwatch.phase("logging"):
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
         manager.close()
 
     with stopwatch.phase("evaluate"):
