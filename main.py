@@ -29,7 +29,10 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from exon_jax import host_allocator
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+host_allocator.tune()   # before XLA allocates: freed buffers' pages are reused, not re-faulted
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mnist.py"),

@@ -39,31 +39,11 @@ ALLOCATOR: dict[str, Any] = {"tuned": False}
 
 
 def tune_allocator() -> dict[str, Any]:
-    """glibc malloc settings that stop XLA:CPU's per-call buffers from page-faulting.
-
-    The in-process form of ../shared/refbench/README.md's
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=...
-    (tunables are read only when a process starts; mallopt(3) applies from the call on):
-    no mmap'd chunks, one arena, freed memory never trimmed, so a freed buffer's pages are
-    reused instead of being returned to the kernel and faulted in again. Measured on the
-    MNIST per-call step (AMD EPYC Zen 4, 2 cores): 11 074 -> 0 minor faults and 23.6 ->
-    0.4 ms of system time per step. Set EXON_MALLOC_TUNING=0 to leave malloc alone.
-    Recorded in `ALLOCATOR` (and in every JSON's `allocator` where a script calls it).
-    """
-    if os.environ.get("EXON_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
-        ALLOCATOR.update(tuned=False, reason="EXON_MALLOC_TUNING=0 or not Linux")
-        return ALLOCATOR
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-        ok = [libc.mallopt(m_mmap_max, 0), libc.mallopt(m_trim_threshold, 2**31 - 1),
-              libc.mallopt(m_arena_max, 1)]
-    except OSError as err:
-        ALLOCATOR.update(tuned=False, reason=str(err))
-        return ALLOCATOR
-    ALLOCATOR.update(tuned=all(v == 1 for v in ok), mallopt={
-        "M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1, "M_ARENA_MAX": 1}, returned=ok)
+    """`exon_jax.host_allocator.tune()` (what main.py applies), recorded in `ALLOCATOR`
+    (and in every JSON's `allocator` where a script calls it)."""
+    from exon_jax import host_allocator
+    ALLOCATOR.clear()
+    ALLOCATOR.update(host_allocator.tune())
     return ALLOCATOR
 
 

@@ -120,3 +120,34 @@ def test_main_writes_timings_and_draws_the_figures_analyze_draws(tmp_path):
     assert len(trained) == 6
     for name, content in trained.items():
         assert open(os.path.join(workdir, "figures", name), "rb").read() == content, name
+
+
+_MMAP_PROBE = """
+import ctypes, json
+from exon_jax import host_allocator
+done = host_allocator.tune()
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.mallinfo2.restype = MallInfo2
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(64 << 20)
+print(json.dumps({"tuned": done["tuned"], "mmapped_bytes": libc.mallinfo2().hblkhd - before}))
+"""
+
+
+@pytest.mark.parametrize("tuning", ["1", "0"])
+def test_host_allocator_keeps_large_blocks_off_mmap(tuning):
+    """glibc's own statistics: after `tune()` a 64 MiB malloc comes from the heap (no mmap'd
+    bytes); untouched (EXON_MALLOC_TUNING=0), glibc mmaps it."""
+    env = dict(os.environ, EXON_MALLOC_TUNING=tuning)
+    out = subprocess.run([sys.executable, "-c", _MMAP_PROBE], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env=env)
+    probe = json.loads(out.stdout)
+    if tuning == "1":
+        assert probe == {"tuned": True, "mmapped_bytes": 0}
+    else:
+        assert not probe["tuned"] and probe["mmapped_bytes"] >= 64 << 20
