@@ -246,13 +246,6 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, An
     return summarize(times)
 
 
-def timed_once(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """(result, seconds) of one call, synchronised."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - t0
-
-
 # ------------------------------------------------------------------ FLOPs
 
 def matmul_flops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 10,

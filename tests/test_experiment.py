@@ -8,7 +8,7 @@ import pytest
 
 from configs import mnist as mnist_config
 from exon_jax import configuration, data as data_lib, experiment, saved_run, training
-from tests.synthetic import mnist_slice
+from tests.synthetic import mnist_slice, small_mnist_config
 
 MNIST_NPZ = os.path.join(os.path.dirname(__file__), "..", "data", "mnist", "mnist.npz")
 pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
@@ -22,15 +22,7 @@ def small_mnist():
 
 
 def small_config(epochs=4):
-    config = mnist_config.get_config()
-    config.data.labelled_per_class = 50
-    config.train.epochs = epochs
-    config.train.batch_unlabelled = 500
-    config.train.batch_labelled = 100
-    config.train.checkpoint_every = 1
-    config.train.eval_every = 1
-    config.analysis.figures = False
-    return config
+    return small_mnist_config(epochs, labelled_per_class=50)
 
 
 def read_metrics(workdir):

@@ -13,9 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import mnist as mnist_config
 from exon_jax import configuration, data as data_lib, run_record, saved_run, training
-from tests.synthetic import mnist_slice
+from tests.synthetic import mnist_slice, small_mnist_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_NPZ = os.path.join(ROOT, "data", "mnist", "mnist.npz")
@@ -29,15 +28,7 @@ def small_mnist():
 
 
 def tiny_config(epochs=1):
-    config = mnist_config.get_config()
-    config.data.labelled_per_class = 20
-    config.train.epochs = epochs
-    config.train.batch_unlabelled = 500
-    config.train.batch_labelled = 100
-    config.train.checkpoint_every = 1
-    config.train.eval_every = 1
-    config.analysis.figures = False
-    return config
+    return small_mnist_config(epochs, labelled_per_class=20)
 
 
 @pytest.fixture(scope="module")
