@@ -22,6 +22,7 @@ Several processes (jax.distributed): give each `--coordinator_address`, `--num_p
 and `--process_id`, or `--distributed` alone to use JAX's cluster auto-detection (SLURM,
 Open MPI, Kubernetes / Cloud TPU).
 """
+
 import os
 import sys
 import traceback
@@ -32,35 +33,56 @@ from ml_collections import config_flags
 from exon_jax import host_allocator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-host_allocator.tune()   # before XLA allocates: freed buffers' pages are reused, not re-faulted
+host_allocator.tune()  # before XLA allocates: freed buffers' pages are reused, not re-faulted
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mnist.py"),
-    "Experiment config file (a python file with get_config()).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/mnist", "Directory for checkpoints, "
-                               "metrics, results and figures.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "analyze"],
-                          "train (resumes from workdir), evaluate or analyze a checkpoint.")
+    "config",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mnist.py"),
+    "Experiment config file (a python file with get_config()).",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", "workdirs/mnist", "Directory for checkpoints, metrics, results and figures."
+)
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "evaluate", "analyze"],
+    "train (resumes from workdir), evaluate or analyze a checkpoint.",
+)
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of a failure.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
-                                 "(cluster auto-detection unless the flags below are given).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for jax.distributed.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() (cluster auto-detection unless the flags below are given).",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for jax.distributed."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "exon_jax", "xla"),
-    "Directory of JAX's persistent compilation cache ('' = off).")
-_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout", 60, "Seconds after which the other "
-                                  "processes stop when one process has died.")
+    "compilation_cache",
+    os.path.join(os.path.expanduser("~"), ".cache", "exon_jax", "xla"),
+    "Directory of JAX's persistent compilation cache ('' = off).",
+)
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout",
+    60,
+    "Seconds after which the other processes stop when one process has died.",
+)
 
 
 def _initialize_distributed() -> None:
-    explicit = {"coordinator_address": _COORDINATOR.value,
-                "num_processes": _NUM_PROCESSES.value, "process_id": _PROCESS_ID.value}
+    explicit = {
+        "coordinator_address": _COORDINATOR.value,
+        "num_processes": _NUM_PROCESSES.value,
+        "process_id": _PROCESS_ID.value,
+    }
     given = {k: v for k, v in explicit.items() if v is not None}
     if given or _DISTRIBUTED.value or os.environ.get("EXON_DISTRIBUTED"):
         import jax
+
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only
         jax.distributed.initialize(**given, heartbeat_timeout_seconds=_HEARTBEAT.value)
 
@@ -69,6 +91,7 @@ def _use_compilation_cache() -> None:
     """JAX's persistent compilation cache in --compilation_cache (every program, however
     quick to compile), unless JAX_COMPILATION_CACHE_DIR already names one."""
     import jax
+
     if _CACHE.value and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -76,10 +99,12 @@ def _use_compilation_cache() -> None:
 
 def _print_results(results) -> None:
     for model in results["models"]:
-        line = (f"{model['name']}: test error {model['classification_error']:.4f}, "
-                f"KL {model['kl']:.3f}, negative SSIM {model['negative_ssim']:.4f}, "
-                f"max centre distance {model['max_centre_distance_sd']:.2f} sd, "
-                f"beta {model['beta']:.4g}")
+        line = (
+            f"{model['name']}: test error {model['classification_error']:.4f}, "
+            f"KL {model['kl']:.3f}, negative SSIM {model['negative_ssim']:.4f}, "
+            f"max centre distance {model['max_centre_distance_sd']:.2f} sd, "
+            f"beta {model['beta']:.4g}"
+        )
         if "validation_error" in model:
             line += f", validation error {model['validation_error']:.4f}"
         print(line)
@@ -89,6 +114,7 @@ def _print_results(results) -> None:
 def run() -> None:
     """Runs the chosen mode; raises the library's own errors on expected failures."""
     from exon_jax import saved_run, timing, training
+
     workdir = _WORKDIR.value
     if _MODE.value == "train":
         stopwatch = timing.Stopwatch()
@@ -101,13 +127,17 @@ def run() -> None:
                 saved_run.write_figures(trained.exp, trained.states, trained.evaluated, workdir)
             print(f"figures in {os.path.join(workdir, 'figures')}")
         import jax
+
         if jax.process_index() == 0:
             stopwatch.write(workdir, timing.process_age_seconds())
         return
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     if flags.FLAGS["config"].present:
-        print("note: --mode=evaluate/analyze use the config stored with the run; --config= "
-              "is ignored (give --config.<field>=... to change run options)", file=sys.stderr)
+        print(
+            "note: --mode=evaluate/analyze use the config stored with the run; --config= "
+            "is ignored (give --config.<field>=... to change run options)",
+            file=sys.stderr,
+        )
     if _MODE.value == "evaluate":
         _print_results(saved_run.evaluate(workdir, overrides))
     else:
@@ -123,8 +153,10 @@ def main(argv):
     _use_compilation_cache()
     if _DEBUG.value:
         from exon_jax import checkpoints
+
         checkpoints.show_orbax_logs()
     from exon_jax.errors import EXPECTED_ERRORS
+
     try:
         run()
     except EXPECTED_ERRORS as error:
@@ -134,12 +166,13 @@ def main(argv):
         print(f"error: {error}" + (f" (traceback in {log})" if log else ""), file=sys.stderr)
         sys.stderr.flush()
         if _in_cluster():
-            os._exit(1)   # no shutdown barrier: the other processes see this one gone and stop
+            os._exit(1)  # no shutdown barrier: the other processes see this one gone and stop
         sys.exit(1)
 
 
 def _in_cluster() -> bool:
     import jax
+
     return jax.process_count() > 1
 
 
@@ -166,8 +199,10 @@ def _parse_flags(argv):
         name = str(error).strip("\"'")
         given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         culprits = [a for a in given if a.split(".")[-1] == name] or given
-        message = (f"no such config field: {', '.join(culprits)} (the config file defines "
-                   "every field it accepts)")
+        message = (
+            f"no such config field: {', '.join(culprits)} (the config file defines "
+            "every field it accepts)"
+        )
     except (TypeError, ValueError) as error:  # ConfigDict: a value of the wrong type
         message = f"a --config override cannot be applied: {error}"
     print(f"error: {message}", file=sys.stderr)

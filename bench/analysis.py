@@ -10,6 +10,7 @@ Times are after compilation (compile time recorded separately), median/min/max.
 
   python bench/analysis.py [--quick] [--repeats N]
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,10 +49,16 @@ def main():
         compiled, compile_s, stats = timed_jit(fn, (images,), reps)
         value = float(compiled(images))
         results[f"negative_ssim_rows_per_block_{block}"] = {
-            "images": NUM_IMAGES, "pairs": NUM_IMAGES ** 2, "shape": list(images.shape),
-            "rows_per_block": block, "compile_s": compile_s, "time": stats,
-            "pairs_per_s": NUM_IMAGES ** 2 / stats["median_s"], "value": value,
-            "xla_flops": common.xla_flops(compiled)}
+            "images": NUM_IMAGES,
+            "pairs": NUM_IMAGES**2,
+            "shape": list(images.shape),
+            "rows_per_block": block,
+            "compile_s": compile_s,
+            "time": stats,
+            "pairs_per_s": NUM_IMAGES**2 / stats["median_s"],
+            "value": value,
+            "xla_flops": common.xla_flops(compiled),
+        }
 
     rng = np.random.default_rng(0)
     mean = jnp.asarray(rng.normal(size=(NUM_INPUTS, K, D)).astype(np.float32))
@@ -61,29 +68,49 @@ def main():
     compiled, compile_s, stats = timed_jit(fn, (mean, logvar, labels), reps)
     ratio, mask = compiled(mean, logvar, labels)
     results["activated_subspace_by_class"] = {
-        "inputs": NUM_INPUTS, "num_classes": K, "latent_dim": D, "compile_s": compile_s,
-        "time": stats, "activated_dims": int(jnp.sum(mask)),
-        "mean_ratio": float(jnp.mean(ratio)), "xla_flops": common.xla_flops(compiled)}
+        "inputs": NUM_INPUTS,
+        "num_classes": K,
+        "latent_dim": D,
+        "compile_s": compile_s,
+        "time": stats,
+        "activated_dims": int(jnp.sum(mask)),
+        "mean_ratio": float(jnp.mean(ratio)),
+        "xla_flops": common.xla_flops(compiled),
+    }
 
     table = []
     for block in (None, 13):
         r = results[f"negative_ssim_rows_per_block_{block}"]
-        table.append(common.row(
-            f"negative SSIM, 169 images / 28 561 pairs (rows_per_block={block})",
-            common.sig(r["time"]["median_s"] * 1e3), "ms",
-            f"min {common.sig(r['time']['min_s'] * 1e3)}, max {common.sig(r['time']['max_s'] * 1e3)}; "
-            f"compile {common.sig(r['compile_s'], 3)} s"))
+        table.append(
+            common.row(
+                f"negative SSIM, 169 images / 28 561 pairs (rows_per_block={block})",
+                common.sig(r["time"]["median_s"] * 1e3),
+                "ms",
+                f"min {common.sig(r['time']['min_s'] * 1e3)}, max {common.sig(r['time']['max_s'] * 1e3)}; "
+                f"compile {common.sig(r['compile_s'], 3)} s",
+            )
+        )
     r = results["activated_subspace_by_class"]
-    table.append(common.row(
-        "activated subspace by class, 5 000 x 10 x 16", common.sig(r["time"]["median_s"] * 1e3),
-        "ms", f"min {common.sig(r['time']['min_s'] * 1e3)}, max {common.sig(r['time']['max_s'] * 1e3)}; "
-              f"compile {common.sig(r['compile_s'], 3)} s"))
+    table.append(
+        common.row(
+            "activated subspace by class, 5 000 x 10 x 16",
+            common.sig(r["time"]["median_s"] * 1e3),
+            "ms",
+            f"min {common.sig(r['time']['min_s'] * 1e3)}, max {common.sig(r['time']['max_s'] * 1e3)}; "
+            f"compile {common.sig(r['compile_s'], 3)} s",
+        )
+    )
     ns = results["negative_ssim_rows_per_block_None"]
-    summary = (f"negative SSIM (28 561 pairs) {ns['time']['median_s'] * 1e3:.1f} ms; "
-               f"rows_per_block=13 {results['negative_ssim_rows_per_block_13']['time']['median_s'] * 1e3:.1f} ms; "
-               f"activated subspace (5 000 inputs) {r['time']['median_s'] * 1e3:.2f} ms")
-    common.write_json("analysis", {"quick": args.quick, "repeats": reps, "warmup": 2,
-                                   "results": results, "table": table}, summary)
+    summary = (
+        f"negative SSIM (28 561 pairs) {ns['time']['median_s'] * 1e3:.1f} ms; "
+        f"rows_per_block=13 {results['negative_ssim_rows_per_block_13']['time']['median_s'] * 1e3:.1f} ms; "
+        f"activated subspace (5 000 inputs) {r['time']['median_s'] * 1e3:.2f} ms"
+    )
+    common.write_json(
+        "analysis",
+        {"quick": args.quick, "repeats": reps, "warmup": 2, "results": results, "table": table},
+        summary,
+    )
 
 
 if __name__ == "__main__":

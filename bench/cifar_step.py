@@ -17,6 +17,7 @@ with the arithmetic). --quick: float32 only and fewer repeats; full: float32 and
 
   python bench/cifar_step.py [--quick] [--repeats N]
 """
+
 from __future__ import annotations
 
 import time
@@ -36,9 +37,8 @@ GPU_ASSUMPTIONS = {
     "bf16_utilisation": 0.40,
     "float32_sustained_tflops": 50.0,
     "float32_note": "~75% of the 67 TFLOP/s non-tensor-core float32 peak (or ~10% of TF32 "
-                    "tensor-core peak); an assumption, not a measurement",
+    "tensor-core peak); an assumption, not a measurement",
 }
-
 
 
 def stock_step_flops(exp, batch) -> float | None:
@@ -46,17 +46,21 @@ def stock_step_flops(exp, batch) -> float | None:
     (`ConvDecoder(patch_max_size=0)`): XLA counts a plain convolution's taps on real input
     only, not the zeros that patch matmuls multiply, so this is the step's useful arithmetic."""
     from exon_jax import train
+
     model = exp.model.clone(decoder=exp.model.decoder.clone(patch_max_size=0))
     hparams = train.unstack_tree(exp.hparams, 0)
-    create = lambda key: train.create_train_state(key, model, exp.optimizer, hparams,
-                                                  exp.settings, exp.image_shape)
+    create = lambda key: train.create_train_state(
+        key, model, exp.optimizer, hparams, exp.settings, exp.image_shape
+    )
     state = jax.eval_shape(create, jax.random.key(0))
     lowered = jax.jit(train.make_train_step(model, exp.optimizer, exp.settings)).lower(
-        state, hparams, batch)
+        state, hparams, batch
+    )
     analysis = lowered.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None
     return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
 
 def measure(compute_dtype: str, reps: int, warmup: int, budget_s: float) -> dict:
     config, source = common.cifar_config(compute_dtype)
@@ -64,8 +68,7 @@ def measure(compute_dtype: str, reps: int, warmup: int, budget_s: float) -> dict
     data = experiment.device_data(exp)
     state, hparams = common.single_model(exp)
     batch = common.first_batch(exp, data)
-    step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings),
-                   donate_argnums=0)
+    step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, hparams, batch).compile()
     compile_s = time.perf_counter() - t0
@@ -136,13 +139,15 @@ def gpu_projection(flops_per_step: float, steps_per_epoch: int) -> dict:
         "float32_seconds": total / f32_rate,
         "bf16_step_ms": flops_per_step / bf16_rate * 1e3,
         "float32_step_ms": flops_per_step / f32_rate * 1e3,
-        "arithmetic": (f"{flops_per_step:.4g} FLOP/step x {steps_per_epoch} steps x {EPOCHS} epochs "
-                       f"= {total:.4g} FLOP; / ({a['bf16_peak_tflops']} TFLOP/s x "
-                       f"{a['bf16_utilisation']}) = {total / bf16_rate:.1f} s bf16; / "
-                       f"{a['float32_sustained_tflops']} TFLOP/s = {total / f32_rate:.1f} s float32"),
+        "arithmetic": (
+            f"{flops_per_step:.4g} FLOP/step x {steps_per_epoch} steps x {EPOCHS} epochs "
+            f"= {total:.4g} FLOP; / ({a['bf16_peak_tflops']} TFLOP/s x "
+            f"{a['bf16_utilisation']}) = {total / bf16_rate:.1f} s bf16; / "
+            f"{a['float32_sustained_tflops']} TFLOP/s = {total / f32_rate:.1f} s float32"
+        ),
         "caveat": "FLOP-bound floor only: a 160-image step is small for an H100, so kernel "
-                  "launch latency, BatchNorm and memory-bound elementwise work likely dominate; "
-                  "expect the real time to be several times this",
+        "launch latency, BatchNorm and memory-bound elementwise work likely dominate; "
+        "expect the real time to be several times this",
     }
 
 
@@ -158,45 +163,78 @@ def main():
     for r in results.values():
         r.update(common.fractions(r["achieved_flops_per_s"], rates))
         r["fraction_of_fp32_matmul_by_xla_count"] = common.fractions(
-            r["xla_count_flops_per_s"], rates)["fraction_of_fp32_matmul"]
+            r["xla_count_flops_per_s"], rates
+        )["fraction_of_fp32_matmul"]
     f32 = results["float32"]
     flops_key = f32["flops_used"]
     gpu = gpu_projection(f32[flops_key], f32["steps_per_epoch"])
-    table = [common.row("CIFAR-10 step, useful FLOPs (plain-conv reference, XLA count)",
-                        common.sig(f32[flops_key] / 1e9), "GFLOP",
-                        f"{f32['examples_per_step']} examples/step; exon_jax's compiled step "
-                        f"counts {common.sig(f32['xla_flops_per_step'] / 1e9)}")]
+    table = [
+        common.row(
+            "CIFAR-10 step, useful FLOPs (plain-conv reference, XLA count)",
+            common.sig(f32[flops_key] / 1e9),
+            "GFLOP",
+            f"{f32['examples_per_step']} examples/step; exon_jax's compiled step "
+            f"counts {common.sig(f32['xla_flops_per_step'] / 1e9)}",
+        )
+    ]
     for dt, r in results.items():
         table += [
-            common.row(f"CIFAR-10 step ({dt}), median", common.sig(r["step_time"]["median_s"] * 1e3),
-                       "ms", f"min {common.sig(r['step_time']['min_s'] * 1e3)}, max "
-                             f"{common.sig(r['step_time']['max_s'] * 1e3)}, n={r['step_time']['n']}"),
-            common.row(f"CIFAR-10 step ({dt}), achieved / fp32 matmul rate",
-                       common.sig(r["fraction_of_fp32_matmul"], 3), "",
-                       f"{common.sig(r['achieved_flops_per_s'] / 1e9)} useful of "
-                       f"{common.sig(rates['float32']['flops_per_s'] / 1e9)} GFLOP/s; by exon_jax's "
-                       f"own XLA count {common.sig(r['fraction_of_fp32_matmul_by_xla_count'], 3)}"),
-            common.row(f"CIFAR-10 200 epochs on this CPU ({dt}, projected)",
-                       common.sig(r["projected_200_epochs_cpu_h"], 3), "h",
-                       r["projection_arithmetic_cpu"]),
+            common.row(
+                f"CIFAR-10 step ({dt}), median",
+                common.sig(r["step_time"]["median_s"] * 1e3),
+                "ms",
+                f"min {common.sig(r['step_time']['min_s'] * 1e3)}, max "
+                f"{common.sig(r['step_time']['max_s'] * 1e3)}, n={r['step_time']['n']}",
+            ),
+            common.row(
+                f"CIFAR-10 step ({dt}), achieved / fp32 matmul rate",
+                common.sig(r["fraction_of_fp32_matmul"], 3),
+                "",
+                f"{common.sig(r['achieved_flops_per_s'] / 1e9)} useful of "
+                f"{common.sig(rates['float32']['flops_per_s'] / 1e9)} GFLOP/s; by exon_jax's "
+                f"own XLA count {common.sig(r['fraction_of_fp32_matmul_by_xla_count'], 3)}",
+            ),
+            common.row(
+                f"CIFAR-10 200 epochs on this CPU ({dt}, projected)",
+                common.sig(r["projected_200_epochs_cpu_h"], 3),
+                "h",
+                r["projection_arithmetic_cpu"],
+            ),
         ]
-    table.append(common.row("CIFAR-10 200 epochs on one H100 (FLOP-only floor)",
-                            f"{common.sig(gpu['bf16_seconds'], 3)} (bf16) / "
-                            f"{common.sig(gpu['float32_seconds'], 3)} (fp32)", "s",
-                            f"assumed {common.sig(gpu['bf16_sustained_tflops'], 3)} / "
-                            f"{gpu['float32_sustained_tflops']} TFLOP/s sustained"))
-    summary = (f"CIFAR step fp32 {f32['step_time']['median_s'] * 1e3:.0f} ms, "
-               f"{f32[flops_key] / 1e9:.1f} useful GFLOP ({f32['fraction_of_fp32_matmul']:.2f} "
-               f"of fp32 matmul); 200 epochs: {f32['projected_200_epochs_cpu_h']:.1f} h here, "
-               f"~{gpu['bf16_seconds']:.0f} s bf16 / {gpu['float32_seconds']:.0f} s fp32 on one H100 "
-               f"(FLOP floor)")
-    common.write_json("cifar_step", {
-        "quick": args.quick, "repeats": reps, "warmup": warmup, "matmul": rates,
-        "definition": "one jitted step per call, state donated, fixed gathered batch; "
-                      "fractions = useful flops (XLA count of the plain-conv reference step) / median "
-                      "time / matmul rate; fraction_of_fp32_matmul_by_xla_count uses exon_jax's own "
-                      "compiled count",
-        "results": results, "gpu_projection": gpu, "table": table}, summary)
+    table.append(
+        common.row(
+            "CIFAR-10 200 epochs on one H100 (FLOP-only floor)",
+            f"{common.sig(gpu['bf16_seconds'], 3)} (bf16) / "
+            f"{common.sig(gpu['float32_seconds'], 3)} (fp32)",
+            "s",
+            f"assumed {common.sig(gpu['bf16_sustained_tflops'], 3)} / "
+            f"{gpu['float32_sustained_tflops']} TFLOP/s sustained",
+        )
+    )
+    summary = (
+        f"CIFAR step fp32 {f32['step_time']['median_s'] * 1e3:.0f} ms, "
+        f"{f32[flops_key] / 1e9:.1f} useful GFLOP ({f32['fraction_of_fp32_matmul']:.2f} "
+        f"of fp32 matmul); 200 epochs: {f32['projected_200_epochs_cpu_h']:.1f} h here, "
+        f"~{gpu['bf16_seconds']:.0f} s bf16 / {gpu['float32_seconds']:.0f} s fp32 on one H100 "
+        f"(FLOP floor)"
+    )
+    common.write_json(
+        "cifar_step",
+        {
+            "quick": args.quick,
+            "repeats": reps,
+            "warmup": warmup,
+            "matmul": rates,
+            "definition": "one jitted step per call, state donated, fixed gathered batch; "
+            "fractions = useful flops (XLA count of the plain-conv reference step) / median "
+            "time / matmul rate; fraction_of_fp32_matmul_by_xla_count uses exon_jax's own "
+            "compiled count",
+            "results": results,
+            "gpu_projection": gpu,
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

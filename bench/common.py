@@ -14,6 +14,7 @@ Every script:
 `bench/run_all.py --quick` passes, and the whole quick suite must finish in under
 10 minutes on a 2-core CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ def tune_allocator() -> dict[str, Any]:
     """`exon_jax.host_allocator.tune()` (what main.py applies), recorded in `ALLOCATOR`
     (and in every JSON's `allocator` where a script calls it)."""
     from exon_jax import host_allocator
+
     ALLOCATOR.clear()
     ALLOCATOR.update(host_allocator.tune())
     return ALLOCATOR
@@ -57,13 +59,21 @@ _LOAD_AT_START = os.getloadavg() if hasattr(os, "getloadavg") else None
 
 # ------------------------------------------------------------------ arguments
 
+
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
     """The common flags: --quick (fewer repeats) and --repeats N (override)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats (and smaller problems where the script says so)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats per figure (default: the script's, fewer with --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repeats (and smaller problems where the script says so)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats per figure (default: the script's, fewer with --quick)",
+    )
     if extra is not None:
         extra(parser)
     return parser.parse_args()
@@ -77,6 +87,7 @@ def repeats(args, full: int, quick: int) -> int:
 
 
 # ------------------------------------------------------------------ machine
+
 
 def _cpu_model() -> str:
     try:
@@ -93,8 +104,12 @@ def _cpu_ids() -> dict[str, Any]:
     """vendor_id, cpu family, model and stepping of the first CPU (tells e.g. Zen 4 from
     Zen 5 where both call themselves "AMD EPYC")."""
     out: dict[str, Any] = {}
-    fields = {"vendor_id": "cpu_vendor", "cpu family": "cpu_family", "model": "cpu_model_number",
-              "stepping": "cpu_stepping"}
+    fields = {
+        "vendor_id": "cpu_vendor",
+        "cpu family": "cpu_family",
+        "model": "cpu_model_number",
+        "stepping": "cpu_stepping",
+    }
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -117,8 +132,17 @@ def _cpu_flags() -> list[str]:
             for line in f:
                 if line.startswith("flags"):
                     flags = line.split(":", 1)[1].split()
-                    keep = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
-                            "amx_bf16", "amx_tile", "amx_int8")
+                    keep = (
+                        "avx2",
+                        "fma",
+                        "avx512f",
+                        "avx512_bf16",
+                        "avx512_fp16",
+                        "avx512_vnni",
+                        "amx_bf16",
+                        "amx_tile",
+                        "amx_int8",
+                    )
                     return [f for f in keep if f in flags]
     except OSError:
         pass
@@ -139,6 +163,7 @@ def _ram_gib() -> float | None:
 def _peak_rss_mib() -> float | None:
     try:
         import resource
+
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     except Exception:  # noqa: BLE001
         return None
@@ -147,6 +172,7 @@ def _peak_rss_mib() -> float | None:
 def machine() -> dict[str, Any]:
     """Where and when the figures were measured."""
     import jaxlib
+
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -167,11 +193,21 @@ def machine() -> dict[str, Any]:
         "devices": [str(d) for d in jax.devices()],
         "device_kinds": sorted({d.device_kind for d in jax.devices()}),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "loadavg_1_5_15_at_start": [round(x, 2) for x in _LOAD_AT_START] if _LOAD_AT_START else None,
+        "loadavg_1_5_15_at_start": [round(x, 2) for x in _LOAD_AT_START]
+        if _LOAD_AT_START
+        else None,
         "loadavg_1_5_15_at_end": [round(x, 2) for x in load_now] if load_now else None,
-        "env": {k: os.environ[k] for k in ("XLA_FLAGS", "GLIBC_TUNABLES", "JAX_PLATFORMS",
-                                           "OMP_NUM_THREADS", "JAX_COMPILATION_CACHE_DIR")
-                if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in (
+                "XLA_FLAGS",
+                "GLIBC_TUNABLES",
+                "JAX_PLATFORMS",
+                "OMP_NUM_THREADS",
+                "JAX_COMPILATION_CACHE_DIR",
+            )
+            if k in os.environ
+        },
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "peak_rss_mib": _peak_rss_mib(),
     }
@@ -179,8 +215,7 @@ def machine() -> dict[str, Any]:
     return described
 
 
-_ID_FIELDS = ("cpu_model", "cpu_vendor", "cpu_family", "cpu_model_number", "cpu_flags",
-              "cpu_count")
+_ID_FIELDS = ("cpu_model", "cpu_vendor", "cpu_family", "cpu_model_number", "cpu_flags", "cpu_count")
 
 
 def machine_id(described: dict[str, Any]) -> str:
@@ -191,6 +226,7 @@ def machine_id(described: dict[str, Any]) -> str:
     part of it."""
     import hashlib
     import re
+
     name = re.sub(r"\(r\)|\(tm\)", "", str(described.get("cpu_model", "unknown")).lower())
     slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "cpu"
     family, model = described.get("cpu_family"), described.get("cpu_model_number")
@@ -213,6 +249,7 @@ def results_dir(machine_name: str | None = None) -> str:
 
 
 # ------------------------------------------------------------------ timing
+
 
 def summarize(times: list[float]) -> dict[str, Any]:
     """median / min / max / mean / all of a list of seconds."""
@@ -248,8 +285,10 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, An
 
 # ------------------------------------------------------------------ FLOPs
 
-def matmul_flops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 10,
-                 warmup: int = 3) -> dict[str, Any]:
+
+def matmul_flops(
+    dtype: str = "float32", n: int = MATMUL_N, repeats: int = 10, warmup: int = 3
+) -> dict[str, Any]:
     """Dense matmul throughput of this machine through jax: an n x n @ n x n product.
 
     dtype "float32": float32 operands and result. dtype "bfloat16": bfloat16 operands,
@@ -266,18 +305,24 @@ def matmul_flops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 10,
     b = jax.random.normal(key_b, (n, n), jnp.float32).astype(in_dtype)
     product = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
     stats = timeit(lambda: product(a, b), repeats=repeats, warmup=warmup)
-    flop = 2.0 * n ** 3
-    return {"dtype": dtype, "n": n, "flop": flop,
-            "flops_per_s": flop / stats["median_s"],
-            "best_flops_per_s": flop / stats["min_s"],
-            "time": stats}
+    flop = 2.0 * n**3
+    return {
+        "dtype": dtype,
+        "n": n,
+        "flop": flop,
+        "flops_per_s": flop / stats["median_s"],
+        "best_flops_per_s": flop / stats["min_s"],
+        "time": stats,
+    }
 
 
 def matmul_rates(quick: bool) -> dict[str, Any]:
     """float32 and bf16-input matmul throughput, measured now (same run as the figures)."""
     reps = 6 if quick else 15
-    return {"float32": matmul_flops("float32", repeats=reps),
-            "bfloat16": matmul_flops("bfloat16", repeats=reps)}
+    return {
+        "float32": matmul_flops("float32", repeats=reps),
+        "bfloat16": matmul_flops("bfloat16", repeats=reps),
+    }
 
 
 def bracket_rates(before: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -297,8 +342,10 @@ def fractions(achieved: float | None, rates: dict[str, Any]) -> dict[str, float 
     """achieved FLOP/s as fractions of the float32 and bf16-input matmul rates."""
     if not achieved:
         return {"fraction_of_fp32_matmul": None, "fraction_of_bf16_matmul": None}
-    return {"fraction_of_fp32_matmul": achieved / rates["float32"]["flops_per_s"],
-            "fraction_of_bf16_matmul": achieved / rates["bfloat16"]["flops_per_s"]}
+    return {
+        "fraction_of_fp32_matmul": achieved / rates["float32"]["flops_per_s"],
+        "fraction_of_bf16_matmul": achieved / rates["bfloat16"]["flops_per_s"],
+    }
 
 
 def cost(compiled) -> dict[str, float]:
@@ -331,11 +378,20 @@ def memory(compiled) -> dict[str, Any]:
     analysis = compiled.memory_analysis()
     if analysis is None:
         return {}
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-              "alias_size_in_bytes", "generated_code_size_in_bytes")
+    fields = (
+        "argument_size_in_bytes",
+        "output_size_in_bytes",
+        "temp_size_in_bytes",
+        "alias_size_in_bytes",
+        "generated_code_size_in_bytes",
+    )
     out = {f: int(getattr(analysis, f, 0) or 0) for f in fields}
-    total = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
-             + out["temp_size_in_bytes"] - out["alias_size_in_bytes"])
+    total = (
+        out["argument_size_in_bytes"]
+        + out["output_size_in_bytes"]
+        + out["temp_size_in_bytes"]
+        - out["alias_size_in_bytes"]
+    )
     out["total_bytes"] = total
     out["total_gib"] = total / 2**30
     return out
@@ -358,9 +414,11 @@ def dense_matmul_flops(params, batch: int, data_dim: int) -> float:
 
 # ------------------------------------------------------------------ experiments
 
+
 def mnist_config(compute_dtype: str = "float32"):
     """configs/mnist.py (the paper's MNIST setting), reading data/mnist/ local files."""
     from configs import mnist
+
     config = mnist.get_config()
     config.data.source = "files"
     config.data.dir = os.path.join(REPO_ROOT, "data")
@@ -377,6 +435,7 @@ def mnist_dataset():
     global _MNIST
     if _MNIST is None:
         from exon_jax import data as data_lib
+
         _MNIST = data_lib.load_dataset("mnist", "files", os.path.join(REPO_ROOT, "data"))
     return _MNIST
 
@@ -392,11 +451,13 @@ def cifar_config(compute_dtype: str = "float32"):
     path = os.path.join(REPO_ROOT, "configs", "cifar10.py")
     if os.path.exists(path):
         import importlib
+
         module = importlib.import_module("configs.cifar10")
         config = module.get_config()
         source = "configs/cifar10.py"
     else:
         from configs import mnist
+
         config = mnist.get_config()
         config.data.name = "cifar10"
         config.data.labelled_per_class = 1000
@@ -422,22 +483,35 @@ def cifar_dataset(num_train: int = 50_000, num_test: int = 1_000, seed: int = 0)
     Content does not change the speed of a step; shapes and dtypes do.
     """
     from exon_jax import data as data_lib
+
     rng = np.random.default_rng(seed)
-    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-             "ship", "truck")
+    names = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
 
     def split(n):
         images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
         labels = rng.permutation(np.arange(n) % 10).astype(np.int32)
         return data_lib.ImageSplit(images=images, labels=labels)
 
-    return data_lib.ImageDataset(train=split(num_train), test=split(num_test), name="cifar10",
-                                 class_names=names)
+    return data_lib.ImageDataset(
+        train=split(num_train), test=split(num_test), name="cifar10", class_names=names
+    )
 
 
 def single_model(exp):
     """(state, hparams) of model 0 of an experiment, without the model axis."""
     from exon_jax import experiment, train
+
     states = experiment.init_states(exp)
     hparams = experiment.sharded_hparams(exp)
     return train.unstack_tree(states, 0), train.unstack_tree(hparams, 0)
@@ -446,14 +520,20 @@ def single_model(exp):
 def first_batch(exp, data):
     """The first batch of epoch 0 (the batch order of `data_key`), gathered on device."""
     from exon_jax import batching, experiment, train
+
     s = exp.settings
     u_order, l_order = batching.epoch_batch_indices(
-        jax.random.fold_in(experiment.data_key(exp.config), 0), s.num_unlabelled,
-        s.num_labelled, s.batch_unlabelled, s.batch_labelled)
+        jax.random.fold_in(experiment.data_key(exp.config), 0),
+        s.num_unlabelled,
+        s.num_labelled,
+        s.batch_unlabelled,
+        s.batch_labelled,
+    )
     return jax.block_until_ready(jax.jit(train.gather_batch)(data, u_order[0], l_order[0]))
 
 
 # ------------------------------------------------------------------ output
+
 
 def sig(x: float | None, digits: int = 4):
     """x rounded to `digits` significant digits (None stays None); for display rows."""
@@ -499,20 +579,28 @@ def log(message: str) -> None:
 
 # ------------------------------------------------------------------ TensorFlow reference
 
-TF_INSTALL = ('TFREF=<a folder outside the repository>; python3 -m venv "$TFREF" && '
-              '"$TFREF/bin/pip" install "tensorflow-cpu==2.21.*"; then pass --tf-python '
-              '"$TFREF/bin/python" or set TFREF (see ../shared/refbench/README.md)')
+TF_INSTALL = (
+    'TFREF=<a folder outside the repository>; python3 -m venv "$TFREF" && '
+    '"$TFREF/bin/pip" install "tensorflow-cpu==2.21.*"; then pass --tf-python '
+    '"$TFREF/bin/python" or set TFREF (see ../shared/refbench/README.md)'
+)
 
 
 def add_tf_options(parser: argparse.ArgumentParser) -> None:
     """--tf-python and --refbench: where the TensorFlow reference lives (no machine's paths
     are written into the scripts)."""
-    parser.add_argument("--tf-python", default=None,
-                        help="python of the TensorFlow reference venv (default: $TFREF_PYTHON, "
-                             "else $TFREF/bin/python)")
-    parser.add_argument("--refbench", default=None,
-                        help="tf_keras_step.py (default: $REFBENCH_SCRIPT, else "
-                             "../shared/refbench/tf_keras_step.py beside the checkout)")
+    parser.add_argument(
+        "--tf-python",
+        default=None,
+        help="python of the TensorFlow reference venv (default: $TFREF_PYTHON, "
+        "else $TFREF/bin/python)",
+    )
+    parser.add_argument(
+        "--refbench",
+        default=None,
+        help="tf_keras_step.py (default: $REFBENCH_SCRIPT, else "
+        "../shared/refbench/tf_keras_step.py beside the checkout)",
+    )
 
 
 def tf_reference(args) -> tuple[str | None, str | None, str | None]:
@@ -523,8 +611,11 @@ def tf_reference(args) -> tuple[str | None, str | None, str | None]:
     python = getattr(args, "tf_python", None) or os.environ.get("TFREF_PYTHON")
     if not python and os.environ.get("TFREF"):
         python = os.path.join(os.environ["TFREF"], "bin", "python")
-    script = (getattr(args, "refbench", None) or os.environ.get("REFBENCH_SCRIPT")
-              or os.path.join(REPO_ROOT, "..", "shared", "refbench", "tf_keras_step.py"))
+    script = (
+        getattr(args, "refbench", None)
+        or os.environ.get("REFBENCH_SCRIPT")
+        or os.path.join(REPO_ROOT, "..", "shared", "refbench", "tf_keras_step.py")
+    )
     script = os.path.abspath(script)
     if not os.path.exists(script):
         return python, None, f"refbench script not found at {script} (--refbench)"
@@ -535,10 +626,12 @@ def tf_reference(args) -> tuple[str | None, str | None, str | None]:
     return python, script, None
 
 
-def run_tf(python: str, script: str, steps: int, xla: bool, extra: tuple[str, ...] = ()
-           ) -> dict[str, Any]:
+def run_tf(
+    python: str, script: str, steps: int, xla: bool, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """One fresh run of the refbench script; its JSON line (steps/s after its own warm-up)."""
     import subprocess
+
     cmd = [python, script, "--steps", str(steps)] + (["--xla"] if xla else []) + list(extra)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     lines = [l for l in proc.stdout.splitlines() if l.strip().startswith("{")]

@@ -13,6 +13,7 @@ machine.compilation_cache_dir in the JSON).
 
   python bench/compile.py [--quick] [--repeats N]
 """
+
 from __future__ import annotations
 
 import json
@@ -43,12 +44,17 @@ def child(program: str) -> dict:
     data = experiment.device_data(exp)
     if program == "mnist_epoch":
         fn = experiment.compile_epoch(exp)
-        args = (experiment.init_states(exp), experiment.sharded_hparams(exp), data,
-                jax.random.fold_in(experiment.data_key(config), 0))
+        args = (
+            experiment.init_states(exp),
+            experiment.sharded_hparams(exp),
+            data,
+            jax.random.fold_in(experiment.data_key(config), 0),
+        )
     else:
         state, hparams = common.single_model(exp)
-        fn = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings),
-                     donate_argnums=0)
+        fn = jax.jit(
+            train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0
+        )
         args = (state, hparams, common.first_batch(exp, data))
     jax.block_until_ready(args)
     setup_s = time.perf_counter() - t0
@@ -62,10 +68,16 @@ def child(program: str) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     first_call_s = time.perf_counter() - t0
-    return {"program": program, "config": source, "setup_s": setup_s, "lower_s": lower_s,
-            "compile_s": compile_s, "first_call_s": first_call_s,
-            "time_to_first_step_s": lower_s + compile_s + first_call_s,
-            "steps_in_first_call": exp.settings.steps_per_epoch if program == "mnist_epoch" else 1}
+    return {
+        "program": program,
+        "config": source,
+        "setup_s": setup_s,
+        "lower_s": lower_s,
+        "compile_s": compile_s,
+        "first_call_s": first_call_s,
+        "time_to_first_step_s": lower_s + compile_s + first_call_s,
+        "steps_in_first_call": exp.settings.steps_per_epoch if program == "mnist_epoch" else 1,
+    }
 
 
 def main():
@@ -82,36 +94,62 @@ def main():
     for program in PROGRAMS:
         samples = []
         for _ in range(runs):
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", program],
-                                  capture_output=True, text=True, cwd=common.REPO_ROOT)
+            proc = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--child", program],
+                capture_output=True,
+                text=True,
+                cwd=common.REPO_ROOT,
+            )
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"compile child {program} failed (rc {proc.returncode}):\n"
-                                   f"{proc.stderr[-3000:]}")
-            samples.append(json.loads(lines[-1][len("RESULT "):]))
-        stats = {k: common.summarize([s[k] for s in samples])
-                 for k in ("setup_s", "lower_s", "compile_s", "first_call_s",
-                           "time_to_first_step_s")}
-        results[program] = {"config": samples[0]["config"],
-                            "steps_in_first_call": samples[0]["steps_in_first_call"],
-                            **stats, "samples": samples}
-    names = {"mnist_epoch": "MNIST scanned epoch (28 steps in the first call)",
-             "mnist_step": "MNIST train step", "cifar_step": "CIFAR-10 train step (128+32)"}
+                raise RuntimeError(
+                    f"compile child {program} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+                )
+            samples.append(json.loads(lines[-1][len("RESULT ") :]))
+        stats = {
+            k: common.summarize([s[k] for s in samples])
+            for k in ("setup_s", "lower_s", "compile_s", "first_call_s", "time_to_first_step_s")
+        }
+        results[program] = {
+            "config": samples[0]["config"],
+            "steps_in_first_call": samples[0]["steps_in_first_call"],
+            **stats,
+            "samples": samples,
+        }
+    names = {
+        "mnist_epoch": "MNIST scanned epoch (28 steps in the first call)",
+        "mnist_step": "MNIST train step",
+        "cifar_step": "CIFAR-10 train step (128+32)",
+    }
     table = []
     for program, r in results.items():
-        table.append(common.row(
-            f"time to first step: {names[program]}",
-            common.sig(r["time_to_first_step_s"]["median_s"], 3), "s",
-            f"lower {common.sig(r['lower_s']['median_s'], 3)} + compile "
-            f"{common.sig(r['compile_s']['median_s'], 3)} + first call "
-            f"{common.sig(r['first_call_s']['median_s'], 3)} s; n={r['compile_s']['n']}"))
-    summary = "; ".join(f"{p} {r['time_to_first_step_s']['median_s']:.1f} s "
-                        f"(compile {r['compile_s']['median_s']:.1f} s)" for p, r in results.items())
-    common.write_json("compile", {
-        "quick": args.quick, "fresh_processes_per_program": runs,
-        "definition": "time_to_first_step = lower (trace) + compile + first call, each "
-                      "synchronised; set-up (data to device, init) separate",
-        "results": results, "table": table}, summary)
+        table.append(
+            common.row(
+                f"time to first step: {names[program]}",
+                common.sig(r["time_to_first_step_s"]["median_s"], 3),
+                "s",
+                f"lower {common.sig(r['lower_s']['median_s'], 3)} + compile "
+                f"{common.sig(r['compile_s']['median_s'], 3)} + first call "
+                f"{common.sig(r['first_call_s']['median_s'], 3)} s; n={r['compile_s']['n']}",
+            )
+        )
+    summary = "; ".join(
+        f"{p} {r['time_to_first_step_s']['median_s']:.1f} s "
+        f"(compile {r['compile_s']['median_s']:.1f} s)"
+        for p, r in results.items()
+    )
+    common.write_json(
+        "compile",
+        {
+            "quick": args.quick,
+            "fresh_processes_per_program": runs,
+            "definition": "time_to_first_step = lower (trace) + compile + first call, each "
+            "synchronised; set-up (data to device, init) separate",
+            "results": results,
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

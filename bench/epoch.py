@@ -20,6 +20,7 @@ steps per epoch; both numbers are in the JSON.
 
   python bench/epoch.py [--quick] [--repeats N]
 """
+
 from __future__ import annotations
 
 import common
@@ -56,8 +57,10 @@ def measure(compute_dtype: str, reps: int) -> dict:
 
     step_fn = jax.jit(gather_and_step, donate_argnums=0)
     u_order, l_order = jax.jit(
-        lambda k: batching.epoch_batch_indices(k, s.num_unlabelled, s.num_labelled,
-                                               s.batch_unlabelled, s.batch_labelled))(epoch_key)
+        lambda k: batching.epoch_batch_indices(
+            k, s.num_unlabelled, s.num_labelled, s.batch_unlabelled, s.batch_labelled
+        )
+    )(epoch_key)
     u_rows = [jax.device_put(u_order[i]) for i in range(steps)]
     l_rows = [jax.device_put(l_order[i]) for i in range(steps)]
     states_py0 = experiment.init_states(exp)
@@ -107,8 +110,9 @@ def measure(compute_dtype: str, reps: int) -> dict:
         "python_step_s": py_stats["median_s"] / steps,
         "xla_flops_epoch_as_reported": epoch_flops_raw,
         "xla_flops_per_step": step_flops,
-        "epoch_flops_reported_over_step_flops": (epoch_flops_raw / step_flops
-                                                 if epoch_flops_raw and step_flops else None),
+        "epoch_flops_reported_over_step_flops": (
+            epoch_flops_raw / step_flops if epoch_flops_raw and step_flops else None
+        ),
         "xla_flops_epoch_used": epoch_flops,
         "achieved_flops_per_s": achieved,
         "projected_200_epochs_s": EPOCHS * scan_median,
@@ -129,58 +133,85 @@ def main():
         r.update(common.fractions(r["achieved_flops_per_s"], rates))
         r["arithmetic_floor_200_epochs_min_at_fp32_matmul_rate"] = (
             EPOCHS * r["xla_flops_epoch_used"] / rates["float32"]["flops_per_s"] / 60
-            if r["xla_flops_epoch_used"] else None)
+            if r["xla_flops_epoch_used"]
+            else None
+        )
     table = []
     for dt, r in results.items():
         table += [
-            common.row(f"MNIST epoch, scanned ({dt})", common.sig(r["scanned_epoch"]["median_s"]),
-                       "s", f"min {common.sig(r['scanned_epoch']['min_s'])}, max "
-                            f"{common.sig(r['scanned_epoch']['max_s'])}, n={r['scanned_epoch']['n']}"),
-            common.row(f"MNIST epoch, Python loop ({dt})",
-                       common.sig(r["python_loop_epoch"]["median_s"]), "s",
-                       f"python - scanned = {common.sig(r['python_minus_scanned_s'] * 1e3)} ms"),
-            common.row(f"MNIST scanned epoch ({dt}) achieved / fp32 matmul rate",
-                       common.sig(r["fraction_of_fp32_matmul"], 3), "",
-                       f"{common.sig(r['achieved_flops_per_s'] / 1e9)} of "
-                       f"{common.sig(rates['float32']['flops_per_s'] / 1e9)} GFLOP/s; "
-                       f"{common.sig(r['fraction_of_bf16_matmul'], 3)} of bf16-input matmul; "
-                       f"target >= 0.85"),
-            common.row(f"MNIST 200 epochs projected ({dt}, training only)",
-                       common.sig(r["projected_200_epochs_min"], 3), "min",
-                       f"floor at fp32 matmul rate "
-                       f"{common.sig(r['arithmetic_floor_200_epochs_min_at_fp32_matmul_rate'], 3)} min"),
+            common.row(
+                f"MNIST epoch, scanned ({dt})",
+                common.sig(r["scanned_epoch"]["median_s"]),
+                "s",
+                f"min {common.sig(r['scanned_epoch']['min_s'])}, max "
+                f"{common.sig(r['scanned_epoch']['max_s'])}, n={r['scanned_epoch']['n']}",
+            ),
+            common.row(
+                f"MNIST epoch, Python loop ({dt})",
+                common.sig(r["python_loop_epoch"]["median_s"]),
+                "s",
+                f"python - scanned = {common.sig(r['python_minus_scanned_s'] * 1e3)} ms",
+            ),
+            common.row(
+                f"MNIST scanned epoch ({dt}) achieved / fp32 matmul rate",
+                common.sig(r["fraction_of_fp32_matmul"], 3),
+                "",
+                f"{common.sig(r['achieved_flops_per_s'] / 1e9)} of "
+                f"{common.sig(rates['float32']['flops_per_s'] / 1e9)} GFLOP/s; "
+                f"{common.sig(r['fraction_of_bf16_matmul'], 3)} of bf16-input matmul; "
+                f"target >= 0.85",
+            ),
+            common.row(
+                f"MNIST 200 epochs projected ({dt}, training only)",
+                common.sig(r["projected_200_epochs_min"], 3),
+                "min",
+                f"floor at fp32 matmul rate "
+                f"{common.sig(r['arithmetic_floor_200_epochs_min_at_fp32_matmul_rate'], 3)} min",
+            ),
         ]
     f32, bf16 = results["float32"], results["bfloat16"]
-    summary = (f"epoch fp32 scanned {f32['scanned_epoch']['median_s']:.2f} s vs python "
-               f"{f32['python_loop_epoch']['median_s']:.2f} s ({f32['fraction_of_fp32_matmul']:.2f} "
-               f"of fp32 matmul, 200 epochs ~{f32['projected_200_epochs_min']:.1f} min); bf16 scanned "
-               f"{bf16['scanned_epoch']['median_s']:.2f} s ({bf16['fraction_of_fp32_matmul']:.2f})")
+    summary = (
+        f"epoch fp32 scanned {f32['scanned_epoch']['median_s']:.2f} s vs python "
+        f"{f32['python_loop_epoch']['median_s']:.2f} s ({f32['fraction_of_fp32_matmul']:.2f} "
+        f"of fp32 matmul, 200 epochs ~{f32['projected_200_epochs_min']:.1f} min); bf16 scanned "
+        f"{bf16['scanned_epoch']['median_s']:.2f} s ({bf16['fraction_of_fp32_matmul']:.2f})"
+    )
     targets = {
         "scanned_fp32_fraction_of_fp32_matmul": {
-            "target": ">= 0.85", "measured": f32["fraction_of_fp32_matmul"],
+            "target": ">= 0.85",
+            "measured": f32["fraction_of_fp32_matmul"],
             "met": f32["fraction_of_fp32_matmul"] >= 0.85,
-            "shortfall": max(0.0, 0.85 - f32["fraction_of_fp32_matmul"])},
+            "shortfall": max(0.0, 0.85 - f32["fraction_of_fp32_matmul"]),
+        },
         "scanned_no_slower_than_python_fp32": {
-            "target": "scanned <= python", "python_minus_scanned_s": f32["python_minus_scanned_s"],
-            "met": f32["python_minus_scanned_s"] >= 0.0},
+            "target": "scanned <= python",
+            "python_minus_scanned_s": f32["python_minus_scanned_s"],
+            "met": f32["python_minus_scanned_s"] >= 0.0,
+        },
         "projected_200_epochs_fp32_training_only_min": {
             "target": "<= 5 min end to end (this is a training-only projection, not the "
-                      "measured end-to-end run)",
+            "measured end-to-end run)",
             "measured": f32["projected_200_epochs_min"],
             "met": f32["projected_200_epochs_min"] <= 5.0,
-            "excess_min": max(0.0, f32["projected_200_epochs_min"] - 5.0)},
+            "excess_min": max(0.0, f32["projected_200_epochs_min"] - 5.0),
+        },
     }
-    common.write_json("epoch", {
-        "targets": targets,
-        "quick": args.quick, "repeats": reps,
-        "warmup": "one epoch each way (compared for equal losses) before timing",
-        "matmul": rates,
-        "definition": "scanned = experiment.compile_epoch (1 model); python = 28 calls of "
-                      "jit(gather_batch + vmapped train_step), same batch indices; timed "
-                      "alternately, block_until_ready at the end of each epoch",
-        "results": results,
-        "table": table,
-    }, summary)
+    common.write_json(
+        "epoch",
+        {
+            "targets": targets,
+            "quick": args.quick,
+            "repeats": reps,
+            "warmup": "one epoch each way (compared for equal losses) before timing",
+            "matmul": rates,
+            "definition": "scanned = experiment.compile_epoch (1 model); python = 28 calls of "
+            "jit(gather_batch + vmapped train_step), same batch indices; timed "
+            "alternately, block_until_ready at the end of each epoch",
+            "results": results,
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ achieved GFLOP/s. Writes bench/results/profile_step.json.
 
   python bench/profile_step.py [--quick]
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -26,8 +27,11 @@ def main():
     step_fn = train.make_train_step(exp.model, exp.optimizer, exp.settings)
 
     full = jax.jit(step_fn)
-    grad_only = jax.jit(lambda s: jax.grad(lambda p: step_fn(s.replace(params=p), hparams, batch)
-                                           [1]["loss"])(s.params))
+    grad_only = jax.jit(
+        lambda s: jax.grad(lambda p: step_fn(s.replace(params=p), hparams, batch)[1]["loss"])(
+            s.params
+        )
+    )
     # The step's loss as a function of params (forward only, no update).
     loss_only = jax.jit(lambda s: step_fn(s, hparams, batch)[1]["loss"])
     grads = grad_only(state)
@@ -44,9 +48,14 @@ def main():
         "RMSprop update only": common.timeit(lambda: update_only(state, grads), n),
         "Gumbel + Gaussian noise and z": common.timeit(lambda: noise_only(jax.random.key(0)), n),
     }
-    layers = [("enc 784->200", 784, 200), ("enc 200->400", 200, 400),
-              ("enc head 400->50", 400, 50), ("dec 2->200", 2, 200),
-              ("dec 200->400", 200, 400), ("dec 400->784", 400, 784)]
+    layers = [
+        ("enc 784->200", 784, 200),
+        ("enc 200->400", 200, 400),
+        ("enc head 400->50", 400, 50),
+        ("dec 2->200", 2, 200),
+        ("dec 200->400", 200, 400),
+        ("dec 400->784", 400, 784),
+    ]
     products = {}
     key = jax.random.key(1)
     for name, fan_in, fan_out in layers:
@@ -54,27 +63,51 @@ def main():
         w = jax.random.normal(key, (fan_in, fan_out))
         g = jax.random.normal(key, (batch_size, fan_out))
         flop = 2.0 * batch_size * fan_in * fan_out
-        for kind, fn, operands in (("forward x.W", jax.jit(jnp.matmul), (x, w)),
-                                   ("input grad g.W^T", jax.jit(lambda a, b: a @ b.T), (g, w)),
-                                   ("weight grad x^T.g", jax.jit(lambda a, b: a.T @ b), (x, g))):
+        for kind, fn, operands in (
+            ("forward x.W", jax.jit(jnp.matmul), (x, w)),
+            ("input grad g.W^T", jax.jit(lambda a, b: a @ b.T), (g, w)),
+            ("weight grad x^T.g", jax.jit(lambda a, b: a.T @ b), (x, g)),
+        ):
             stats = common.timeit(lambda: fn(*operands), n)
             products[f"{name}: {kind}"] = {**stats, "gflop_per_s": flop / stats["median_s"] / 1e9}
     matmul_total = sum(p["median_s"] for p in products.values())
-    rows = [common.row(f"MNIST step part: {k}", common.sig(v["median_s"] * 1e3), "ms",
-                       f"min {common.sig(v['min_s'] * 1e3)}") for k, v in parts.items()]
-    rows.append(common.row("MNIST step: the 18 dense products timed one by one, summed",
-                           common.sig(matmul_total * 1e3), "ms",
-                           "hottest: " + ", ".join(
-                               f"{k} {common.sig(v['median_s'] * 1e3)} ms"
-                               for k, v in sorted(products.items(),
-                                                  key=lambda kv: -kv[1]["median_s"])[:3])))
-    summary = (f"full step {parts['full step (grad + update)']['median_s'] * 1e3:.1f} ms; "
-               f"dense products alone {matmul_total * 1e3:.1f} ms; "
-               f"update {parts['RMSprop update only']['median_s'] * 1e3:.2f} ms; "
-               f"noise {parts['Gumbel + Gaussian noise and z']['median_s'] * 1e3:.2f} ms")
-    common.write_json("profile_step", {"parts": parts, "dense_products": products,
-                                       "dense_products_total_s": matmul_total,
-                                       "table": rows}, summary)
+    rows = [
+        common.row(
+            f"MNIST step part: {k}",
+            common.sig(v["median_s"] * 1e3),
+            "ms",
+            f"min {common.sig(v['min_s'] * 1e3)}",
+        )
+        for k, v in parts.items()
+    ]
+    rows.append(
+        common.row(
+            "MNIST step: the 18 dense products timed one by one, summed",
+            common.sig(matmul_total * 1e3),
+            "ms",
+            "hottest: "
+            + ", ".join(
+                f"{k} {common.sig(v['median_s'] * 1e3)} ms"
+                for k, v in sorted(products.items(), key=lambda kv: -kv[1]["median_s"])[:3]
+            ),
+        )
+    )
+    summary = (
+        f"full step {parts['full step (grad + update)']['median_s'] * 1e3:.1f} ms; "
+        f"dense products alone {matmul_total * 1e3:.1f} ms; "
+        f"update {parts['RMSprop update only']['median_s'] * 1e3:.2f} ms; "
+        f"noise {parts['Gumbel + Gaussian noise and z']['median_s'] * 1e3:.2f} ms"
+    )
+    common.write_json(
+        "profile_step",
+        {
+            "parts": parts,
+            "dense_products": products,
+            "dense_products_total_s": matmul_total,
+            "table": rows,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

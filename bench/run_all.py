@@ -24,6 +24,7 @@ The TensorFlow reference (tf_reference.py) finds its interpreter from the enviro
 (TFREF_PYTHON, or TFREF = the reference venv's folder) and the refbench script from
 REFBENCH_SCRIPT or the repository layout (../shared/refbench beside the checkout).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,20 +40,31 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 README = os.path.join(REPO_ROOT, "README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
-SCRIPTS = ("train_step", "profile_step", "epoch", "sweep", "compile", "cifar_step", "analysis",
-           "tf_reference", "speed_paths")
+SCRIPTS = (
+    "train_step",
+    "profile_step",
+    "epoch",
+    "sweep",
+    "compile",
+    "cifar_step",
+    "analysis",
+    "tf_reference",
+    "speed_paths",
+)
 
 
 def this_machine() -> str:
     """The machine id of this machine, from bench/common.py (imports jax)."""
     sys.path.insert(0, BENCH_DIR)
     import common
+
     return common.this_machine_id()
 
 
 def machine_id_of(described: dict) -> str:
     sys.path.insert(0, BENCH_DIR)
     import common
+
     return common.machine_id(described)
 
 
@@ -65,9 +77,13 @@ def run_scripts(names, quick: bool, machine: str) -> list[dict]:
         path = os.path.join(folder, f"{name}.json")
         if os.path.exists(path):
             os.remove(path)
-        cmd = [sys.executable, os.path.join(BENCH_DIR, f"{name}.py")] + (["--quick"] if quick else [])
-        print(f"== {name}: {' '.join(os.path.relpath(c, REPO_ROOT) if c.startswith(REPO_ROOT) else c for c in cmd)}",
-              flush=True)
+        cmd = [sys.executable, os.path.join(BENCH_DIR, f"{name}.py")] + (
+            ["--quick"] if quick else []
+        )
+        print(
+            f"== {name}: {' '.join(os.path.relpath(c, REPO_ROOT) if c.startswith(REPO_ROOT) else c for c in cmd)}",
+            flush=True,
+        )
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
         wall = time.perf_counter() - t0
@@ -106,8 +122,9 @@ def load_results(names) -> tuple[dict[str, dict[str, dict]], list[str]]:
                 continue
             measured_on = machine_id_of(recorded)
             if measured_on != entry:
-                refused.append(f"bench/results/{entry}/{name}.json: measured on {measured_on}, "
-                               f"not {entry}")
+                refused.append(
+                    f"bench/results/{entry}/{name}.json: measured on {measured_on}, not {entry}"
+                )
                 continue
             by_machine.setdefault(entry, {})[name] = doc
     return by_machine, refused
@@ -128,13 +145,17 @@ def cell(value) -> str:
 def describe(machine: dict) -> str:
     numbers = ""
     if machine.get("cpu_family") is not None:
-        numbers = (f" ({machine.get('cpu_vendor', '')} family {machine['cpu_family']} "
-                   f"model {machine.get('cpu_model_number')})")
+        numbers = (
+            f" ({machine.get('cpu_vendor', '')} family {machine['cpu_family']} "
+            f"model {machine.get('cpu_model_number')})"
+        )
     flags = machine.get("cpu_flags") or []
-    return (f"{machine['cpu_model']}{numbers}, {machine['cpu_count']} cores, "
-            f"{machine['ram_gib']} GiB RAM, flags {' '.join(flags) or 'n/a'}, "
-            f"jax/jaxlib {machine['jax']}/{machine['jaxlib']}, "
-            f"devices {', '.join(machine['devices'])}")
+    return (
+        f"{machine['cpu_model']}{numbers}, {machine['cpu_count']} cores, "
+        f"{machine['ram_gib']} GiB RAM, flags {' '.join(flags) or 'n/a'}, "
+        f"jax/jaxlib {machine['jax']}/{machine['jaxlib']}, "
+        f"devices {', '.join(machine['devices'])}"
+    )
 
 
 def machine_table(machine: str, docs: dict[str, dict], names, runs: dict | None) -> str:
@@ -158,17 +179,23 @@ def machine_table(machine: str, docs: dict[str, dict], names, runs: dict | None)
         doc = docs.get(name)
         if doc is None:
             if name in status:
-                lines.append(f"| {machine} | {name} | | FAILED (exit {status[name]['returncode']}) | | |")
+                lines.append(
+                    f"| {machine} | {name} | | FAILED (exit {status[name]['returncode']}) | | |"
+                )
             continue
         for r in doc.get("table", []):
-            lines.append(f"| {machine} | {name} | {cell(r['metric'])} | {cell(r['value'])} | "
-                         f"{cell(r.get('unit', ''))} | {cell(r.get('note', ''))} |")
+            lines.append(
+                f"| {machine} | {name} | {cell(r['metric'])} | {cell(r['value'])} | "
+                f"{cell(r.get('unit', ''))} | {cell(r.get('note', ''))} |"
+            )
     if runs and runs.get("runs"):
         total = sum(r["wall_s"] for r in runs["runs"])
         lines.append("")
-        lines.append(f"Suite wall time on `{machine}`: "
-                     + ", ".join(f"{r['script']} {r['wall_s']} s" for r in runs["runs"])
-                     + f"; total {round(total, 1)} s.")
+        lines.append(
+            f"Suite wall time on `{machine}`: "
+            + ", ".join(f"{r['script']} {r['wall_s']} s" for r in runs["runs"])
+            + f"; total {round(total, 1)} s."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -178,17 +205,24 @@ def build_table(names, only_machine: str | None = None, current: str | None = No
     by_machine, refused = load_results(names)
     if only_machine is not None:
         by_machine = {m: d for m, d in by_machine.items() if m == only_machine}
-    newest = {m: max(d["machine"]["date_utc"] for d in docs.values())
-              for m, docs in by_machine.items()}
+    newest = {
+        m: max(d["machine"]["date_utc"] for d in docs.values()) for m, docs in by_machine.items()
+    }
     order = sorted(by_machine, key=lambda m: newest[m], reverse=True)
-    order.sort(key=lambda m: m != current)          # stable: the current machine first
+    order.sort(key=lambda m: m != current)  # stable: the current machine first
     parts = [machine_table(m, by_machine[m], names, load_runs(m)) for m in order]
     if not parts:
-        parts = ["No benchmark results" + (f" for machine `{only_machine}`" if only_machine
-                                           else "") + " in bench/results/.\n"]
+        parts = [
+            "No benchmark results"
+            + (f" for machine `{only_machine}`" if only_machine else "")
+            + " in bench/results/.\n"
+        ]
     if len(parts) > 1:
-        parts.insert(0, f"{len(parts)} machines, one table each; compare figures only within "
-                        "a table (ratios measured in one run mean most).\n")
+        parts.insert(
+            0,
+            f"{len(parts)} machines, one table each; compare figures only within "
+            "a table (ratios measured in one run mean most).\n",
+        )
     if refused:
         parts.append("Refused (not shown): " + "; ".join(refused) + ".\n")
     return "\n".join(parts)
@@ -216,17 +250,29 @@ def write_table(table: str, use_readme: bool) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats in every script")
-    parser.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(SCRIPTS))
-    parser.add_argument("--table-only", action="store_true",
-                        help="run nothing; rebuild the table from the existing JSON files")
-    parser.add_argument("--no-readme", action="store_true",
-                        help="write bench/results/TABLE.md even where README.md exists")
-    parser.add_argument("--machine", default=None,
-                        help="only this machine's table (a folder name of bench/results, or "
-                             "'this' for the machine running this command)")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated subset of " + ",".join(SCRIPTS)
+    )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing; rebuild the table from the existing JSON files",
+    )
+    parser.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="write bench/results/TABLE.md even where README.md exists",
+    )
+    parser.add_argument(
+        "--machine",
+        default=None,
+        help="only this machine's table (a folder name of bench/results, or "
+        "'this' for the machine running this command)",
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",")] if args.only else list(SCRIPTS)
     unknown = [n for n in names if n not in SCRIPTS]
@@ -241,8 +287,16 @@ def main():
         runs = run_scripts(names, args.quick, current)
         total = time.perf_counter() - t0
         with open(os.path.join(RESULTS_DIR, current, "run_all.json"), "w") as f:
-            json.dump({"machine_id": current, "quick": args.quick,
-                       "total_wall_s": round(total, 2), "runs": runs}, f, indent=2)
+            json.dump(
+                {
+                    "machine_id": current,
+                    "quick": args.quick,
+                    "total_wall_s": round(total, 2),
+                    "runs": runs,
+                },
+                f,
+                indent=2,
+            )
             f.write("\n")
     table = build_table(list(SCRIPTS) if not args.only else names, only, current)
     where = write_table(table, use_readme=not args.no_readme)

@@ -23,6 +23,7 @@ fresh XLA buffers.
   TFREF=<venv> python bench/speed_paths.py [--quick] [--repeats ROUNDS] [--variants a,b]
   python bench/speed_paths.py --tf-python <venv>/bin/python [--refbench tf_keras_step.py]
 """
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,7 @@ class JaxVariant:
             if loop == "scan":
                 epoch = epoch.lower(self.states, self.hparams, self.data, self.key).compile()
             self.epoch = epoch
-            self.run()                              # warm-up (traces the python loop's step)
+            self.run()  # warm-up (traces the python loop's step)
         finally:
             models.set_weight_gradient_layout(old)
 
@@ -86,9 +87,12 @@ class TfVariant:
         self.proc = subprocess.Popen(
             [python, os.path.join(common.BENCH_DIR, "tf_driver.py"), "--refbench", script]
             + (["--xla"] if xla else []),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.info = self._read()
-        self.run()                                  # warm-up request
+        self.run()  # warm-up request
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -109,26 +113,35 @@ class TfVariant:
 def main():
     def extra(parser):
         common.add_tf_options(parser)
-        parser.add_argument("--variants", default=",".join(VARIANTS),
-                            help="comma-separated subset of " + ",".join(VARIANTS) + "; NAME@LAYOUT "
-                             "picks a weight-gradient layout (models.WEIGHT_GRADIENT_LAYOUTS)")
-        parser.add_argument("--tf-plain", action="store_true",
-                            help="also time TF's plain tf.function step")
+        parser.add_argument(
+            "--variants",
+            default=",".join(VARIANTS),
+            help="comma-separated subset of " + ",".join(VARIANTS) + "; NAME@LAYOUT "
+            "picks a weight-gradient layout (models.WEIGHT_GRADIENT_LAYOUTS)",
+        )
+        parser.add_argument(
+            "--tf-plain", action="store_true", help="also time TF's plain tf.function step"
+        )
 
     args = common.parse_args(__doc__, extra)
     rounds = max(3, common.repeats(args, full=6, quick=3))
     tf_python, script, reason = common.tf_reference(args)
     if reason:
-        common.write_json("speed_paths", {
-            "skipped": reason, "install": common.TF_INSTALL,
-            "table": [common.row("speed against TF Keras + XLA", "skipped", "", reason)]},
-            f"skipped: {reason}")
+        common.write_json(
+            "speed_paths",
+            {
+                "skipped": reason,
+                "install": common.TF_INSTALL,
+                "table": [common.row("speed against TF Keras + XLA", "skipped", "", reason)],
+            },
+            f"skipped: {reason}",
+        )
         return
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     runners: dict[str, object] = {}
     for name in names:
         common.log(f"speed_paths: compiling {name}")
-        base, _, layout = name.partition("@")          # e.g. f32_scan@transpose_x
+        base, _, layout = name.partition("@")  # e.g. f32_scan@transpose_x
         dtype, default_layout, loop = VARIANTS[base]
         runners[name] = JaxVariant(name, dtype, layout or default_layout, loop)
     steps = runners[names[0]].steps
@@ -140,10 +153,13 @@ def main():
     loads = []
     for r in range(rounds):
         loads.append([round(x, 2) for x in os.getloadavg()])
-        for name in order[r % len(order):] + order[:r % len(order)]:
+        for name in order[r % len(order) :] + order[: r % len(order)]:
             seconds[name].append(runners[name].run())
-        common.log(f"speed_paths round {r}: " + ", ".join(
-            f"{n} {steps / s[-1]:.2f}" for n, s in seconds.items()) + f" steps/s; load {loads[-1]}")
+        common.log(
+            f"speed_paths round {r}: "
+            + ", ".join(f"{n} {steps / s[-1]:.2f}" for n, s in seconds.items())
+            + f" steps/s; load {loads[-1]}"
+        )
     tf_info = {n: runners[n].info for n in runners if n.startswith("tf_")}
     for n in tf_info:
         runners[n].close()
@@ -153,57 +169,95 @@ def main():
     results = {}
     for n in names:
         results[n] = {
-            "dtype": runners[n].dtype, "layout": runners[n].layout, "epoch_loop": runners[n].loop,
+            "dtype": runners[n].dtype,
+            "layout": runners[n].layout,
+            "epoch_loop": runners[n].loop,
             "steps_per_s_median": statistics.median(speed[n]),
             "steps_per_s_best": max(speed[n]),
             "ratio_to_tf_xla_per_round": per_round[n],
             "ratio_median": statistics.median(per_round[n]),
             "ratio_best": max(speed[n]) / max(speed["tf_xla"]),
         }
-    targets = {n: {"target": f">= {t}", "measured_median": results[n]["ratio_median"],
-                   "measured_best": results[n]["ratio_best"],
-                   "met": results[n]["ratio_median"] >= t}
-               for n, t in TARGETS.items() if n in results}
+    targets = {
+        n: {
+            "target": f">= {t}",
+            "measured_median": results[n]["ratio_median"],
+            "measured_best": results[n]["ratio_best"],
+            "met": results[n]["ratio_median"] >= t,
+        }
+        for n, t in TARGETS.items()
+        if n in results
+    }
     for a, b in (("f32_scan", "f32_scan_stock"), ("bf16_scan", "bf16_scan_stock")):
         if a in results and b in results:
-            results[a]["over_stock_layout_per_round"] = [
-                x / y for x, y in zip(speed[a], speed[b])]
+            results[a]["over_stock_layout_per_round"] = [x / y for x, y in zip(speed[a], speed[b])]
             results[a]["over_stock_layout_median"] = statistics.median(
-                results[a]["over_stock_layout_per_round"])
-    load_note = (f"{rounds} rounds, load {min(l[0] for l in loads)}-{max(l[0] for l in loads)}")
-    table = [common.row("TF Keras + XLA (refbench step, tf_driver.py), MNIST step",
-                        common.sig(statistics.median(speed["tf_xla"])), "steps/s",
-                        f"best {common.sig(max(speed['tf_xla']))}; {tf_info['tf_xla']['version']}")]
+                results[a]["over_stock_layout_per_round"]
+            )
+    load_note = f"{rounds} rounds, load {min(l[0] for l in loads)}-{max(l[0] for l in loads)}"
+    table = [
+        common.row(
+            "TF Keras + XLA (refbench step, tf_driver.py), MNIST step",
+            common.sig(statistics.median(speed["tf_xla"])),
+            "steps/s",
+            f"best {common.sig(max(speed['tf_xla']))}; {tf_info['tf_xla']['version']}",
+        )
+    ]
     if "tf_plain" in speed:
-        table.append(common.row("TF Keras tf.function (refbench step), MNIST step",
-                                common.sig(statistics.median(speed["tf_plain"])), "steps/s",
-                                f"best {common.sig(max(speed['tf_plain']))}"))
+        table.append(
+            common.row(
+                "TF Keras tf.function (refbench step), MNIST step",
+                common.sig(statistics.median(speed["tf_plain"])),
+                "steps/s",
+                f"best {common.sig(max(speed['tf_plain']))}",
+            )
+        )
     for n in names:
         res = results[n]
         what = {"scan": "scanned epoch", "python": "one step per call"}[res["epoch_loop"]]
-        note = (f"{common.sig(res['steps_per_s_median'])} steps/s; best-of ratio "
-                f"{common.sig(res['ratio_best'], 3)}; {load_note}")
+        note = (
+            f"{common.sig(res['steps_per_s_median'])} steps/s; best-of ratio "
+            f"{common.sig(res['ratio_best'], 3)}; {load_note}"
+        )
         if n in TARGETS:
             note += f"; target >= {TARGETS[n]}"
         if "over_stock_layout_median" in res:
             note += f"; x{common.sig(res['over_stock_layout_median'], 3)} over stock layout"
-        table.append(common.row(
-            f"exon_jax {res['dtype']} {what}, weight grad '{res['layout']}' / TF+XLA "
-            "(main.py path, steady state)", common.sig(res["ratio_median"], 3), "x speed", note))
-    summary = ", ".join(f"{n} {results[n]['ratio_median']:.2f}x" for n in names) + \
-        f" TF+XLA ({statistics.median(speed['tf_xla']):.1f} steps/s); {load_note}"
-    common.write_json("speed_paths", {
-        "quick": args.quick, "rounds": rounds, "steps_per_epoch": steps,
-        "definition": "speed = steps / wall seconds of one epoch (exon_jax: one call of the "
-                      "compiled epoch of experiment.compile_epoch; TF: the same number of "
-                      "refbench steps, synchronised); ratio = exon_jax / TF+XLA speed; all "
-                      "variants interleaved epoch by epoch, order rotated per round, one "
-                      "untimed warm-up epoch each",
-        "allocator": common.ALLOCATOR,
-        "tf": {"python": tf_python, "script": script, **tf_info},
-        "loadavg_per_round": loads,
-        "seconds_per_epoch": seconds, "steps_per_s": speed, "results": results,
-        "targets": targets, "table": table}, summary)
+        table.append(
+            common.row(
+                f"exon_jax {res['dtype']} {what}, weight grad '{res['layout']}' / TF+XLA "
+                "(main.py path, steady state)",
+                common.sig(res["ratio_median"], 3),
+                "x speed",
+                note,
+            )
+        )
+    summary = (
+        ", ".join(f"{n} {results[n]['ratio_median']:.2f}x" for n in names)
+        + f" TF+XLA ({statistics.median(speed['tf_xla']):.1f} steps/s); {load_note}"
+    )
+    common.write_json(
+        "speed_paths",
+        {
+            "quick": args.quick,
+            "rounds": rounds,
+            "steps_per_epoch": steps,
+            "definition": "speed = steps / wall seconds of one epoch (exon_jax: one call of the "
+            "compiled epoch of experiment.compile_epoch; TF: the same number of "
+            "refbench steps, synchronised); ratio = exon_jax / TF+XLA speed; all "
+            "variants interleaved epoch by epoch, order rotated per round, one "
+            "untimed warm-up epoch each",
+            "allocator": common.ALLOCATOR,
+            "tf": {"python": tf_python, "script": script, **tf_info},
+            "loadavg_per_round": loads,
+            "seconds_per_epoch": seconds,
+            "steps_per_s": speed,
+            "results": results,
+            "targets": targets,
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

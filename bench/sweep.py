@@ -18,6 +18,7 @@ full 28-step epoch; full: G = 1, 4, 16, 64, full epochs.
 
   python bench/sweep.py [--quick] [--repeats N] [--groups 1,4,16,64]
 """
+
 from __future__ import annotations
 
 import time
@@ -64,12 +65,18 @@ class Program:
 
 def main():
     def extra(parser):
-        parser.add_argument("--groups", default=None,
-                            help="comma-separated G values (default 1,4,16,64; quick 1,4,16)")
+        parser.add_argument(
+            "--groups",
+            default=None,
+            help="comma-separated G values (default 1,4,16,64; quick 1,4,16)",
+        )
 
     args = common.parse_args(__doc__, extra)
-    groups = ([int(g) for g in args.groups.split(",")] if args.groups else
-              ([1, 4, 16] if args.quick else [1, 4, 16, 64]))
+    groups = (
+        [int(g) for g in args.groups.split(",")]
+        if args.groups
+        else ([1, 4, 16] if args.quick else [1, 4, 16, 64])
+    )
     groups = sorted(set(groups) | {1})
     max_unlabelled = 16_000 if args.quick else 0
     single = Program(1, max_unlabelled)
@@ -81,12 +88,14 @@ def main():
             program, adjacent = single, list(single.times)
         else:
             reps = common.repeats(args, full=(5 if G <= 16 else 2), quick=(3 if G <= 4 else 2))
-            common.log(f"sweep: G={G}, {reps} timed epochs, single-model epochs timed before and after")
+            common.log(
+                f"sweep: G={G}, {reps} timed epochs, single-model epochs timed before and after"
+            )
             program = Program(G, max_unlabelled)
-            program.time(1, warmup=0)                     # warm-up (first run)
-            adjacent = single.time(2)                     # baseline just before
+            program.time(1, warmup=0)  # warm-up (first run)
+            adjacent = single.time(2)  # baseline just before
             program.time(reps)
-            adjacent += single.time(2)                    # and just after
+            adjacent += single.time(2)  # and just after
         # G = 1: its own timed epochs; G > 1: all but the first (warm-up) epoch.
         stats = common.summarize(single.times if G == 1 else program.times[1:])
         base = common.summarize(adjacent)
@@ -95,64 +104,88 @@ def main():
         single_step = base["median_s"] / steps
         mem = common.memory(program.compiled)
         loss = jax.device_get(program.one_epoch()[1]["loss"])
-        results.append({
-            "G": G, "lambda1": program.lambda1, "steps_per_epoch": steps,
-            "compile_s": program.compile_s,
-            "epoch_time": stats,
-            "per_model_step_s": per_model,
-            "per_model_step_min_s": stats["min_s"] / steps / G,
-            "per_model_step_max_s": stats["max_s"] / steps / G,
-            "model_steps_per_s": steps * G / stats["median_s"],
-            "single_model_epoch_time_adjacent": base,
-            "single_model_step_s": single_step,
-            "sequential_G_steps_s": G * single_step,
-            "vmapped_G_steps_s": per_model * G,
-            "per_model_over_single": per_model / single_step,
-            "memory": mem,
-            "memory_per_model_mib": mem.get("total_bytes", 0) / G / 2**20 if mem else None,
-            "memory_increment_per_model_mib": ((mem["total_bytes"] - mem1) / (G - 1) / 2**20
-                                               if mem and mem1 and G > 1 else None),
-            "last_epoch_loss_per_model": [float(v) for v in loss],
-        })
+        results.append(
+            {
+                "G": G,
+                "lambda1": program.lambda1,
+                "steps_per_epoch": steps,
+                "compile_s": program.compile_s,
+                "epoch_time": stats,
+                "per_model_step_s": per_model,
+                "per_model_step_min_s": stats["min_s"] / steps / G,
+                "per_model_step_max_s": stats["max_s"] / steps / G,
+                "model_steps_per_s": steps * G / stats["median_s"],
+                "single_model_epoch_time_adjacent": base,
+                "single_model_step_s": single_step,
+                "sequential_G_steps_s": G * single_step,
+                "vmapped_G_steps_s": per_model * G,
+                "per_model_over_single": per_model / single_step,
+                "memory": mem,
+                "memory_per_model_mib": mem.get("total_bytes", 0) / G / 2**20 if mem else None,
+                "memory_increment_per_model_mib": (
+                    (mem["total_bytes"] - mem1) / (G - 1) / 2**20
+                    if mem and mem1 and G > 1
+                    else None
+                ),
+                "last_epoch_loss_per_model": [float(v) for v in loss],
+            }
+        )
         if G > 1:
             del program
     single_ms = results[0]["per_model_step_s"]
     table = []
     for r in results:
-        note = (f"{r['G']} x single = {common.sig(r['sequential_G_steps_s'] * 1e3)} ms sequential; "
-                f"memory {common.sig(r['memory_per_model_mib'], 3)} MiB/model")
+        note = (
+            f"{r['G']} x single = {common.sig(r['sequential_G_steps_s'] * 1e3)} ms sequential; "
+            f"memory {common.sig(r['memory_per_model_mib'], 3)} MiB/model"
+        )
         if r["G"] > 1:
             note += f" (+{common.sig(r['memory_increment_per_model_mib'], 3)} MiB per added model)"
         if r["G"] == 16:
             note += "; target <= 0.9"
-        table.append(common.row(
-            f"sweep G={r['G']}: per-model step (ratio to single)",
-            f"{common.sig(r['per_model_step_s'] * 1e3)} ms ({common.sig(r['per_model_over_single'], 3)})",
-            "", note))
+        table.append(
+            common.row(
+                f"sweep G={r['G']}: per-model step (ratio to single)",
+                f"{common.sig(r['per_model_step_s'] * 1e3)} ms ({common.sig(r['per_model_over_single'], 3)})",
+                "",
+                note,
+            )
+        )
     by_g = {r["G"]: r for r in results}
     key = 16 if 16 in by_g else max(by_g)
-    summary = (f"per-model step G=1 {single_ms * 1e3:.1f} ms; "
-               + ", ".join(f"G={r['G']} {r['per_model_step_s'] * 1e3:.1f} ms "
-                           f"({r['per_model_over_single']:.2f}x)" for r in results[1:])
-               + f"; G={key} memory {by_g[key]['memory_per_model_mib']:.0f} MiB/model")
+    summary = (
+        f"per-model step G=1 {single_ms * 1e3:.1f} ms; "
+        + ", ".join(
+            f"G={r['G']} {r['per_model_step_s'] * 1e3:.1f} ms ({r['per_model_over_single']:.2f}x)"
+            for r in results[1:]
+        )
+        + f"; G={key} memory {by_g[key]['memory_per_model_mib']:.0f} MiB/model"
+    )
     targets = {}
     if 16 in by_g:
         ratio = by_g[16]["per_model_over_single"]
-        targets["G16_per_model_over_single"] = {"target": "<= 0.9", "measured": ratio,
-                                                "met": ratio <= 0.9,
-                                                "excess": max(0.0, ratio - 0.9)}
-    common.write_json("sweep", {
-        "targets": targets,
-        "quick": args.quick,
-        "steps_per_epoch": results[0]["steps_per_epoch"],
-        "max_unlabelled": max_unlabelled,
-        "definition": "per-model step = median epoch time / steps / G of the G-model vmapped "
-                      "scanned epoch; single = per-step time of the G=1 program, its epochs "
-                      "timed just before and just after each G's (2 + 2), so drifting machine "
-                      "load hits both alike; sequential G steps = G x single",
-        "results": results,
-        "table": table,
-    }, summary)
+        targets["G16_per_model_over_single"] = {
+            "target": "<= 0.9",
+            "measured": ratio,
+            "met": ratio <= 0.9,
+            "excess": max(0.0, ratio - 0.9),
+        }
+    common.write_json(
+        "sweep",
+        {
+            "targets": targets,
+            "quick": args.quick,
+            "steps_per_epoch": results[0]["steps_per_epoch"],
+            "max_unlabelled": max_unlabelled,
+            "definition": "per-model step = median epoch time / steps / G of the G-model vmapped "
+            "scanned epoch; single = per-step time of the G=1 program, its epochs "
+            "timed just before and just after each G's (2 + 2), so drifting machine "
+            "load hits both alike; sequential G steps = G x single",
+            "results": results,
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

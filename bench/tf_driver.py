@@ -11,6 +11,7 @@ Protocol (one JSON object per line on stdout): first {"ready": ..., "version", "
 after compilation and 5 warm-up steps; then for every line "N" read from stdin, N steps
 are run and synchronised and {"steps": N, "seconds": s} is printed. EOF ends it.
 """
+
 import argparse
 import importlib.util
 import json
@@ -34,11 +35,12 @@ def main():
     import keras
     import numpy as np
     import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     encoder_cls, decoder_cls = ref.build(tf, keras)
     loss_from_noise, sample_noise = ref.make_loss(tf)
-    rng = np.random.default_rng(123)                       # as tf_keras_step.main
+    rng = np.random.default_rng(123)  # as tf_keras_step.main
     x = tf.constant(rng.uniform(0.0, 1.0, size=(ref.N, ref.D_IN)).astype(np.float32))
     onehot = tf.constant(np.eye(ref.K, dtype=np.float32)[rng.integers(0, ref.K, size=(ref.L,))])
     tf.random.set_seed(0)
@@ -49,17 +51,26 @@ def main():
     for _ in range(5):
         loss = step(x, onehot, *lam)
     float(loss)
-    print(json.dumps({"ready": True, "xla": args.xla, "warmup_s": time.perf_counter() - t0,
-                      "version": f"tensorflow {tf.__version__}, keras {keras.__version__}"}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "xla": args.xla,
+                "warmup_s": time.perf_counter() - t0,
+                "version": f"tensorflow {tf.__version__}, keras {keras.__version__}",
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:
         n = int(line)
         t0 = time.perf_counter()
         for _ in range(n):
             loss = step(x, onehot, *lam)
-        value = float(loss)                                # sync
-        print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0, "loss": value}),
-              flush=True)
+        value = float(loss)  # sync
+        print(
+            json.dumps({"steps": n, "seconds": time.perf_counter() - t0, "loss": value}), flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Without the TensorFlow interpreter the JSON says "skipped" with the install comm
   TFREF=<venv> python bench/tf_reference.py [--quick] [--repeats N]
   python bench/tf_reference.py --tf-python <venv>/bin/python [--refbench <tf_keras_step.py>]
 """
+
 from __future__ import annotations
 
 import statistics
@@ -42,13 +43,19 @@ class JaxSteps:
         self.hparams = experiment.sharded_hparams(exp)
         self.key = jax.random.fold_in(experiment.data_key(config), 0)
         self.steps = exp.settings.steps_per_epoch
-        self.epoch = experiment.compile_epoch(exp).lower(
-            experiment.init_states(exp), self.hparams, self.data, self.key).compile()
+        self.epoch = (
+            experiment.compile_epoch(exp)
+            .lower(experiment.init_states(exp), self.hparams, self.data, self.key)
+            .compile()
+        )
         self.states = experiment.init_states(exp)
         state, self.hp1 = common.single_model(exp)
         self.batch = common.first_batch(exp, self.data)
-        self.step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings),
-                            donate_argnums=0).lower(state, self.hp1, self.batch).compile()
+        self.step = (
+            jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0)
+            .lower(state, self.hp1, self.batch)
+            .compile()
+        )
         self.state = state
 
     def one_step(self):
@@ -70,17 +77,24 @@ def main():
     args = common.parse_args(__doc__, common.add_tf_options)
     tf_python, script, reason = common.tf_reference(args)
     if reason:
-        common.write_json("tf_reference", {
-            "skipped": reason, "install": common.TF_INSTALL,
-            "table": [common.row("TF Keras reference", "skipped", "", reason)]},
-            f"skipped: {reason}")
+        common.write_json(
+            "tf_reference",
+            {
+                "skipped": reason,
+                "install": common.TF_INSTALL,
+                "table": [common.row("TF Keras reference", "skipped", "", reason)],
+            },
+            f"skipped: {reason}",
+        )
         return
     rounds = common.repeats(args, full=3, quick=1)
     step_reps = 15 if args.quick else 30
     epoch_reps = 2 if args.quick else 3
     f32, bf16 = JaxSteps("float32"), JaxSteps("bfloat16")
-    samples = {k: [] for k in ("jax_per_call_f32", "jax_scanned_f32", "jax_scanned_bf16",
-                               "tf_xla", "tf_plain")}
+    samples = {
+        k: []
+        for k in ("jax_per_call_f32", "jax_scanned_f32", "jax_scanned_bf16", "tf_xla", "tf_plain")
+    }
     tf_runs = []
     for _ in range(rounds):
         samples["jax_per_call_f32"].append(f32.per_call_steps_per_s(step_reps))
@@ -91,32 +105,63 @@ def main():
             tf_runs.append(out)
             samples["tf_xla" if xla else "tf_plain"].append(out["steps_per_s"])
     med = {k: statistics.median(v) for k, v in samples.items()}
-    ratios = {f"{j}_over_{t}": med[j] / med[t]
-              for j in ("jax_per_call_f32", "jax_scanned_f32", "jax_scanned_bf16")
-              for t in ("tf_xla", "tf_plain")}
+    ratios = {
+        f"{j}_over_{t}": med[j] / med[t]
+        for j in ("jax_per_call_f32", "jax_scanned_f32", "jax_scanned_bf16")
+        for t in ("tf_xla", "tf_plain")
+    }
     table = [
-        common.row("TF Keras + XLA (refbench), MNIST step", common.sig(med["tf_xla"]), "steps/s",
-                   tf_runs[0].get("version", "")),
-        common.row("TF Keras tf.function (refbench), MNIST step", common.sig(med["tf_plain"]),
-                   "steps/s"),
-        common.row("exon_jax per-call step fp32 / TF+XLA", common.sig(ratios["jax_per_call_f32_over_tf_xla"], 3),
-                   "x speed", f"{common.sig(med['jax_per_call_f32'])} steps/s"),
-        common.row("exon_jax scanned epoch fp32 / TF+XLA", common.sig(ratios["jax_scanned_f32_over_tf_xla"], 3),
-                   "x speed", f"{common.sig(med['jax_scanned_f32'])} steps/s"),
-        common.row("exon_jax scanned epoch bf16 / TF+XLA", common.sig(ratios["jax_scanned_bf16_over_tf_xla"], 3),
-                   "x speed", f"{common.sig(med['jax_scanned_bf16'])} steps/s"),
+        common.row(
+            "TF Keras + XLA (refbench), MNIST step",
+            common.sig(med["tf_xla"]),
+            "steps/s",
+            tf_runs[0].get("version", ""),
+        ),
+        common.row(
+            "TF Keras tf.function (refbench), MNIST step", common.sig(med["tf_plain"]), "steps/s"
+        ),
+        common.row(
+            "exon_jax per-call step fp32 / TF+XLA",
+            common.sig(ratios["jax_per_call_f32_over_tf_xla"], 3),
+            "x speed",
+            f"{common.sig(med['jax_per_call_f32'])} steps/s",
+        ),
+        common.row(
+            "exon_jax scanned epoch fp32 / TF+XLA",
+            common.sig(ratios["jax_scanned_f32_over_tf_xla"], 3),
+            "x speed",
+            f"{common.sig(med['jax_scanned_f32'])} steps/s",
+        ),
+        common.row(
+            "exon_jax scanned epoch bf16 / TF+XLA",
+            common.sig(ratios["jax_scanned_bf16_over_tf_xla"], 3),
+            "x speed",
+            f"{common.sig(med['jax_scanned_bf16'])} steps/s",
+        ),
     ]
-    summary = (f"TF+XLA {med['tf_xla']:.1f} steps/s, TF {med['tf_plain']:.1f}; exon_jax per-call "
-               f"{med['jax_per_call_f32']:.1f} ({ratios['jax_per_call_f32_over_tf_xla']:.2f}x TF+XLA), "
-               f"scanned fp32 {med['jax_scanned_f32']:.1f} ({ratios['jax_scanned_f32_over_tf_xla']:.2f}x), "
-               f"scanned bf16 {med['jax_scanned_bf16']:.1f} ({ratios['jax_scanned_bf16_over_tf_xla']:.2f}x)")
-    common.write_json("tf_reference", {
-        "quick": args.quick, "rounds": rounds, "tf_steps_per_run": TF_STEPS,
-        "tf_command": f"{tf_python} {script} [--xla] --steps {TF_STEPS}",
-        "definition": "steps/s; ratios = exon_jax steps/s / TF steps/s (> 1 faster); jax and "
-                      "TF runs interleaved, medians over rounds",
-        "steps_per_s_samples": samples, "steps_per_s_median": med, "speed_ratios": ratios,
-        "tf_runs": tf_runs, "table": table}, summary)
+    summary = (
+        f"TF+XLA {med['tf_xla']:.1f} steps/s, TF {med['tf_plain']:.1f}; exon_jax per-call "
+        f"{med['jax_per_call_f32']:.1f} ({ratios['jax_per_call_f32_over_tf_xla']:.2f}x TF+XLA), "
+        f"scanned fp32 {med['jax_scanned_f32']:.1f} ({ratios['jax_scanned_f32_over_tf_xla']:.2f}x), "
+        f"scanned bf16 {med['jax_scanned_bf16']:.1f} ({ratios['jax_scanned_bf16_over_tf_xla']:.2f}x)"
+    )
+    common.write_json(
+        "tf_reference",
+        {
+            "quick": args.quick,
+            "rounds": rounds,
+            "tf_steps_per_run": TF_STEPS,
+            "tf_command": f"{tf_python} {script} [--xla] --steps {TF_STEPS}",
+            "definition": "steps/s; ratios = exon_jax steps/s / TF steps/s (> 1 faster); jax and "
+            "TF runs interleaved, medians over rounds",
+            "steps_per_s_samples": samples,
+            "steps_per_s_median": med,
+            "speed_ratios": ratios,
+            "tf_runs": tf_runs,
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

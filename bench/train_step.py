@@ -9,6 +9,7 @@ its fraction of this machine's 2048^3 matmul rate measured in the same run.
 
   python bench/train_step.py [--quick] [--repeats N]
 """
+
 from __future__ import annotations
 
 import common
@@ -24,12 +25,10 @@ def measure(compute_dtype: str, reps: int, warmup: int) -> dict:
     data = experiment.device_data(exp)
     state, hparams = common.single_model(exp)
     batch = common.first_batch(exp, data)
-    step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings),
-                   donate_argnums=0)
+    step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0)
     compiled = step.lower(state, hparams, batch).compile()
     flops = common.xla_flops(compiled)
-    analytic = common.dense_matmul_flops(state.params, batch[0].shape[0],
-                                         int(batch[0][0].size))
+    analytic = common.dense_matmul_flops(state.params, batch[0].shape[0], int(batch[0][0].size))
     holder = {"state": state}
 
     def one_step():
@@ -69,35 +68,63 @@ def main():
     table = []
     for dt, r in results.items():
         table += [
-            common.row(f"MNIST step ({dt}), median", common.sig(r["step_time"]["median_s"] * 1e3),
-                       "ms", f"min {common.sig(r['step_time']['min_s'] * 1e3)}, "
-                             f"max {common.sig(r['step_time']['max_s'] * 1e3)}, n={r['step_time']['n']}"),
+            common.row(
+                f"MNIST step ({dt}), median",
+                common.sig(r["step_time"]["median_s"] * 1e3),
+                "ms",
+                f"min {common.sig(r['step_time']['min_s'] * 1e3)}, "
+                f"max {common.sig(r['step_time']['max_s'] * 1e3)}, n={r['step_time']['n']}",
+            ),
             common.row(f"MNIST step ({dt}), examples/s", common.sig(r["examples_per_s"]), "ex/s"),
-            common.row(f"MNIST step ({dt}), achieved / fp32 matmul rate",
-                       common.sig(r["fraction_of_fp32_matmul"], 3), "",
-                       f"{common.sig(r['achieved_flops_per_s'] / 1e9)} GFLOP/s; "
-                       f"{common.sig(r['fraction_of_bf16_matmul'], 3)} of bf16-input matmul"),
+            common.row(
+                f"MNIST step ({dt}), achieved / fp32 matmul rate",
+                common.sig(r["fraction_of_fp32_matmul"], 3),
+                "",
+                f"{common.sig(r['achieved_flops_per_s'] / 1e9)} GFLOP/s; "
+                f"{common.sig(r['fraction_of_bf16_matmul'], 3)} of bf16-input matmul",
+            ),
         ]
-    table.insert(0, common.row("MNIST step, XLA FLOPs", common.sig(f32["xla_flops_per_step"] / 1e9),
-                               "GFLOP", f"analytic dense {common.sig(f32['analytic_dense_flops_per_step'] / 1e9)}"))
-    table.insert(0, common.row("matmul 2048^3 fp32 / bf16-in (higher of before/after)",
-                               f"{common.sig(rates['float32']['flops_per_s'] / 1e9)} / "
-                               f"{common.sig(rates['bfloat16']['flops_per_s'] / 1e9)}", "GFLOP/s"))
-    summary = (f"fp32 step {f32['step_time']['median_s'] * 1e3:.1f} ms "
-               f"({f32['fraction_of_fp32_matmul']:.2f} of fp32 matmul), bf16 step "
-               f"{bf16['step_time']['median_s'] * 1e3:.1f} ms "
-               f"({bf16['fraction_of_fp32_matmul']:.2f} of fp32 matmul); "
-               f"{f32['xla_flops_per_step'] / 1e9:.2f} GFLOP/step; matmul fp32 "
-               f"{rates['float32']['flops_per_s'] / 1e9:.0f} GFLOP/s")
-    common.write_json("train_step", {
-        "quick": args.quick, "repeats": reps, "warmup": warmup,
-        "matmul": rates,
-        "definition": "one jitted step per call, state donated; each call timed with "
-                      "block_until_ready; fractions = XLA flops / median time / matmul rate",
-        "results": results,
-        "bf16_speedup": f32["step_time"]["median_s"] / bf16["step_time"]["median_s"],
-        "table": table,
-    }, summary)
+    table.insert(
+        0,
+        common.row(
+            "MNIST step, XLA FLOPs",
+            common.sig(f32["xla_flops_per_step"] / 1e9),
+            "GFLOP",
+            f"analytic dense {common.sig(f32['analytic_dense_flops_per_step'] / 1e9)}",
+        ),
+    )
+    table.insert(
+        0,
+        common.row(
+            "matmul 2048^3 fp32 / bf16-in (higher of before/after)",
+            f"{common.sig(rates['float32']['flops_per_s'] / 1e9)} / "
+            f"{common.sig(rates['bfloat16']['flops_per_s'] / 1e9)}",
+            "GFLOP/s",
+        ),
+    )
+    summary = (
+        f"fp32 step {f32['step_time']['median_s'] * 1e3:.1f} ms "
+        f"({f32['fraction_of_fp32_matmul']:.2f} of fp32 matmul), bf16 step "
+        f"{bf16['step_time']['median_s'] * 1e3:.1f} ms "
+        f"({bf16['fraction_of_fp32_matmul']:.2f} of fp32 matmul); "
+        f"{f32['xla_flops_per_step'] / 1e9:.2f} GFLOP/step; matmul fp32 "
+        f"{rates['float32']['flops_per_s'] / 1e9:.0f} GFLOP/s"
+    )
+    common.write_json(
+        "train_step",
+        {
+            "quick": args.quick,
+            "repeats": reps,
+            "warmup": warmup,
+            "matmul": rates,
+            "definition": "one jitted step per call, state donated; each call timed with "
+            "block_until_ready; fractions = XLA flops / median time / matmul rate",
+            "results": results,
+            "bf16_speedup": f32["step_time"]["median_s"] / bf16["step_time"]["median_s"],
+            "table": table,
+        },
+        summary,
+    )
 
 
 if __name__ == "__main__":

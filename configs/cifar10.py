@@ -13,6 +13,7 @@ Needs the data: data/cifar10/cifar-10-batches-py/ or a prepared tfds cifar10.
   python main.py --config=configs/cifar10.py --workdir=workdirs/cifar10
   python experiments/activated_subspace.py --workdir=workdirs/cifar10
 """
+
 from configs import mnist
 
 
@@ -29,7 +30,7 @@ def get_config(arg=None):
 
     config.model.network = "conv"
     config.model.latent_dim = 300
-    config.model.beta_mode = "fixed"   # unused by the weighted Gaussian likelihood
+    config.model.beta_mode = "fixed"  # unused by the weighted Gaussian likelihood
 
     config.loss.likelihood = "weighted_gaussian"
     config.loss.epsilon = 0.02

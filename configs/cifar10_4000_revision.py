@@ -25,6 +25,7 @@ Needs data/cifar10/cifar-10-batches-py/ or a prepared tfds cifar10; a GPU run.
 
   python main.py --config=configs/cifar10_4000_revision.py --workdir=workdirs/cifar10_4000_revision
 """
+
 import numpy as np
 
 from configs import mnist, mnist100_revision
@@ -46,10 +47,17 @@ def get_config(arg=None):
     config = mnist.get_config(arg)
     config.method = "revision"
     config.revision = mnist100_revision.revision_section(
-        network="cifar", dropout_rate=0.1, augmentation="cifar", rampup_epochs=50,
-        pseudo_label_dropout=False, classifier_schedule="milestones",
-        milestones=(250, 350, 450, 550), lr_gamma=0.5, warmup_autoencoder=0.1,
-        warmup_classifier=0.2)
+        network="cifar",
+        dropout_rate=0.1,
+        augmentation="cifar",
+        rampup_epochs=50,
+        pseudo_label_dropout=False,
+        classifier_schedule="milestones",
+        milestones=(250, 350, 450, 550),
+        lr_gamma=0.5,
+        warmup_autoencoder=0.1,
+        warmup_classifier=0.2,
+    )
 
     config.data.name = "cifar10"
     config.data.labelled_per_class = 400
@@ -59,7 +67,7 @@ def get_config(arg=None):
     config.prior.layout = "custom"
     config.prior.means = means.tolist()
     config.prior.variances = variances.tolist()
-    config.model.network = "conv"       # informational: the revision network is fixed
+    config.model.network = "conv"  # informational: the revision network is fixed
     config.model.latent_dim = LATENT_DIM
     config.model.beta_mode = "fixed"
     config.model.beta = 0.05

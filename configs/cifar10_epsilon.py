@@ -16,6 +16,7 @@ grows. Needs the data: data/cifar10/cifar-10-batches-py/ or a prepared tfds cifa
   python main.py --config=configs/cifar10_epsilon.py --workdir=workdirs/cifar10_epsilon
   python experiments/activated_subspace.py --workdir=workdirs/cifar10_epsilon
 """
+
 from configs import cifar10
 
 

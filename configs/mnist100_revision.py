@@ -32,6 +32,7 @@ negative SSIM 0.430.
 
   python main.py --config=configs/mnist100_revision.py --workdir=workdirs/mnist100_revision
 """
+
 import ml_collections
 
 from configs import mnist
@@ -39,24 +40,26 @@ from configs import mnist
 
 def revision_section(**overrides) -> ml_collections.ConfigDict:
     """`config.revision` with the MNIST defaults of mnist/main.py, then `overrides`."""
-    section = ml_collections.ConfigDict(dict(
-        network="mnist",               # mnist (mnist/model.py) | cifar (model.py)
-        dropout_rate=0.5,              # SpatialDropout2D of the classifier
-        augmentation="mnist",          # mnist | cifar | none
-        mixup_alpha_labelled=0.1,      # their `epsilon`: w ~ Beta(0.1, 0.1)
-        mixup_alpha_unlabelled=2.0,    # w ~ Beta(2, 2)
-        rampup_epochs=10,              # `rampup_epoch`
-        pseudo_label_augment=True,     # pseudo-labels of the augmented images
-        pseudo_label_dropout=True,     # MNIST buffer model keeps dropout
-        straight_through="logits",     # logits (their Gumbel-max) | softmax (exon_jax.sampling)
-        weight_decay=5e-4,             # decoupled, classifier only
-        classifier_schedule="rampdown",  # rampdown (MNIST) | milestones (CIFAR-10)
-        rampdown_epoch=10,             # `rampdown_epoch`
-        milestones=(),                 # `adjust_lr` (milestones only)
-        lr_gamma=0.5,                  # `lr_gamma` (milestones only)
-        warmup_autoencoder=1.0,        # epoch-0 learning-rate factors (CIFAR-10: 0.1, 0.2)
-        warmup_classifier=1.0,
-    ))
+    section = ml_collections.ConfigDict(
+        dict(
+            network="mnist",  # mnist (mnist/model.py) | cifar (model.py)
+            dropout_rate=0.5,  # SpatialDropout2D of the classifier
+            augmentation="mnist",  # mnist | cifar | none
+            mixup_alpha_labelled=0.1,  # their `epsilon`: w ~ Beta(0.1, 0.1)
+            mixup_alpha_unlabelled=2.0,  # w ~ Beta(2, 2)
+            rampup_epochs=10,  # `rampup_epoch`
+            pseudo_label_augment=True,  # pseudo-labels of the augmented images
+            pseudo_label_dropout=True,  # MNIST buffer model keeps dropout
+            straight_through="logits",  # logits (their Gumbel-max) | softmax (exon_jax.sampling)
+            weight_decay=5e-4,  # decoupled, classifier only
+            classifier_schedule="rampdown",  # rampdown (MNIST) | milestones (CIFAR-10)
+            rampdown_epoch=10,  # `rampdown_epoch`
+            milestones=(),  # `adjust_lr` (milestones only)
+            lr_gamma=0.5,  # `lr_gamma` (milestones only)
+            warmup_autoencoder=1.0,  # epoch-0 learning-rate factors (CIFAR-10: 0.1, 0.2)
+            warmup_classifier=1.0,
+        )
+    )
     section.update(overrides)
     return section
 
@@ -72,13 +75,13 @@ def get_config(arg=None):
     config.prior.layout = "circle"
     config.prior.variance = 4.0
     config.model.latent_dim = 2
-    config.model.hidden = (256, 128)    # informational: the revision network is fixed
+    config.model.hidden = (256, 128)  # informational: the revision network is fixed
     config.model.beta_mode = "fixed"
     config.model.beta = 0.1
 
     config.loss.lambda1 = 6000.0
-    config.loss.lambda2 = 0.0           # unused by the revision
-    config.loss.hard = True             # informational: the revision always samples hard
+    config.loss.lambda2 = 0.0  # unused by the revision
+    config.loss.hard = True  # informational: the revision always samples hard
 
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 3e-3

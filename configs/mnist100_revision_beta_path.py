@@ -10,6 +10,7 @@ Official test errors (logs/mnist_100/beta_*/result.txt), %:
 
   python main.py --config=configs/mnist100_revision_beta_path.py --workdir=workdirs/mnist100_beta_path
 """
+
 from configs import mnist100_revision
 
 BETAS = (0.1, 0.25, 0.5, 0.75, 1.0, 5.0, 10.0, 50.0)

@@ -9,6 +9,7 @@ vmapped program so the number of activated dims can be read against epsilon
   python main.py --config=configs/mnist_blocks.py --workdir=workdirs/mnist_blocks
   python experiments/activated_subspace.py --workdir=workdirs/mnist_blocks
 """
+
 from configs import mnist
 
 
@@ -20,7 +21,7 @@ def get_config(arg=None):
     config.prior.relevant_variance = 0.1
     config.prior.irrelevant_variance = 1.0
     config.model.latent_dim = 16
-    config.model.beta_mode = "fixed"   # unused by the weighted Gaussian likelihood
+    config.model.beta_mode = "fixed"  # unused by the weighted Gaussian likelihood
     config.loss.likelihood = "weighted_gaussian"
     config.loss.lambda2 = 0.0
     config.sweep.epsilon = (0.005, 0.02, 0.1, 0.5)

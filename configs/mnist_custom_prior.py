@@ -8,6 +8,7 @@ is as the paper trains it. The prior file format is in README.md ("Your own late
 
   python main.py --config=configs/mnist_custom_prior.py --workdir=workdirs/mnist_custom_prior
 """
+
 from configs import mnist
 
 
@@ -15,5 +16,5 @@ def get_config(arg=None):
     config = mnist.get_config(arg)
     config.prior.layout = "file"
     config.prior.file = "configs/priors/mnist_4_9_apart.json"
-    config.analysis.grid_extent = 30.0   # the decoded grid must reach x = 24
+    config.analysis.grid_extent = 30.0  # the decoded grid must reach x = 24
     return config

@@ -7,6 +7,7 @@ prior with centres (-r, 0), (r, 0), variance 4, and the distance 2r swept over
   python main.py --config=configs/mnist_predesign.py --workdir=workdirs/mnist_predesign
   python experiments/sweep_figures.py --workdir=workdirs/mnist_predesign
 """
+
 from configs import mnist
 
 

@@ -6,6 +6,7 @@ the designed prior play no part. Compare its classification error with EXoN's.
 
   python main.py --config=configs/mnist_supervised.py --workdir=workdirs/mnist_supervised
 """
+
 from configs import mnist
 
 

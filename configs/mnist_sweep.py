@@ -7,6 +7,7 @@ The paper's chosen pair (100, 1.1) is one of the points. 20 epochs by default
   python main.py --config=configs/mnist_sweep.py --workdir=workdirs/mnist_sweep
   python experiments/sweep_figures.py --workdir=workdirs/mnist_sweep
 """
+
 from configs import mnist
 
 

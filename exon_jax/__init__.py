@@ -4,4 +4,5 @@
 def load_run(workdir: str, point=None):
     """A trained run from its workdir (see `exon_jax.api.load_run`)."""
     from exon_jax.api import load_run as _load_run
+
     return _load_run(workdir, point)

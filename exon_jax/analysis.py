@@ -22,6 +22,7 @@ first coordinate z_1. So index r * size + c of a flat grid, or [r, c] of a
 
 and `imshow` with its default `origin='upper'` shows the map the right way up.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -109,8 +110,13 @@ def decode_grid(decode_fn: DecodeFn, extent=GRID_EXTENT, size: int = GRID_SIZE) 
     return images
 
 
-def label_map(decode_fn: DecodeFn, classify_fn: ClassifyFn, extent=GRID_EXTENT,
-              size: int = 200, chunk_size: int = 2000) -> jax.Array:
+def label_map(
+    decode_fn: DecodeFn,
+    classify_fn: ClassifyFn,
+    extent=GRID_EXTENT,
+    size: int = 200,
+    chunk_size: int = 2000,
+) -> jax.Array:
     """Predicted label of the decoding of every grid point (paper Figure 3, right).
 
     label[r, c] = argmax_k w(k | D(z_rc)), z_rc the grid point of `latent_grid`.
@@ -170,8 +176,7 @@ def interpolate(start: jax.Array, end: jax.Array, num: int) -> jax.Array:
     return t * end + (1.0 - t) * start
 
 
-def predesign_path(num: int = PREDESIGN_NUM, start=PREDESIGN_START,
-                   end=PREDESIGN_END) -> jax.Array:
+def predesign_path(num: int = PREDESIGN_NUM, start=PREDESIGN_START, end=PREDESIGN_END) -> jax.Array:
     """The pre-design interpolation path of paper Appendix 6.3.2 (Figure 9).
 
     `num` equally spaced 2-D codes from (-10, 0) to (10, 0) by default: the
@@ -250,8 +255,9 @@ def noise_probe(key: jax.Array, code: jax.Array, mask: jax.Array, scale, num: in
     return on_active, on_inactive
 
 
-def traversal(code: jax.Array, axis, num: int = 9, low=TRAVERSAL_LOW,
-              high=TRAVERSAL_HIGH) -> jax.Array:
+def traversal(
+    code: jax.Array, axis, num: int = 9, low=TRAVERSAL_LOW, high=TRAVERSAL_HIGH
+) -> jax.Array:
     """One-axis latent traversal (paper Figure 13).
 
     Row i is `code` with coordinate `axis` SET to linspace(low, high, num)[i]
@@ -299,8 +305,13 @@ def top_activated_axes(ratios: jax.Array, count: int) -> jax.Array:
     return jax.lax.top_k(ranked, count)[1].astype(jnp.int32)
 
 
-def posterior_codes(logits: jax.Array, mean: jax.Array, logvar: jax.Array, kind: str = "mean",
-                    key: jax.Array | None = None) -> jax.Array:
+def posterior_codes(
+    logits: jax.Array,
+    mean: jax.Array,
+    logvar: jax.Array,
+    kind: str = "mean",
+    key: jax.Array | None = None,
+) -> jax.Array:
     """The 2-D codes the posterior scatters draw (paper Figures 3 and 4).
 
     kind "samples": z_i ~ q(z | x_i), the paper's scatter: a component

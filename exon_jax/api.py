@@ -11,6 +11,7 @@
 Images may be uint8 in [0, 255] or float in [0, 1], [N, H, W, C] (or [N, H, W] for one
 channel). The run's prior is the exact one it was trained with (from its checkpoint).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,6 @@ from exon_jax import checkpoints, configuration, metrics, priors, train
 from exon_jax.run_record import read_record, stored_config
 
 
-
 class Run:
     """One trained model of a workdir (one point of a grid), in eval mode.
 
@@ -37,7 +37,8 @@ class Run:
     """
 
     def __init__(self, config, point, prior, class_names, image_shape, model, state, epoch):
-        from exon_jax.figures import ModelFunctions   # the one eval-mode encode / decode
+        from exon_jax.figures import ModelFunctions  # the one eval-mode encode / decode
+
         self.config: ml_collections.ConfigDict = config
         self.point: dict[str, Any] = point
         self.name = configuration.point_name(point)
@@ -54,8 +55,9 @@ class Run:
         if x.ndim == len(self.image_shape) and self.image_shape[-1] == 1:
             x = x[..., None]
         if x.shape[1:] != self.image_shape:
-            raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
-                             f"got shape {x.shape}")
+            raise ValueError(
+                f"images must be [N, {', '.join(map(str, self.image_shape))}], got shape {x.shape}"
+            )
         if x.dtype == np.uint8:
             return x
         x = x.astype(np.float32)
@@ -106,8 +108,10 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
     names = [configuration.point_name(p) for p in points]
     if point is None:
         if len(points) > 1:
-            raise ValueError(f"{workdir} holds a grid of {len(points)} models: pass point= one "
-                             f"of 0..{len(points) - 1} or a name: {names}")
+            raise ValueError(
+                f"{workdir} holds a grid of {len(points)} models: pass point= one "
+                f"of 0..{len(points) - 1} or a name: {names}"
+            )
         index = 0
     elif isinstance(point, str):
         if point not in names:
@@ -125,15 +129,24 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
     num_classes = len(class_names)
     model = configuration.build_model(config, num_classes, image_shape)
     optimizer = configuration.build_optimizer(config)
-    settings = train.TrainSettings(   # only beta_mode shapes the state; no data here
-        beta_mode=config.model.beta_mode, batch_unlabelled=1, batch_labelled=1,
-        num_unlabelled=1, num_labelled=1)
+    settings = train.TrainSettings(  # only beta_mode shapes the state; no data here
+        beta_mode=config.model.beta_mode,
+        batch_unlabelled=1,
+        batch_labelled=1,
+        num_unlabelled=1,
+        num_labelled=1,
+    )
     stored_priors = [priors.prior_from_arrays(p) for p in record["priors"]]
-    hparams = train.HParams(lambda1=jnp.zeros(()), lambda2=jnp.zeros(()), epsilon=jnp.ones(()),
-                            beta=jnp.asarray(config.model.beta, jnp.float32),
-                            prior=stored_priors[0])
-    create = jax.vmap(lambda key: train.create_train_state(
-        key, model, optimizer, hparams, settings, image_shape))
+    hparams = train.HParams(
+        lambda1=jnp.zeros(()),
+        lambda2=jnp.zeros(()),
+        epsilon=jnp.ones(()),
+        beta=jnp.asarray(config.model.beta, jnp.float32),
+        prior=stored_priors[0],
+    )
+    create = jax.vmap(
+        lambda key: train.create_train_state(key, model, optimizer, hparams, settings, image_shape)
+    )
     keys = jax.random.split(jax.random.key(0), len(points))
     abstract = jax.eval_shape(create, keys)
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
@@ -142,5 +155,13 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
     finally:
         manager.close()
     prior = priors.prior_from_arrays(meta.get("priors", record["priors"])[index])
-    return Run(config, points[index], prior, class_names, image_shape, model,
-               train.unstack_tree(states, index), epoch)
+    return Run(
+        config,
+        points[index],
+        prior,
+        class_names,
+        image_shape,
+        model,
+        train.unstack_tree(states, index),
+        epoch,
+    )

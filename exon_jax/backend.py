@@ -11,6 +11,7 @@ XLA:CPU runs three things of EXoN far slower than other backends do, so on CPU:
 Everywhere else the plain programs run: a scanned, vmapped epoch and flax's stock
 `nn.ConvTranspose`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -58,6 +59,7 @@ class PatchConvTranspose(nn.Module):
     path (3.2 s vs 0.07 s for the 4x4, 256-channel, 5x5 layer at batch 66). With
     `patch_max_size` 0 it is `lax.conv_transpose` with the operands in `compute_dtype`.
     """
+
     features: int
     kernel_size: int
     strides: int = 1
@@ -74,21 +76,30 @@ class PatchConvTranspose(nn.Module):
         rhs = kernel.astype(self.compute_dtype) if reduced else kernel
         out_h, out_w = x.shape[1] * s, x.shape[2] * s
         if max(out_h, out_w) > self.patch_max_size:
-            y = jax.lax.conv_transpose(lhs, rhs, (s, s), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       preferred_element_type=jnp.float32)
+            y = jax.lax.conv_transpose(
+                lhs,
+                rhs,
+                (s, s),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                preferred_element_type=jnp.float32,
+            )
             return y + bias
         # lax.conv_transpose's SAME padding: dilate the input by s, pad (a, b), correlate.
         pad_total = k + s - 2
         pad_a = k - 1 if s > k - 1 else -(-pad_total // 2)
         pad_b = pad_total - pad_a
         zero = jnp.zeros((), lhs.dtype)
-        padded = jax.lax.pad(lhs, zero, ((0, 0, 0), (pad_a, pad_b, s - 1),
-                                         (pad_a, pad_b, s - 1), (0, 0, 0)))
-        patches = jnp.stack([padded[:, i:i + out_h, j:j + out_w, :]
-                             for i in range(k) for j in range(k)], axis=3)
-        y = jnp.einsum("bhwpc,pco->bhwo", patches, rhs.reshape(k * k, *rhs.shape[2:]),
-                       preferred_element_type=jnp.float32)
+        padded = jax.lax.pad(
+            lhs, zero, ((0, 0, 0), (pad_a, pad_b, s - 1), (pad_a, pad_b, s - 1), (0, 0, 0))
+        )
+        patches = jnp.stack(
+            [padded[:, i : i + out_h, j : j + out_w, :] for i in range(k) for j in range(k)], axis=3
+        )
+        y = jnp.einsum(
+            "bhwpc,pco->bhwo",
+            patches,
+            rhs.reshape(k * k, *rhs.shape[2:]),
+            preferred_element_type=jnp.float32,
+        )
         return y + bias
-
-

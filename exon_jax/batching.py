@@ -5,6 +5,7 @@
 float32 in [0, 1] the networks read. The loaders live in `exon_jax.data`;
 training code imports only this module.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +14,10 @@ import numpy as np
 def num_steps_per_epoch(num_unlabelled: int, batch_unlabelled: int) -> int:
     """Steps in one epoch (one pass over the unlabelled set): ceil(num_unlabelled / batch)."""
     if num_unlabelled < 1 or batch_unlabelled < 1:
-        raise ValueError(f"num_unlabelled ({num_unlabelled}) and batch_unlabelled "
-                         f"({batch_unlabelled}) must be positive")
+        raise ValueError(
+            f"num_unlabelled ({num_unlabelled}) and batch_unlabelled "
+            f"({batch_unlabelled}) must be positive"
+        )
     return -(-int(num_unlabelled) // int(batch_unlabelled))
 
 
@@ -26,9 +29,13 @@ def _cycled_permutations(key: jax.Array, n: int, total: int) -> jax.Array:
     return perms.reshape(-1)[:total].astype(jnp.int32)
 
 
-def epoch_batch_indices(key: jax.Array, num_unlabelled: int, num_labelled: int,
-                        batch_unlabelled: int, batch_labelled: int
-                        ) -> tuple[jax.Array, jax.Array]:
+def epoch_batch_indices(
+    key: jax.Array,
+    num_unlabelled: int,
+    num_labelled: int,
+    batch_unlabelled: int,
+    batch_labelled: int,
+) -> tuple[jax.Array, jax.Array]:
     """Batch indices for one epoch; pure and jit-able with the four sizes static.
 
     Returns int32 (unlabelled [S, batch_unlabelled], labelled [S, batch_labelled]),
@@ -39,14 +46,14 @@ def epoch_batch_indices(key: jax.Array, num_unlabelled: int, num_labelled: int,
     shuffles) and cut to S * batch_labelled.
     """
     if num_labelled < 1 or batch_labelled < 1:
-        raise ValueError(f"num_labelled ({num_labelled}) and batch_labelled "
-                         f"({batch_labelled}) must be positive")
+        raise ValueError(
+            f"num_labelled ({num_labelled}) and batch_labelled ({batch_labelled}) must be positive"
+        )
     steps = num_steps_per_epoch(num_unlabelled, batch_unlabelled)
     key_u, key_l = jax.random.split(key)
     unlabelled = _cycled_permutations(key_u, num_unlabelled, steps * batch_unlabelled)
     labelled = _cycled_permutations(key_l, num_labelled, steps * batch_labelled)
-    return (unlabelled.reshape(steps, batch_unlabelled),
-            labelled.reshape(steps, batch_labelled))
+    return (unlabelled.reshape(steps, batch_unlabelled), labelled.reshape(steps, batch_labelled))
 
 
 def scale_images(images: jax.Array) -> jax.Array:
@@ -61,5 +68,7 @@ def scale_images(images: jax.Array) -> jax.Array:
         return images.astype(jnp.float32) / 255.0
     if jnp.issubdtype(images.dtype, jnp.floating):
         return images.astype(jnp.float32)
-    raise TypeError(f"scale_images: images must be uint8 (0..255) or float in [0, 1], "
-                    f"got {np.dtype(images.dtype).name}")
+    raise TypeError(
+        f"scale_images: images must be uint8 (0..255) or float in [0, 1], "
+        f"got {np.dtype(images.dtype).name}"
+    )

@@ -16,6 +16,7 @@ tmp directory, removed by the next `make_manager`. Orbax's own log records (ERRO
 tracebacks from its writer threads on a failed save) are dropped: every failure reaches
 the caller as one `CheckpointError` line; `show_orbax_logs()` lets them through again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,7 @@ from exon_jax.workdir_lock import held_elsewhere
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 DAMAGED_DIR = "damaged"
-_INTEGRITY = "_integrity"   # meta key holding the checksums (stripped on restore)
+_INTEGRITY = "_integrity"  # meta key holding the checksums (stripped on restore)
 
 
 class CheckpointError(RuntimeError):
@@ -53,13 +54,14 @@ class NonFiniteStateError(CheckpointError):
 
 # --- Orbax's logging -----------------------------------------------------------------------
 
+
 class _DropOrbaxRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 _ORBAX_FILTER = _DropOrbaxRecords()
-logging.getLogger("absl").addFilter(_ORBAX_FILTER)   # orbax logs through absl.logging
+logging.getLogger("absl").addFilter(_ORBAX_FILTER)  # orbax logs through absl.logging
 
 
 def show_orbax_logs(show: bool = True) -> None:
@@ -98,18 +100,19 @@ def _run_sync_via_new_loop(coro):
             asyncio.set_event_loop(None)
         for task in pending:
             if task.done() and not task.cancelled():
-                task.exception()   # retrieved: no "exception was never retrieved" log
+                task.exception()  # retrieved: no "exception was never retrieved" log
         if any(not task.done() for task in pending):
             _PARKED_LOOPS.append(loop)
         else:
             loop.close()
 
 
-if hasattr(_orbax_asyncio, "_run_sync_via_new_loop"):   # orbax-checkpoint 0.12.x
+if hasattr(_orbax_asyncio, "_run_sync_via_new_loop"):  # orbax-checkpoint 0.12.x
     _orbax_asyncio._run_sync_via_new_loop = _run_sync_via_new_loop
 
 
 # --- PRNG keys and leaf names --------------------------------------------------------------
+
 
 def _is_key(leaf) -> bool:
     return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
@@ -120,19 +123,22 @@ def _keys_to_data(state):
 
 
 def _data_to_keys(state, abstract_state):
-    def wrap(x, a):   # a: a key array or its ShapeDtypeStruct; its dtype names the PRNG impl
+    def wrap(x, a):  # a: a key array or its ShapeDtypeStruct; its dtype names the PRNG impl
         return jax.random.wrap_key_data(x, impl=getattr(a.dtype, "_impl", None))
+
     return jax.tree.map(lambda x, a: wrap(x, a) if _is_key(a) else x, state, abstract_state)
 
 
 def _abstract_key_data(abstract_state):
     """Restore target: key leaves of `abstract_state` become their uint32 key data."""
+
     def target(leaf):
         sharding = getattr(leaf, "sharding", None)
         if _is_key(leaf):
             data = jax.eval_shape(jax.random.key_data, leaf)
             return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
     return jax.tree.map(target, abstract_state)
 
 
@@ -155,6 +161,7 @@ def leaf_names(state) -> list[str]:
 
 
 # --- finiteness and checksums: one jitted reduction, two small vectors to the host ---------
+
 
 def _words(x: jax.Array) -> jax.Array:
     """The bits of `x` as a flat uint32 vector (one word per element, two for 64-bit)."""
@@ -188,8 +195,10 @@ def _checksum(x: jax.Array) -> jax.Array:
 @jax.jit
 def _inspect(leaves: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
     """([L] bool all-finite per leaf (True for non-floating), [L] uint32 checksums)."""
-    finite = [jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
-              else jnp.bool_(True) for x in leaves]
+    finite = [
+        jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+        for x in leaves
+    ]
     return jnp.stack(finite), jnp.stack([_checksum(x) for x in leaves])
 
 
@@ -206,13 +215,13 @@ def inspect_state(state) -> tuple[dict[str, bool], dict[str, int]]:
         return {}, {}
     finite, sums = _inspect(leaves)
     finite, sums = _to_host(finite), _to_host(sums)
-    return (dict(zip(names, (bool(f) for f in finite))),
-            dict(zip(names, (int(s) for s in sums))))
+    return (dict(zip(names, (bool(f) for f in finite))), dict(zip(names, (int(s) for s in sums))))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
     if not x.is_fully_addressable:
         from jax.experimental import multihost_utils
+
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
@@ -223,6 +232,7 @@ def _meta_digest(meta: dict[str, Any]) -> str:
 
 
 # --- managers ------------------------------------------------------------------------------
+
 
 def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """A CheckpointManager over `directory` (created if needed), keeping `max_to_keep`.
@@ -235,8 +245,9 @@ def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
     directory = os.path.abspath(directory)
     if jax.process_index() == 0 and not held_elsewhere(os.path.dirname(directory)):
         _remove_tmp_dirs(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+    )
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -255,8 +266,14 @@ def latest_epoch(manager: ocp.CheckpointManager) -> int | None:
 
 # --- save ----------------------------------------------------------------------------------
 
-def save(manager: ocp.CheckpointManager, epoch: int, state, meta: dict[str, Any],
-         last_good: int | None = None) -> None:
+
+def save(
+    manager: ocp.CheckpointManager,
+    epoch: int,
+    state,
+    meta: dict[str, Any],
+    last_good: int | None = None,
+) -> None:
     """Saves `state` and `meta` as checkpoint `epoch`; returns once it is on disk.
 
     Args:
@@ -273,23 +290,29 @@ def save(manager: ocp.CheckpointManager, epoch: int, state, meta: dict[str, Any]
         no trace of `epoch` is left behind, the earlier checkpoints are untouched.
     """
     last_good = manager.latest_step() if last_good is None else last_good
-    where = (f"the last good checkpoint is epoch {last_good}" if last_good is not None
-             else "no checkpoint was written yet")
+    where = (
+        f"the last good checkpoint is epoch {last_good}"
+        if last_good is not None
+        else "no checkpoint was written yet"
+    )
     finite, sums = inspect_state(state)
     bad = [name for name, ok in finite.items() if not ok]
     if bad:
         raise NonFiniteStateError(
             f"refusing to save checkpoint {epoch} in {manager.directory}: non-finite values "
-            f"in {', '.join(bad)}; {where}")
+            f"in {', '.join(bad)}; {where}"
+        )
     newest = manager.latest_step()
     if newest is not None and newest >= epoch:
         raise CheckpointError(
             f"cannot save checkpoint {epoch} in {manager.directory}: checkpoint {newest} "
-            "already exists (restore with restore_latest first, which sets damaged ones aside)")
+            "already exists (restore with restore_latest first, which sets damaged ones aside)"
+        )
     meta = dict(meta)
     meta[_INTEGRITY] = {"leaves": sums, "meta_sha256": _meta_digest(meta)}
-    args = ocp.args.Composite(state=ocp.args.StandardSave(_keys_to_data(state)),
-                              meta=ocp.args.JsonSave(meta))
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(_keys_to_data(state)), meta=ocp.args.JsonSave(meta)
+    )
     threads = set(threading.enumerate())
     try:
         saved = manager.save(epoch, args=args)
@@ -299,14 +322,17 @@ def save(manager: ocp.CheckpointManager, epoch: int, state, meta: dict[str, Any]
         # writing into the tmp directory: let them end before removing it
         _join_new_threads(threads, timeout=_SAVE_THREADS_TIMEOUT)
         _discard_step(manager, epoch)
-        raise CheckpointError(f"cannot save checkpoint {epoch} in {manager.directory}: "
-                              f"{_save_cause(error)}; {where}") from error
+        raise CheckpointError(
+            f"cannot save checkpoint {epoch} in {manager.directory}: {_save_cause(error)}; {where}"
+        ) from error
     if not saved:
-        raise CheckpointError(f"cannot save checkpoint {epoch} in {manager.directory}: "
-                              f"Orbax declined to save it; {where}")
+        raise CheckpointError(
+            f"cannot save checkpoint {epoch} in {manager.directory}: "
+            f"Orbax declined to save it; {where}"
+        )
 
 
-_SAVE_THREADS_TIMEOUT = 60.0   # seconds a failed save waits for Orbax's writer threads
+_SAVE_THREADS_TIMEOUT = 60.0  # seconds a failed save waits for Orbax's writer threads
 
 
 def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
@@ -354,6 +380,7 @@ def _save_cause(error: BaseException) -> str:
 
 # --- restore -------------------------------------------------------------------------------
 
+
 def restore(manager: ocp.CheckpointManager, abstract_state, epoch: int | None = None):
     """Restores (state, meta) of `epoch` (default: the newest) into `abstract_state`'s shape.
 
@@ -368,13 +395,16 @@ def restore(manager: ocp.CheckpointManager, abstract_state, epoch: int | None = 
     """
     epoch = manager.latest_step() if epoch is None else epoch
     if epoch is None:
-        raise CheckpointError(f"no checkpoint in {manager.directory}: train first "
-                              "(python main.py --mode=train --workdir=...)")
+        raise CheckpointError(
+            f"no checkpoint in {manager.directory}: train first "
+            "(python main.py --mode=train --workdir=...)"
+        )
     try:
         return _restore_verified(manager, abstract_state, epoch)
     except _Unusable as error:
-        raise CheckpointError(f"checkpoint {epoch} in {manager.directory} cannot be "
-                              f"restored: {error}") from None
+        raise CheckpointError(
+            f"checkpoint {epoch} in {manager.directory} cannot be restored: {error}"
+        ) from None
 
 
 def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
@@ -401,8 +431,10 @@ def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
     try:
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
-            raise CheckpointError(f"no checkpoint in {manager.directory}: train first "
-                                  "(python main.py --mode=train --workdir=...)")
+            raise CheckpointError(
+                f"no checkpoint in {manager.directory}: train first "
+                "(python main.py --mode=train --workdir=...)"
+            )
         skipped: list[tuple[int, str]] = []
         for epoch in steps:
             try:
@@ -410,14 +442,21 @@ def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
             except _Unusable as error:
                 skipped.append((epoch, str(error)))
                 continue
-            if skipped and set_aside and not held_elsewhere(
-                    os.path.dirname(str(manager.directory))):
+            if (
+                skipped
+                and set_aside
+                and not held_elsewhere(os.path.dirname(str(manager.directory)))
+            ):
                 moved = _set_aside(manager, [e for e, _ in skipped])
-                skipped = [(e, f"{reason}; moved to {moved[e]}" if e in moved else reason)
-                           for e, reason in skipped]
+                skipped = [
+                    (e, f"{reason}; moved to {moved[e]}" if e in moved else reason)
+                    for e, reason in skipped
+                ]
             return state, meta, epoch, skipped
-        raise CheckpointError(f"no checkpoint in {manager.directory} restores: " + "; ".join(
-            f"{epoch}: {reason}" for epoch, reason in skipped))
+        raise CheckpointError(
+            f"no checkpoint in {manager.directory} restores: "
+            + "; ".join(f"{epoch}: {reason}" for epoch, reason in skipped)
+        )
     finally:
         if own:
             manager.close()
@@ -437,22 +476,27 @@ def _restore_verified(manager: ocp.CheckpointManager, abstract_state, epoch: int
         raise _Unusable(f"incomplete: no {' or '.join(missing)} item")
     target = _abstract_key_data(abstract_state)
     try:
-        restored = manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        restored = manager.restore(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+            ),
+        )
     except Exception as error:  # orbax / tensorstore raise many types for damaged files
         raise _Unusable(_restore_reason(error, step_dir)) from None
     state, meta = restored.state, dict(restored.meta or {})
     integrity = meta.pop(_INTEGRITY, None)
-    if integrity is not None:   # checkpoints of earlier versions carry none
+    if integrity is not None:  # checkpoints of earlier versions carry none
         if _meta_digest(meta) != integrity.get("meta_sha256"):
             raise _Unusable("meta record does not match its sha256 (corrupt meta file)")
         _, sums = inspect_state(state)
-        wrong = [name for name, value in sums.items()
-                 if integrity["leaves"].get(name) != value]
+        wrong = [name for name, value in sums.items() if integrity["leaves"].get(name) != value]
         if wrong:
-            raise _Unusable(f"array data of {', '.join(wrong[:3])}"
-                            + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
-                            + " do not match the checksums saved with them (corrupt files)")
+            raise _Unusable(
+                f"array data of {', '.join(wrong[:3])}"
+                + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+                + " do not match the checksums saved with them (corrupt files)"
+            )
     return _data_to_keys(state, abstract_state), meta
 
 
@@ -468,8 +512,11 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 def _restore_reason(error: BaseException, step_dir: str) -> str:
     """One line for a failed orbax restore: the damaged file, the array, what is wrong."""
-    kinds = {"NOT_FOUND": "missing file", "OUT_OF_RANGE": "truncated file",
-             "DATA_LOSS": "corrupt file"}
+    kinds = {
+        "NOT_FOUND": "missing file",
+        "OUT_OF_RANGE": "truncated file",
+        "DATA_LOSS": "corrupt file",
+    }
     for link in _chain(error):
         text = _one_line(link, limit=10_000)
         files = re.findall(r'local file "([^"]+)"', text)
@@ -478,9 +525,11 @@ def _restore_reason(error: BaseException, step_dir: str) -> str:
             name = os.path.relpath(files[-1], step_dir)
             array = re.search(r'Error reading "([^"/]+)/[^"]*" in OCDBT', text)
             detail = text.rsplit(f'"{files[-1]}"', 1)[-1].lstrip(": ")[:200]
-            return (f"{kinds.get(status.group(1), 'unreadable data in')} {name}"
-                    + (f" (array {array.group(1)})" if array else "")
-                    + (f": {detail}" if detail else ""))
+            return (
+                f"{kinds.get(status.group(1), 'unreadable data in')} {name}"
+                + (f" (array {array.group(1)})" if array else "")
+                + (f": {detail}" if detail else "")
+            )
     found = _os_error(error)
     if found is not None:
         code, name = found
@@ -492,7 +541,7 @@ def _restore_reason(error: BaseException, step_dir: str) -> str:
 def _one_line(error: BaseException, limit: int = 400) -> str:
     text = re.split(r" \[tensorstore_spec", str(error))[0]
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _set_aside(manager: ocp.CheckpointManager, epochs: Iterable[int]) -> dict[int, str]:
@@ -511,6 +560,7 @@ def _set_aside(manager: ocp.CheckpointManager, epochs: Iterable[int]) -> dict[in
             moved[epoch] = os.path.relpath(target, os.path.dirname(directory))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         multihost_utils.sync_global_devices("exon_jax checkpoints set aside")
     manager.reload()
     return moved

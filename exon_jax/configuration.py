@@ -5,6 +5,7 @@ the `build_*` functions turn the config into the prior, the network, the
 optimiser, the static `TrainSettings` and the traced `HParams` (one per sweep
 point). Jitted code never sees a ConfigDict.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,9 +36,17 @@ SWEEP_FIELDS = ("lambda1", "lambda2", "epsilon", "distance", "beta", "seed")
 # Fields that cannot change what a run trained: they may differ when a run resumes and may
 # be overridden on top of the stored config by --mode=evaluate / analyze. A field matches
 # when it equals an entry or lies below it ("analysis" covers analysis.grid_size).
-RUN_OPTION_FIELDS = ("analysis", "train.eval_every", "train.checkpoint_every",
-                     "train.max_checkpoints", "train.model_axis", "train.epoch_loop",
-                     "data.dir", "data.path", "data.max_test")
+RUN_OPTION_FIELDS = (
+    "analysis",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.max_checkpoints",
+    "train.model_axis",
+    "train.epoch_loop",
+    "data.dir",
+    "data.path",
+    "data.max_test",
+)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -59,9 +68,12 @@ def _require_float32(value, field: str, positive: bool = False) -> None:
     ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
     ok = ok and np.isfinite(value) and abs(value) <= _FLOAT32_MAX
     bound = "> 0" if positive else ">= 0"
-    _require(ok and (value > 0 if positive else value >= 0), field,
-             f"must be a finite number {bound} that float32 holds (|x| <= {_FLOAT32_MAX:.3g}), "
-             f"got {value!r}")
+    _require(
+        ok and (value > 0 if positive else value >= 0),
+        field,
+        f"must be a finite number {bound} that float32 holds (|x| <= {_FLOAT32_MAX:.3g}), "
+        f"got {value!r}",
+    )
 
 
 def validate_config(config: ml_collections.ConfigDict, num_classes: int | None = None) -> None:
@@ -74,42 +86,77 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     method = config.get("method", "exon")
     _require(method in METHODS, "method", f"must be one of {METHODS}")
     if method == "revision":
-        _require("revision" in config, "revision",
-                 "method 'revision' needs a config.revision section (configs/mnist100_revision.py)")
-        _require(config.model.beta_mode == "fixed", "model.beta_mode",
-                 "the revision uses a fixed observation noise beta: set 'fixed'")
+        _require(
+            "revision" in config,
+            "revision",
+            "method 'revision' needs a config.revision section (configs/mnist100_revision.py)",
+        )
+        _require(
+            config.model.beta_mode == "fixed",
+            "model.beta_mode",
+            "the revision uses a fixed observation noise beta: set 'fixed'",
+        )
     _require(config.data.source in SOURCES, "data.source", f"must be one of {SOURCES}")
-    _require(isinstance(config.data.name, str) and config.data.name != "", "data.name",
-             "must name a data set")
-    _require(_is_int(config.data.labelled_per_class) and config.data.labelled_per_class > 0,
-             "data.labelled_per_class", "must be a positive integer")
+    _require(
+        isinstance(config.data.name, str) and config.data.name != "",
+        "data.name",
+        "must name a data set",
+    )
+    _require(
+        _is_int(config.data.labelled_per_class) and config.data.labelled_per_class > 0,
+        "data.labelled_per_class",
+        "must be a positive integer",
+    )
     for name in ("max_unlabelled", "max_test", "validation"):
         value = config.data.get(name, 0)
-        _require(_is_int(value) and value >= 0, f"data.{name}",
-                 f"must be an integer >= 0 (0 = {'none' if name == 'validation' else 'all'}), "
-                 f"got {value!r}")
-    _require(0 < config.data.get("test_fraction", 0.1) < 1, "data.test_fraction",
-             "must lie in (0, 1)")
-    _require(config.prior.layout in PRIOR_LAYOUTS, "prior.layout", f"must be one of {PRIOR_LAYOUTS}")
+        _require(
+            _is_int(value) and value >= 0,
+            f"data.{name}",
+            f"must be an integer >= 0 (0 = {'none' if name == 'validation' else 'all'}), "
+            f"got {value!r}",
+        )
+    _require(
+        0 < config.data.get("test_fraction", 0.1) < 1, "data.test_fraction", "must lie in (0, 1)"
+    )
+    _require(
+        config.prior.layout in PRIOR_LAYOUTS, "prior.layout", f"must be one of {PRIOR_LAYOUTS}"
+    )
     _require_float32(config.prior.variance, "prior.variance", positive=True)
     _require(config.prior.radius >= 0, "prior.radius", "must be >= 0 (0 = automatic)")
     _require_float32(config.prior.distance, "prior.distance", positive=True)
     if config.prior.layout == "file":
-        _require(bool(config.prior.file), "prior.file", "must name a .json or .npz file "
-                 "holding means [K, d], variances and optional weights [K]")
+        _require(
+            bool(config.prior.file),
+            "prior.file",
+            "must name a .json or .npz file "
+            "holding means [K, d], variances and optional weights [K]",
+        )
     if config.prior.layout == "custom":
-        _require(config.prior.means is not None, "prior.means",
-                 "must hold the [K, d] means of the custom prior")
-        _require(config.prior.variances is not None, "prior.variances",
-                 "must hold the variances of the custom prior ([K, d], [K] or a scalar)")
+        _require(
+            config.prior.means is not None,
+            "prior.means",
+            "must hold the [K, d] means of the custom prior",
+        )
+        _require(
+            config.prior.variances is not None,
+            "prior.variances",
+            "must hold the variances of the custom prior ([K, d], [K] or a scalar)",
+        )
     _require(config.model.network in NETWORKS, "model.network", f"must be one of {NETWORKS}")
     _require(config.model.latent_dim > 0, "model.latent_dim", "must be positive")
-    _require(config.model.beta_mode in BETA_MODES, "model.beta_mode", f"must be one of {BETA_MODES}")
+    _require(
+        config.model.beta_mode in BETA_MODES, "model.beta_mode", f"must be one of {BETA_MODES}"
+    )
     _require_float32(config.model.beta, "model.beta", positive=True)
-    _require(config.model.compute_dtype in COMPUTE_DTYPES, "model.compute_dtype",
-             f"must be one of {COMPUTE_DTYPES}")
+    _require(
+        config.model.compute_dtype in COMPUTE_DTYPES,
+        "model.compute_dtype",
+        f"must be one of {COMPUTE_DTYPES}",
+    )
     _require(config.loss.objective in OBJECTIVES, "loss.objective", f"must be one of {OBJECTIVES}")
-    _require(config.loss.likelihood in LIKELIHOODS, "loss.likelihood", f"must be one of {LIKELIHOODS}")
+    _require(
+        config.loss.likelihood in LIKELIHOODS, "loss.likelihood", f"must be one of {LIKELIHOODS}"
+    )
     _require_float32(config.loss.lambda1, "loss.lambda1")
     _require_float32(config.loss.lambda2, "loss.lambda2")
     _require_float32(config.loss.epsilon, "loss.epsilon", positive=True)
@@ -117,60 +164,105 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"must be one of {OPTIMIZERS}")
     _require_float32(config.optimizer.learning_rate, "optimizer.learning_rate", positive=True)
     _require_float32(config.pretrain.learning_rate, "pretrain.learning_rate", positive=True)
-    for name in ("epochs", "batch_unlabelled", "batch_labelled", "checkpoint_every",
-                 "eval_every", "max_checkpoints"):
+    for name in (
+        "epochs",
+        "batch_unlabelled",
+        "batch_labelled",
+        "checkpoint_every",
+        "eval_every",
+        "max_checkpoints",
+    ):
         value = config.train[name]
-        _require(_is_int(value) and value > 0, f"train.{name}",
-                 f"must be a positive integer, got {value!r}"
-                 + (" (checkpoints are how a run resumes)" if name == "max_checkpoints" else ""))
-    _require(_is_int(config.pretrain.epochs) and config.pretrain.epochs >= 0, "pretrain.epochs",
-             "must be an integer >= 0")
-    _require(config.train.model_axis in MODEL_AXIS_MODES, "train.model_axis",
-             f"must be one of {MODEL_AXIS_MODES}")
-    _require(config.train.epoch_loop in EPOCH_LOOPS, "train.epoch_loop",
-             f"must be one of {EPOCH_LOOPS}")
+        _require(
+            _is_int(value) and value > 0,
+            f"train.{name}",
+            f"must be a positive integer, got {value!r}"
+            + (" (checkpoints are how a run resumes)" if name == "max_checkpoints" else ""),
+        )
+    _require(
+        _is_int(config.pretrain.epochs) and config.pretrain.epochs >= 0,
+        "pretrain.epochs",
+        "must be an integer >= 0",
+    )
+    _require(
+        config.train.model_axis in MODEL_AXIS_MODES,
+        "train.model_axis",
+        f"must be one of {MODEL_AXIS_MODES}",
+    )
+    _require(
+        config.train.epoch_loop in EPOCH_LOOPS, "train.epoch_loop", f"must be one of {EPOCH_LOOPS}"
+    )
     _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
-    _require(config.analysis.get("posterior", "mean") in POSTERIOR_KINDS, "analysis.posterior",
-             f"must be one of {POSTERIOR_KINDS}")
+    _require(
+        config.analysis.get("posterior", "mean") in POSTERIOR_KINDS,
+        "analysis.posterior",
+        f"must be one of {POSTERIOR_KINDS}",
+    )
     workers = config.analysis.get("figure_workers", 0)
-    _require(_is_int(workers) and workers >= 0, "analysis.figure_workers",
-             "must be an integer >= 0 (0 = one process per CPU core)")
+    _require(
+        _is_int(workers) and workers >= 0,
+        "analysis.figure_workers",
+        "must be an integer >= 0 (0 = one process per CPU core)",
+    )
     classes = tuple(config.analysis.get("classes", (0,)))
-    _require(len(classes) > 0 and all(isinstance(c, (int, str)) for c in classes),
-             "analysis.classes", f"must be a non-empty tuple of labels or class names, got {classes}")
+    _require(
+        len(classes) > 0 and all(isinstance(c, (int, str)) for c in classes),
+        "analysis.classes",
+        f"must be a non-empty tuple of labels or class names, got {classes}",
+    )
     _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be an integer >= 0")
-    _require(_is_int(config.data.seed) and config.data.seed >= 0, "data.seed",
-             "must be an integer >= 0")
+    _require(
+        _is_int(config.data.seed) and config.data.seed >= 0, "data.seed", "must be an integer >= 0"
+    )
     for name in SWEEP_FIELDS:
         values = tuple(config.sweep.get(name, ()))
         if name == "seed":
-            _require(all(_is_int(v) and v >= 0 for v in values), "sweep.seed",
-                     f"values must be integers >= 0, got {values}")
-            _require(len(set(values)) == len(values), "sweep.seed",
-                     f"values must differ, got {values}")
+            _require(
+                all(_is_int(v) and v >= 0 for v in values),
+                "sweep.seed",
+                f"values must be integers >= 0, got {values}",
+            )
+            _require(
+                len(set(values)) == len(values), "sweep.seed", f"values must differ, got {values}"
+            )
             continue
         for v in values:
             _require_float32(v, f"sweep.{name}", positive=name in ("epsilon", "distance", "beta"))
     if tuple(config.sweep.get("beta", ())):
-        _require(config.model.beta_mode != "closed_form", "sweep.beta",
-                 "needs model.beta_mode 'fixed' or 'learned' (closed_form computes beta)")
+        _require(
+            config.model.beta_mode != "closed_form",
+            "sweep.beta",
+            "needs model.beta_mode 'fixed' or 'learned' (closed_form computes beta)",
+        )
     if tuple(config.sweep.distance):
-        _require(config.prior.layout == "two_component", "sweep.distance",
-                 "only applies to the two_component prior layout")
+        _require(
+            config.prior.layout == "two_component",
+            "sweep.distance",
+            "only applies to the two_component prior layout",
+        )
     if config.sweep.mode == "zip":
         lengths = {len(tuple(config.sweep[n])) for n in SWEEP_FIELDS if tuple(config.sweep[n])}
         _require(len(lengths) <= 1, "sweep", f"mode 'zip' needs equal-length lists, got {lengths}")
     if config.prior.layout in ("circle", "grid", "groups"):
-        _require(config.model.latent_dim == 2, "model.latent_dim",
-                 f"the {config.prior.layout} prior is 2-D")
+        _require(
+            config.model.latent_dim == 2,
+            "model.latent_dim",
+            f"the {config.prior.layout} prior is 2-D",
+        )
     if config.prior.layout == "two_component":
         _require(config.model.latent_dim == 2, "model.latent_dim", "the two_component prior is 2-D")
         if num_classes is not None:
-            _require(num_classes == 2, "prior.layout",
-                     f"two_component needs 2 classes, the data has {num_classes} (set data.classes)")
+            _require(
+                num_classes == 2,
+                "prior.layout",
+                f"two_component needs 2 classes, the data has {num_classes} (set data.classes)",
+            )
     if config.prior.layout == "blocks":
-        _require(0 < config.prior.relevant_dim <= config.model.latent_dim, "prior.relevant_dim",
-                 "must be in (0, model.latent_dim]")
+        _require(
+            0 < config.prior.relevant_dim <= config.model.latent_dim,
+            "prior.relevant_dim",
+            "must be in (0, model.latent_dim]",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,14 +300,18 @@ def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
     """The validated `config.analysis` section as a frozen dataclass."""
     section = config.analysis
     return AnalysisSettings(
-        grid_size=int(section.grid_size), grid_extent=float(section.grid_extent),
+        grid_size=int(section.grid_size),
+        grid_extent=float(section.grid_extent),
         label_map_size=int(section.label_map_size),
         activation_threshold=float(section.activation_threshold),
-        posterior=section.get("posterior", "mean"), classes=tuple(section.get("classes", (0,))),
+        posterior=section.get("posterior", "mean"),
+        classes=tuple(section.get("classes", (0,))),
         figures=bool(section.figures),
         figure_workers=int(section.get("figure_workers", 0)),
         tensorboard_images=bool(section.get("tensorboard_images", True)),
-        seed=int(config.seed), latent_dim=int(config.model.latent_dim))
+        seed=int(config.seed),
+        latent_dim=int(config.model.latent_dim),
+    )
 
 
 def resolve_path(path: str) -> str:
@@ -227,8 +323,9 @@ def resolve_path(path: str) -> str:
     return candidate if os.path.exists(candidate) else path
 
 
-def build_prior(config: ml_collections.ConfigDict, num_classes: int,
-                distance: float | None = None) -> priors.MixturePrior:
+def build_prior(
+    config: ml_collections.ConfigDict, num_classes: int, distance: float | None = None
+) -> priors.MixturePrior:
     """The designed prior of `config.prior` for K = num_classes; shapes [K, d].
 
     Layouts: the paper's `circle` (Sec. 4.1), `two_component` (App. 6.3.2) and `blocks`
@@ -250,12 +347,20 @@ def build_prior(config: ml_collections.ConfigDict, num_classes: int,
                 raise ConfigError(f"config.prior.file: {error}") from None
         else:
             where = "config.prior (custom: means, variances, weights)"
-            arrays = {"means": config.prior.means, "variances": config.prior.variances,
-                      "weights": config.prior.weights}
+            arrays = {
+                "means": config.prior.means,
+                "variances": config.prior.variances,
+                "weights": config.prior.weights,
+            }
         try:
             means, variances, weights = priors.check_prior_arrays(
-                arrays["means"], arrays["variances"], arrays.get("weights"), num_classes,
-                latent_dim, where)
+                arrays["means"],
+                arrays["variances"],
+                arrays.get("weights"),
+                num_classes,
+                latent_dim,
+                where,
+            )
         except priors.PriorError as error:
             raise ConfigError(str(error)) from None
         return priors.make_prior(means, variances, weights)
@@ -263,25 +368,38 @@ def build_prior(config: ml_collections.ConfigDict, num_classes: int,
         prior = priors.circle_prior(num_classes, config.prior.radius or None, config.prior.variance)
     elif layout == "two_component":
         prior = priors.two_component_prior(
-            config.prior.distance if distance is None else distance, config.prior.variance)
+            config.prior.distance if distance is None else distance, config.prior.variance
+        )
     elif layout == "grid":
-        prior = priors.grid_prior(num_classes, config.prior.columns, config.prior.spacing,
-                                  config.prior.variance)
+        prior = priors.grid_prior(
+            num_classes, config.prior.columns, config.prior.spacing, config.prior.variance
+        )
     elif layout == "groups":
         try:
-            prior = priors.groups_prior(num_classes, config.prior.groups, config.prior.group_radius,
-                                        config.prior.spacing, config.prior.variance)
+            prior = priors.groups_prior(
+                num_classes,
+                config.prior.groups,
+                config.prior.group_radius,
+                config.prior.spacing,
+                config.prior.variance,
+            )
         except priors.PriorError as error:
             raise ConfigError(f"config.prior.groups: {error}") from None
     else:
         prior = priors.blocks_prior(
-            num_classes, config.prior.relevant_dim,
-            latent_dim - config.prior.relevant_dim, config.prior.max_mean,
-            config.prior.relevant_variance, config.prior.irrelevant_variance)
+            num_classes,
+            config.prior.relevant_dim,
+            latent_dim - config.prior.relevant_dim,
+            config.prior.max_mean,
+            config.prior.relevant_variance,
+            config.prior.irrelevant_variance,
+        )
     expected = (num_classes, latent_dim)
     if prior.means.shape != expected:
-        raise ConfigError(f"config.prior: layout {layout!r} gives shape {prior.means.shape}, "
-                          f"expected (K, d) = {expected}")
+        raise ConfigError(
+            f"config.prior: layout {layout!r} gives shape {prior.means.shape}, "
+            f"expected (K, d) = {expected}"
+        )
     return prior
 
 
@@ -289,63 +407,91 @@ def compute_dtype(config: ml_collections.ConfigDict):
     return jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int,
-                image_shape: tuple[int, ...]):
+def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, ...]):
     """The EXoN network of `config.model` for images of `image_shape` [H, W, C]; with
     `config.method = "revision"` the authors' revised networks (`exon_jax.revision`)."""
     if config.get("method", "exon") == "revision":
         from exon_jax.revision import step as revision_step
+
         try:
             return revision_step.build_revision_model(
-                revision_step.revision_settings(config), num_classes, image_shape)
+                revision_step.revision_settings(config), num_classes, image_shape
+            )
         except ValueError as error:
             raise ConfigError(str(error)) from None
     dtype = compute_dtype(config)
     if config.model.network == "mlp":
         return models.EXoNModel(
-            encoder=models.MLPEncoder(num_classes=num_classes, latent_dim=config.model.latent_dim,
-                                      hidden=tuple(config.model.hidden), compute_dtype=dtype),
-            decoder=models.MLPDecoder(output_shape=tuple(image_shape),
-                                      hidden=tuple(config.model.hidden),
-                                      compute_dtype=dtype),
-            classifier=None)
+            encoder=models.MLPEncoder(
+                num_classes=num_classes,
+                latent_dim=config.model.latent_dim,
+                hidden=tuple(config.model.hidden),
+                compute_dtype=dtype,
+            ),
+            decoder=models.MLPDecoder(
+                output_shape=tuple(image_shape),
+                hidden=tuple(config.model.hidden),
+                compute_dtype=dtype,
+            ),
+            classifier=None,
+        )
     if tuple(image_shape) != (32, 32, 3):
-        raise ConfigError(f"config.model.network: 'conv' is the paper's CIFAR-10 network for "
-                          f"32x32x3 images, the data has {tuple(image_shape)}")
+        raise ConfigError(
+            f"config.model.network: 'conv' is the paper's CIFAR-10 network for "
+            f"32x32x3 images, the data has {tuple(image_shape)}"
+        )
     return models.EXoNModel(
-        encoder=models.ConvEncoder(num_classes=num_classes, latent_dim=config.model.latent_dim,
-                                   compute_dtype=dtype),
-        decoder=models.ConvDecoder(compute_dtype=dtype,
-                                   patch_max_size=backend.transposed_conv_patch_size()),
-        classifier=models.Classifier(num_classes=num_classes, compute_dtype=dtype))
+        encoder=models.ConvEncoder(
+            num_classes=num_classes, latent_dim=config.model.latent_dim, compute_dtype=dtype
+        ),
+        decoder=models.ConvDecoder(
+            compute_dtype=dtype, patch_max_size=backend.transposed_conv_patch_size()
+        ),
+        classifier=models.Classifier(num_classes=num_classes, compute_dtype=dtype),
+    )
 
 
-def build_optimizer(config: ml_collections.ConfigDict,
-                    steps_per_epoch: int = 1) -> optax.GradientTransformation:
+def build_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int = 1
+) -> optax.GradientTransformation:
     """RMSprop (rho 0.9, eps 1e-7 inside the root, as Keras) or Adam (eps 1e-7, as Keras);
     for the revision its two Adams with per-epoch schedules (`steps_per_epoch` steps an epoch)."""
     if config.get("method", "exon") == "revision":
         from exon_jax.revision import step as revision_step
-        return revision_step.build_revision_optimizer(revision_step.revision_settings(config),
-                                                      steps_per_epoch)
+
+        return revision_step.build_revision_optimizer(
+            revision_step.revision_settings(config), steps_per_epoch
+        )
     if config.optimizer.name == "rmsprop":
         return optax.rmsprop(config.optimizer.learning_rate, decay=0.9, eps=1e-7)
     return optax.adam(config.optimizer.learning_rate, eps=1e-7)
 
 
-def build_settings(config: ml_collections.ConfigDict, num_unlabelled: int,
-                   num_labelled: int) -> TrainSettings:
+def build_settings(
+    config: ml_collections.ConfigDict, num_unlabelled: int, num_labelled: int
+) -> TrainSettings:
     """Static settings; refuses batches larger than the data."""
-    _require(config.train.batch_unlabelled <= num_unlabelled, "train.batch_unlabelled",
-             f"{config.train.batch_unlabelled} is larger than the {num_unlabelled} unlabelled examples")
-    _require(config.train.batch_labelled <= num_labelled, "train.batch_labelled",
-             f"{config.train.batch_labelled} is larger than the {num_labelled} labelled examples")
+    _require(
+        config.train.batch_unlabelled <= num_unlabelled,
+        "train.batch_unlabelled",
+        f"{config.train.batch_unlabelled} is larger than the {num_unlabelled} unlabelled examples",
+    )
+    _require(
+        config.train.batch_labelled <= num_labelled,
+        "train.batch_labelled",
+        f"{config.train.batch_labelled} is larger than the {num_labelled} labelled examples",
+    )
     return TrainSettings(
-        likelihood=config.loss.likelihood, beta_mode=config.model.beta_mode,
-        objective=config.loss.objective, temperature=float(config.loss.temperature),
-        hard=bool(config.loss.hard), batch_unlabelled=config.train.batch_unlabelled,
-        batch_labelled=config.train.batch_labelled, num_unlabelled=num_unlabelled,
-        num_labelled=num_labelled)
+        likelihood=config.loss.likelihood,
+        beta_mode=config.model.beta_mode,
+        objective=config.loss.objective,
+        temperature=float(config.loss.temperature),
+        hard=bool(config.loss.hard),
+        batch_unlabelled=config.train.batch_unlabelled,
+        batch_labelled=config.train.batch_labelled,
+        num_unlabelled=num_unlabelled,
+        num_labelled=num_labelled,
+    )
 
 
 def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
@@ -363,8 +509,9 @@ def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     return [dict(zip(names, row)) for row in rows]
 
 
-def build_hparams(config: ml_collections.ConfigDict, num_classes: int,
-                  point: dict[str, Any] | None = None) -> HParams:
+def build_hparams(
+    config: ml_collections.ConfigDict, num_classes: int, point: dict[str, Any] | None = None
+) -> HParams:
     """Traced hyper-parameters of one sweep point (base config values where unset)."""
     point = point or {}
     value = lambda name, default: jnp.asarray(point.get(name, default), jnp.float32)
@@ -373,7 +520,8 @@ def build_hparams(config: ml_collections.ConfigDict, num_classes: int,
         lambda2=value("lambda2", config.loss.lambda2),
         epsilon=value("epsilon", config.loss.epsilon),
         beta=value("beta", config.model.beta),  # a swept beta is the fixed / initial beta
-        prior=build_prior(config, num_classes, point.get("distance")))
+        prior=build_prior(config, num_classes, point.get("distance")),
+    )
 
 
 def point_seed(config: ml_collections.ConfigDict, point: dict[str, Any]) -> int:
@@ -386,4 +534,3 @@ def point_name(point: dict[str, Any]) -> str:
     if not point:
         return "model"
     return "_".join(f"{k}={v:g}" for k, v in point.items())
-

@@ -18,6 +18,7 @@ Nothing read at run time can execute code: .npz is read with
 allow_pickle=False, and the pickles of CIFAR-10 and MNIST go through an
 unpickler that admits only numpy's array constructors.
 """
+
 import dataclasses
 import gzip
 import hashlib
@@ -37,12 +38,28 @@ SOURCES = ("auto", "files", "tfds")
 
 MNIST_CLASS_NAMES = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 CIFAR10_CLASS_NAMES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 # Class names of well-known data sets whose files carry none (IDX, a bare .npz).
 FILE_DATASETS = {
@@ -110,13 +127,16 @@ def validate_split(split: ImageSplit, num_classes: int, where: str = "split") ->
     """
     images, labels = split.images, split.labels
     if not isinstance(images, np.ndarray) or not isinstance(labels, np.ndarray):
-        raise DataError(f"{where}: images and labels must be numpy arrays, got "
-                        f"{type(images).__name__} and {type(labels).__name__}")
+        raise DataError(
+            f"{where}: images and labels must be numpy arrays, got "
+            f"{type(images).__name__} and {type(labels).__name__}"
+        )
     if images.ndim != 4:
         raise DataError(f"{where}: images must be 4-D [N, H, W, C], got shape {images.shape}")
     if images.dtype not in (np.uint8, np.float32):
-        raise DataError(f"{where}: images must be uint8 (0..255) or float32 in [0, 1], "
-                        f"got {images.dtype}")
+        raise DataError(
+            f"{where}: images must be uint8 (0..255) or float32 in [0, 1], got {images.dtype}"
+        )
     if labels.ndim != 1:
         raise DataError(f"{where}: labels must be 1-D [N], got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -128,13 +148,17 @@ def validate_split(split: ImageSplit, num_classes: int, where: str = "split") ->
     if images.dtype == np.float32:
         lo, hi = float(images.min()), float(images.max())
         if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
-            raise DataError(f"{where}: float images must lie in [0, 1], found values in "
-                            f"[{lo}, {hi}] (store 0..255 pixels as uint8)")
+            raise DataError(
+                f"{where}: float images must lie in [0, 1], found values in "
+                f"[{lo}, {hi}] (store 0..255 pixels as uint8)"
+            )
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
         bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-        raise DataError(f"{where}: labels must lie in [0, {num_classes}), found values in "
-                        f"[{lo}, {hi}] ({bad.size} bad, first at index {bad[0]})")
+        raise DataError(
+            f"{where}: labels must lie in [0, {num_classes}), found values in "
+            f"[{lo}, {hi}] ({bad.size} bad, first at index {bad[0]})"
+        )
 
 
 def _validate_dataset(ds: ImageDataset) -> None:
@@ -143,11 +167,15 @@ def _validate_dataset(ds: ImageDataset) -> None:
     validate_split(ds.train, ds.num_classes, f"{ds.name} train")
     validate_split(ds.test, ds.num_classes, f"{ds.name} test")
     if ds.train.images.shape[1:] != ds.test.images.shape[1:]:
-        raise DataError(f"{ds.name}: train images are {ds.train.images.shape[1:]} but test "
-                        f"images are {ds.test.images.shape[1:]} (H, W, C must agree)")
+        raise DataError(
+            f"{ds.name}: train images are {ds.train.images.shape[1:]} but test "
+            f"images are {ds.test.images.shape[1:]} (H, W, C must agree)"
+        )
     if ds.train.images.dtype != ds.test.images.dtype:
-        raise DataError(f"{ds.name}: train images are {ds.train.images.dtype} but test images "
-                        f"are {ds.test.images.dtype}")
+        raise DataError(
+            f"{ds.name}: train images are {ds.train.images.dtype} but test images "
+            f"are {ds.test.images.dtype}"
+        )
 
 
 def _as_images(images: np.ndarray, where: str) -> np.ndarray:
@@ -159,8 +187,10 @@ def _as_images(images: np.ndarray, where: str) -> np.ndarray:
         return images
     if np.issubdtype(images.dtype, np.floating):
         return images.astype(np.float32, copy=False)
-    raise DataError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got "
-                    f"{images.dtype} (convert 0..255 pixels with .astype(np.uint8))")
+    raise DataError(
+        f"{where}: images must be uint8 (0..255) or float in [0, 1], got "
+        f"{images.dtype} (convert 0..255 pixels with .astype(np.uint8))"
+    )
 
 
 def _make_split(images, labels) -> ImageSplit:
@@ -202,10 +232,11 @@ _PICKLE_GLOBALS = {
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
     ("_codecs", "encode"): lambda: _latin1_encode,
-    **{(m, "_reconstruct"): (lambda: _numpy_attr(_RECONSTRUCT, "_reconstruct"))
-       for m in _RECONSTRUCT},
-    **{(m, "_frombuffer"): (lambda: _numpy_attr(_FROMBUFFER, "_frombuffer"))
-       for m in _FROMBUFFER},
+    **{
+        (m, "_reconstruct"): (lambda: _numpy_attr(_RECONSTRUCT, "_reconstruct"))
+        for m in _RECONSTRUCT
+    },
+    **{(m, "_frombuffer"): (lambda: _numpy_attr(_FROMBUFFER, "_frombuffer")) for m in _FROMBUFFER},
 }
 
 
@@ -219,8 +250,10 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         make = _PICKLE_GLOBALS.get((module, name))
         if make is None:
-            raise DataError(f"{self._where}: the pickle refers to {module}.{name}, which is not "
-                            f"a numpy array part; refusing to load it (it could run code)")
+            raise DataError(
+                f"{self._where}: the pickle refers to {module}.{name}, which is not "
+                f"a numpy array part; refusing to load it (it could run code)"
+            )
         return make()
 
 
@@ -270,8 +303,10 @@ def read_idx(path: str) -> np.ndarray:
     dims = tuple(int(d) for d in np.frombuffer(blob, ">u4", count=ndim, offset=4))
     size = math.prod(dims)
     if len(blob) - header != size:
-        raise DataError(f"{path}: IDX header says {dims} ({size} bytes) but the file holds "
-                        f"{len(blob) - header} data bytes (truncated or corrupt)")
+        raise DataError(
+            f"{path}: IDX header says {dims} ({size} bytes) but the file holds "
+            f"{len(blob) - header} data bytes (truncated or corrupt)"
+        )
     return np.frombuffer(blob, np.uint8, offset=header).reshape(dims)
 
 
@@ -295,8 +330,9 @@ def _load_idx_dir(directory: str) -> tuple[ImageSplit, ImageSplit]:
     for part in ("train", "test"):
         images, labels = arrays[part + "_images"], arrays[part + "_labels"]
         if images.ndim != 3:
-            raise DataError(f"{paths[part + '_images']}: expected [N, H, W] images, "
-                            f"got shape {images.shape}")
+            raise DataError(
+                f"{paths[part + '_images']}: expected [N, H, W] images, got shape {images.shape}"
+            )
         splits.append(_make_split(images[..., None], labels))
     return splits[0], splits[1]
 
@@ -323,17 +359,23 @@ def _pkl_pixels_to_uint8(x: np.ndarray) -> np.ndarray:
 def _load_mnist_pkl(path: str) -> tuple[ImageSplit, ImageSplit]:
     """The pinned mnist.pkl.gz only: size and sha256 are checked before anything is unpickled."""
     size = os.path.getsize(path)
-    fix = ("convert it to an .npz (train_images, train_labels, test_images, test_labels) or "
-           "replace it with the one `python scripts/fetch_mnist.py` fetches")
+    fix = (
+        "convert it to an .npz (train_images, train_labels, test_images, test_labels) or "
+        "replace it with the one `python scripts/fetch_mnist.py` fetches"
+    )
     if size != MNIST_PKL_SIZE:
-        raise DataError(f"{path}: {size} bytes, not the pinned MNIST pickle ({MNIST_PKL_SIZE} "
-                        f"bytes); refusing to unpickle it: {fix}")
+        raise DataError(
+            f"{path}: {size} bytes, not the pinned MNIST pickle ({MNIST_PKL_SIZE} "
+            f"bytes); refusing to unpickle it: {fix}"
+        )
     with open(path, "rb") as f:
         blob = f.read()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != MNIST_PKL_SHA256:
-        raise DataError(f"{path}: sha256 {digest} is not the pinned MNIST pickle's "
-                        f"({MNIST_PKL_SHA256}); refusing to unpickle it: {fix}")
+        raise DataError(
+            f"{path}: sha256 {digest} is not the pinned MNIST pickle's "
+            f"({MNIST_PKL_SHA256}); refusing to unpickle it: {fix}"
+        )
     try:
         with gzip.open(io.BytesIO(blob), "rb") as f:
             content = unpickle_arrays(f, path, encoding="latin1")
@@ -342,10 +384,12 @@ def _load_mnist_pkl(path: str) -> tuple[ImageSplit, ImageSplit]:
     try:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = content
     except (ValueError, TypeError) as e:
-        raise DataError(f"{path}: expected ((train_x, train_y), (valid_x, valid_y), "
-                        f"(test_x, test_y)): {e}") from None
-    train = _make_split(_pkl_pixels_to_uint8(np.concatenate([train_x, valid_x])),
-                        np.concatenate([train_y, valid_y]))
+        raise DataError(
+            f"{path}: expected ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)): {e}"
+        ) from None
+    train = _make_split(
+        _pkl_pixels_to_uint8(np.concatenate([train_x, valid_x])), np.concatenate([train_y, valid_y])
+    )
     test = _make_split(_pkl_pixels_to_uint8(test_x), test_y)
     return train, test
 
@@ -385,10 +429,11 @@ def _load_cifar10_dir(directory: str) -> tuple[ImageSplit, ImageSplit, tuple[str
     meta = _unpickle_dict(meta_path)
     if "label_names" not in meta:
         raise DataError(f"{meta_path}: missing label_names")
-    class_names = tuple(n.decode() if isinstance(n, bytes) else str(n)
-                        for n in meta["label_names"])
-    train = _make_split(np.concatenate([parts[n][0] for n in _CIFAR_FILES[:5]]),
-                        np.concatenate([parts[n][1] for n in _CIFAR_FILES[:5]]))
+    class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"])
+    train = _make_split(
+        np.concatenate([parts[n][0] for n in _CIFAR_FILES[:5]]),
+        np.concatenate([parts[n][1] for n in _CIFAR_FILES[:5]]),
+    )
     test = _make_split(*parts["test_batch"])
     return train, test, class_names
 
@@ -399,8 +444,10 @@ def _check_zip_magic(path: str) -> None:
     if not head:
         raise DataError(f"{path}: empty file, not an .npz archive")
     if head.startswith(b"\x93NUMPY"):
-        raise DataError(f"{path}: a single .npy array, not an .npz archive of "
-                        f"{', '.join(NPZ_KEYS)} (write it with np.savez)")
+        raise DataError(
+            f"{path}: a single .npy array, not an .npz archive of "
+            f"{', '.join(NPZ_KEYS)} (write it with np.savez)"
+        )
     if not head.startswith(b"PK"):
         raise DataError(f"{path}: not an .npz (zip) archive (it starts with {head[:4]!r})")
 
@@ -410,8 +457,10 @@ def _npz_member(archive, key: str, path: str) -> np.ndarray:
         return archive[key]
     except ValueError as e:
         if "pickle" in str(e).lower() or "object arrays" in str(e).lower():
-            raise DataError(f"{path}: array {key!r} holds Python objects (a pickle); only plain "
-                            f"numeric or string arrays are read") from None
+            raise DataError(
+                f"{path}: array {key!r} holds Python objects (a pickle); only plain "
+                f"numeric or string arrays are read"
+            ) from None
         raise DataError(f"{path}: array {key!r} is corrupt ({_short(e)})") from None
     except (EOFError, OSError, zipfile.BadZipFile, zlib.error, KeyError) as e:
         raise DataError(f"{path}: array {key!r} is truncated or corrupt ({_short(e)})") from None
@@ -427,19 +476,26 @@ def _load_npz(path: str) -> tuple[ImageSplit, ImageSplit, Optional[tuple[str, ..
     with archive:
         missing = [k for k in NPZ_KEYS if k not in archive.files]
         if missing:
-            raise DataError(f"{path}: missing arrays {', '.join(missing)} (it holds: "
-                            f"{', '.join(archive.files) or 'nothing'}); an .npz data set needs "
-                            f"{', '.join(NPZ_KEYS)}")
+            raise DataError(
+                f"{path}: missing arrays {', '.join(missing)} (it holds: "
+                f"{', '.join(archive.files) or 'nothing'}); an .npz data set needs "
+                f"{', '.join(NPZ_KEYS)}"
+            )
         arrays = {k: _npz_member(archive, k, path) for k in NPZ_KEYS}
-        names = _npz_member(archive, "class_names", path) if "class_names" in archive.files \
-            else None
-    splits = [_make_split(_as_images(arrays[p + "_images"], f"{path} {p}_images"),
-                          arrays[p + "_labels"]) for p in ("train", "test")]
+        names = (
+            _npz_member(archive, "class_names", path) if "class_names" in archive.files else None
+        )
+    splits = [
+        _make_split(_as_images(arrays[p + "_images"], f"{path} {p}_images"), arrays[p + "_labels"])
+        for p in ("train", "test")
+    ]
     class_names = None
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US" or names.size == 0:
-            raise DataError(f"{path}: class_names must be a 1-D array of strings, got "
-                            f"{names.dtype} {names.shape}")
+            raise DataError(
+                f"{path}: class_names must be a 1-D array of strings, got "
+                f"{names.dtype} {names.shape}"
+            )
         class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
         if len(set(class_names)) != len(class_names):
             raise DataError(f"{path}: class_names repeat a name: {list(class_names)}")
@@ -451,19 +507,26 @@ def _is_image_file(name: str) -> bool:
 
 
 def _subdirs(directory: str) -> list[str]:
-    return sorted(n for n in os.listdir(directory)
-                  if not n.startswith(".") and os.path.isdir(os.path.join(directory, n)))
+    return sorted(
+        n
+        for n in os.listdir(directory)
+        if not n.startswith(".") and os.path.isdir(os.path.join(directory, n))
+    )
 
 
 def _class_folders(directory: str) -> list[str]:
     """Sub-folders of `directory` that directly hold image files, sorted."""
-    return [n for n in _subdirs(directory)
-            if any(_is_image_file(f) for f in os.listdir(os.path.join(directory, n)))]
+    return [
+        n
+        for n in _subdirs(directory)
+        if any(_is_image_file(f) for f in os.listdir(os.path.join(directory, n)))
+    ]
 
 
 def _read_image(path: str) -> np.ndarray:
     """One image file as uint8 [H, W] (grey) or [H, W, 3] (colour; alpha dropped)."""
     from PIL import Image  # pylint: disable=import-outside-toplevel
+
     try:
         with Image.open(path) as image:
             image.load()
@@ -473,14 +536,18 @@ def _read_image(path: str) -> np.ndarray:
             if mode in ("P", "PA", "RGB", "RGBA", "RGBX", "LA", "CMYK", "YCbCr"):
                 return np.asarray(image.convert("RGB"))
     except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
-        raise DataError(f"{path}: cannot read the image ({_short(e)}; corrupt or truncated?)") \
-            from None
-    raise DataError(f"{path}: image mode {mode!r} is not read (only 8-bit grey or colour); "
-                    f"convert it to an 8-bit PNG")
+        raise DataError(
+            f"{path}: cannot read the image ({_short(e)}; corrupt or truncated?)"
+        ) from None
+    raise DataError(
+        f"{path}: image mode {mode!r} is not read (only 8-bit grey or colour); "
+        f"convert it to an 8-bit PNG"
+    )
 
 
-def _read_class_folders(directory: str, classes: Sequence[str], first=None
-                        ) -> tuple[list[np.ndarray], np.ndarray, tuple]:
+def _read_class_folders(
+    directory: str, classes: Sequence[str], first=None
+) -> tuple[list[np.ndarray], np.ndarray, tuple]:
     """Images uint8 [H, W] or [H, W, 3] and labels int32 [N] from directory/<class>/*.
 
     Class-major, files sorted by name. `first` is (path, (H, W)) of the image every
@@ -500,9 +567,11 @@ def _read_class_folders(directory: str, classes: Sequence[str], first=None
             if first is None:
                 first = (path, pixels.shape[:2])
             elif pixels.shape[:2] != first[1]:
-                raise DataError(f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (HxW) but "
-                                f"{first[0]} is {first[1][0]}x{first[1][1]}; all images must "
-                                f"have one size (resize them first)")
+                raise DataError(
+                    f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (HxW) but "
+                    f"{first[0]} is {first[1][0]}x{first[1][1]}; all images must "
+                    f"have one size (resize them first)"
+                )
             images.append(pixels)
             labels.append(label)
     if not images:
@@ -514,8 +583,10 @@ def _stack_images(*parts: list[np.ndarray]) -> list[np.ndarray]:
     """Each list of [H, W] / [H, W, 3] images as [N, H, W, C]; any colour image makes all colour."""
     colour = any(p.ndim == 3 for part in parts for p in part)
     if colour:
-        return [np.stack([np.repeat(p[..., None], 3, -1) if p.ndim == 2 else p for p in part])
-                for part in parts]
+        return [
+            np.stack([np.repeat(p[..., None], 3, -1) if p.ndim == 2 else p for p in part])
+            for part in parts
+        ]
     return [np.stack(part)[..., None] for part in parts]
 
 
@@ -538,8 +609,9 @@ def _stratified_pick(labels: np.ndarray, per_class: dict, seed: int) -> np.ndarr
     return mask
 
 
-def _load_image_tree(directory: str, test_fraction: float, seed: int
-                     ) -> tuple[ImageSplit, ImageSplit, tuple[str, ...]]:
+def _load_image_tree(
+    directory: str, test_fraction: float, seed: int
+) -> tuple[ImageSplit, ImageSplit, tuple[str, ...]]:
     """A folder of class folders: train/<class>/* and test/<class>/*, or <class>/* held out."""
     subdirs = _subdirs(directory)
     if "train" in subdirs and "test" in subdirs:
@@ -553,11 +625,16 @@ def _load_image_tree(directory: str, test_fraction: float, seed: int
         train_images, train_labels, first = _read_class_folders(train_dir, classes)
         test_images, test_labels, _ = _read_class_folders(test_dir, classes, first)
         train_array, test_array = _stack_images(train_images, test_images)
-        return (_make_split(train_array, train_labels), _make_split(test_array, test_labels),
-                tuple(classes))
+        return (
+            _make_split(train_array, train_labels),
+            _make_split(test_array, test_labels),
+            tuple(classes),
+        )
     if "train" in subdirs and not _class_folders(directory):
-        raise DataError(f"{directory}: has train/ but no test/ (add test/<class>/*, or put the "
-                        f"class folders directly under {directory}/ to hold out a test fraction)")
+        raise DataError(
+            f"{directory}: has train/ but no test/ (add test/<class>/*, or put the "
+            f"class folders directly under {directory}/ to hold out a test fraction)"
+        )
     classes = _class_folders(directory)
     image_list, labels, _ = _read_class_folders(directory, classes)
     (images,) = _stack_images(image_list)
@@ -565,10 +642,14 @@ def _load_image_tree(directory: str, test_fraction: float, seed: int
     held = holdout_counts(counts, test_fraction)
     test_mask = _stratified_pick(labels, dict(enumerate(held)), seed)
     if not test_mask.any():
-        raise DataError(f"{directory}: too few images to hold out a test set "
-                        f"(class counts {counts.tolist()})")
-    return (_make_split(images[~test_mask], labels[~test_mask]),
-            _make_split(images[test_mask], labels[test_mask]), tuple(classes))
+        raise DataError(
+            f"{directory}: too few images to hold out a test set (class counts {counts.tolist()})"
+        )
+    return (
+        _make_split(images[~test_mask], labels[~test_mask]),
+        _make_split(images[test_mask], labels[test_mask]),
+        tuple(classes),
+    )
 
 
 def _read_location(location: str, name: str, test_fraction: float, seed: int):
@@ -578,21 +659,29 @@ def _read_location(location: str, name: str, test_fraction: float, seed: int):
             return _load_npz(location)
         if os.path.basename(location) == MNIST_PKL_NAME:
             return (*_load_mnist_pkl(location), None)
-        raise DataError(f"{location}: unsupported file (expected an .npz, {MNIST_PKL_NAME}, or a "
-                        f"folder of IDX, CIFAR-10 or class-folder images)")
+        raise DataError(
+            f"{location}: unsupported file (expected an .npz, {MNIST_PKL_NAME}, or a "
+            f"folder of IDX, CIFAR-10 or class-folder images)"
+        )
     if not os.path.isdir(location):
         return None
     own = os.path.join(location, name + ".npz")
-    npzs = sorted(f for f in os.listdir(location)
-                  if f.endswith(".npz") and not f.startswith(".")
-                  and os.path.isfile(os.path.join(location, f)))
+    npzs = sorted(
+        f
+        for f in os.listdir(location)
+        if f.endswith(".npz")
+        and not f.startswith(".")
+        and os.path.isfile(os.path.join(location, f))
+    )
     if os.path.isfile(own):
         return _load_npz(own)
     if len(npzs) == 1:
         return _load_npz(os.path.join(location, npzs[0]))
     if len(npzs) > 1:
-        raise DataError(f"{location}: several .npz files ({', '.join(npzs)}) and none named "
-                        f"{name}.npz; name the one to read with data.path")
+        raise DataError(
+            f"{location}: several .npz files ({', '.join(npzs)}) and none named "
+            f"{name}.npz; name the one to read with data.path"
+        )
     if any(_find_idx(location, stem) for stem in _IDX_FILES.values()):
         return (*_load_idx_dir(location), None)
     if os.path.isfile(os.path.join(location, MNIST_PKL_NAME)):
@@ -615,8 +704,9 @@ def _default_class_names(name: str, train: ImageSplit, test: ImageSplit) -> tupl
     return tuple(str(i) for i in range(int(max(l.max() for l in labels)) + 1))
 
 
-def _load_files(name: str, data_dir: str, path: str = "", test_fraction: float = 0.1,
-                seed: int = 0) -> Optional[ImageDataset]:
+def _load_files(
+    name: str, data_dir: str, path: str = "", test_fraction: float = 0.1, seed: int = 0
+) -> Optional[ImageDataset]:
     """Reads local files for `name`; None when none are present. Raises DataError if broken."""
     if path:
         if not os.path.exists(path):
@@ -638,17 +728,21 @@ def _load_files(name: str, data_dir: str, path: str = "", test_fraction: float =
     return ImageDataset(train=train, test=test, name=name, class_names=tuple(class_names))
 
 
-_LAYOUTS = ("an .npz with train_images, train_labels, test_images, test_labels; IDX files "
-            "(train-images-idx3-ubyte[.gz], ...); cifar-10-batches-py/; or one folder of images "
-            "per class: <class>/*.png, or train/<class>/* and test/<class>/*")
+_LAYOUTS = (
+    "an .npz with train_images, train_labels, test_images, test_labels; IDX files "
+    "(train-images-idx3-ubyte[.gz], ...); cifar-10-batches-py/; or one folder of images "
+    "per class: <class>/*.png, or train/<class>/* and test/<class>/*"
+)
 
 
 def _files_hint(name: str, data_dir: str) -> str:
     directory = os.path.join(data_dir, name)
     if name == "mnist":
-        return (f"run `python scripts/fetch_mnist.py --data-dir {data_dir}` (writes "
-                f"{directory}/mnist.npz), or put IDX files (train-images-idx3-ubyte[.gz], ...) "
-                f"under {directory}/")
+        return (
+            f"run `python scripts/fetch_mnist.py --data-dir {data_dir}` (writes "
+            f"{directory}/mnist.npz), or put IDX files (train-images-idx3-ubyte[.gz], ...) "
+            f"under {directory}/"
+        )
     if name == "cifar10":
         return f"extract CIFAR-10's python version so that {directory}/{_CIFAR_DIR}/ exists"
     return f"put under {directory}/ (or at {directory}.npz) {_LAYOUTS}"
@@ -670,17 +764,21 @@ def _missing_module(error: ImportError) -> _TfdsMissingModule:
     if module.split(".")[0] == "tensorflow":
         return _TfdsMissingModule(
             "preparing it needs TensorFlow, which exon_jax does not install: run "
-            "`pip install tensorflow` where the data set is to be prepared")
+            "`pip install tensorflow` where the data set is to be prepared"
+        )
     return _TfdsMissingModule(
         f"tensorflow_datasets needs the Python module {module!r}, which is not installed: run "
-        f"`{sys.executable} -m pip install -r requirements.txt` from the repository root")
+        f"`{sys.executable} -m pip install -r requirements.txt` from the repository root"
+    )
 
 
 def _prepare_command(name: str, tfds_data_dir: Optional[str]) -> str:
     where = f", data_dir={tfds_data_dir!r}" if tfds_data_dir else ""
-    return (f"`pip install tensorflow && python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.builder({name!r}{where}, file_format='array_record').download_and_prepare()\"`"
-            f" (needs the network)")
+    return (
+        f'`pip install tensorflow && python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder({name!r}{where}, file_format='array_record').download_and_prepare()\"`"
+        f" (needs the network)"
+    )
 
 
 def _read_tfds_split(tfds, name, split, data_dir, download):
@@ -702,8 +800,9 @@ def _read_tfds_split(tfds, name, split, data_dir, download):
         raise _TfdsError(f"split {split!r} has images of several shapes {sorted(shapes)[:3]}")
     label_feature = info.features[label_key] if label_key in info.features else None
     names = tuple(getattr(label_feature, "names", None) or ())
-    return _make_split(_as_images(np.stack(images), f"tfds {name} {split}"),
-                       np.stack(labels)), names
+    return _make_split(
+        _as_images(np.stack(images), f"tfds {name} {split}"), np.stack(labels)
+    ), names
 
 
 def _tfds_not_prepared(tfds, name, data_dir) -> bool:
@@ -732,8 +831,10 @@ def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> ImageDatas
         if _tfds_not_prepared(tfds, name, data_dir):
             where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
             tried = f"; preparing it here failed ({_short(e)})" if download else ""
-            raise _TfdsError(f"it is not prepared in {where}{tried}. Prepare it with "
-                             f"{_prepare_command(name, data_dir)}") from e
+            raise _TfdsError(
+                f"it is not prepared in {where}{tried}. Prepare it with "
+                f"{_prepare_command(name, data_dir)}"
+            ) from e
         raise _TfdsError(_short(e)) from e
     class_names = FILE_DATASETS.get(name) or names or _default_class_names(name, train, test)
     return ImageDataset(train=train, test=test, name=name, class_names=tuple(class_names))
@@ -741,17 +842,25 @@ def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> ImageDatas
 
 def _tfds_hint(name: str, tfds_data_dir: Optional[str]) -> str:
     where = tfds_data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
-    return (f"or use source='tfds' with a prepared tensorflow_datasets data set {name!r} in "
-            f"{where} (source='tfds' tries download_and_prepare where the network allows; "
-            f"preparing needs TensorFlow, which exon_jax does not install)")
+    return (
+        f"or use source='tfds' with a prepared tensorflow_datasets data set {name!r} in "
+        f"{where} (source='tfds' tries download_and_prepare where the network allows; "
+        f"preparing needs TensorFlow, which exon_jax does not install)"
+    )
 
 
 # ---------------------------------------------------------------- public API
 
 
-def load_dataset(name: str, source: str = "auto", data_dir: str = "data", path: str = "",
-                 test_fraction: float = 0.1, seed: int = 0,
-                 tfds_data_dir: Optional[str] = None) -> ImageDataset:
+def load_dataset(
+    name: str,
+    source: str = "auto",
+    data_dir: str = "data",
+    path: str = "",
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    tfds_data_dir: Optional[str] = None,
+) -> ImageDataset:
     """Loads train/test images [N, H, W, C] (uint8, or float32 in [0, 1]) and int32 labels [N].
 
     name: the data set's name (any string); for tfds, the tfds name.
@@ -777,9 +886,11 @@ def load_dataset(name: str, source: str = "auto", data_dir: str = "data", path: 
     if source == "files":
         ds = _load_files(name, data_dir, path, test_fraction, seed)
         if ds is None:
-            raise DataError(f"no local files for {name!r} under {os.path.join(data_dir, name)}/ "
-                            f"or at {os.path.join(data_dir, name)}.npz: "
-                            f"{_files_hint(name, data_dir)}; {_tfds_hint(name, tfds_data_dir)}")
+            raise DataError(
+                f"no local files for {name!r} under {os.path.join(data_dir, name)}/ "
+                f"or at {os.path.join(data_dir, name)}.npz: "
+                f"{_files_hint(name, data_dir)}; {_tfds_hint(name, tfds_data_dir)}"
+            )
     elif source == "tfds":
         try:
             ds = _load_tfds(name, tfds_data_dir, download=True)
@@ -787,9 +898,11 @@ def load_dataset(name: str, source: str = "auto", data_dir: str = "data", path: 
             raise DataError(f"tfds cannot serve {name!r}: {e}") from e
         except _TfdsError as e:
             reason = str(e).rstrip(".")
-            raise DataError(f"tfds could not serve {name!r}: {reason}. "
-                            f"Alternatively use local files (source='files'): "
-                            f"{_files_hint(name, data_dir)}") from e
+            raise DataError(
+                f"tfds could not serve {name!r}: {reason}. "
+                f"Alternatively use local files (source='files'): "
+                f"{_files_hint(name, data_dir)}"
+            ) from e
     else:
         ds = _load_files(name, data_dir, path, test_fraction, seed)
         if ds is None:
@@ -799,7 +912,8 @@ def load_dataset(name: str, source: str = "auto", data_dir: str = "data", path: 
                 raise DataError(
                     f"cannot load {name!r}: no local files under {os.path.join(data_dir, name)}/ "
                     f"and tfds could not serve it ({str(e).rstrip('.')}). To get the data: "
-                    f"{_files_hint(name, data_dir)}; {_tfds_hint(name, tfds_data_dir)}") from e
+                    f"{_files_hint(name, data_dir)}; {_tfds_hint(name, tfds_data_dir)}"
+                ) from e
     _validate_dataset(ds)
     return ds
 
@@ -826,9 +940,12 @@ def select_classes(dataset: ImageDataset, classes: Sequence[int]) -> ImageDatase
         keep = new >= 0
         return ImageSplit(images=split.images[keep], labels=new[keep])
 
-    return ImageDataset(train=subset(dataset.train), test=subset(dataset.test),
-                        name=dataset.name,
-                        class_names=tuple(dataset.class_names[c] for c in classes))
+    return ImageDataset(
+        train=subset(dataset.train),
+        test=subset(dataset.test),
+        name=dataset.name,
+        class_names=tuple(dataset.class_names[c] for c in classes),
+    )
 
 
 def validation_counts(counts, num: int) -> np.ndarray:
@@ -839,10 +956,10 @@ def validation_counts(counts, num: int) -> np.ndarray:
     """
     n_c = np.asarray(counts, np.int64)
     total = int(n_c.sum())
-    exact = [(num * int(n), total) for n in n_c]          # num * n_c / N as a fraction
+    exact = [(num * int(n), total) for n in n_c]  # num * n_c / N as a fraction
     base = np.array([a // b for a, b in exact], np.int64)
     order = sorted(range(len(n_c)), key=lambda c: (-(exact[c][0] % total), c))
-    base[order[:num - int(base.sum())]] += 1
+    base[order[: num - int(base.sum())]] += 1
     return base
 
 
@@ -857,14 +974,18 @@ def split_validation(split: ImageSplit, num: int, seed: int) -> tuple[ImageSplit
         raise DataError(f"split_validation: num must be a positive integer, got {num!r}")
     num = int(num)
     if num >= len(split):
-        raise DataError(f"split_validation: cannot hold out {num} of {len(split)} training "
-                        f"examples (need fewer, so that some remain to train on)")
+        raise DataError(
+            f"split_validation: cannot hold out {num} of {len(split)} training "
+            f"examples (need fewer, so that some remain to train on)"
+        )
     classes, labels = np.unique(split.labels, return_inverse=True)
     counts = np.bincount(labels.reshape(-1), minlength=classes.size)
     per_class = validation_counts(counts, num)
     mask = _stratified_pick(labels.reshape(-1), dict(enumerate(per_class)), seed)
-    return (ImageSplit(split.images[~mask], split.labels[~mask]),
-            ImageSplit(split.images[mask], split.labels[mask]))
+    return (
+        ImageSplit(split.images[~mask], split.labels[~mask]),
+        ImageSplit(split.images[mask], split.labels[mask]),
+    )
 
 
 def _array_digest(array: np.ndarray) -> str:
@@ -882,26 +1003,31 @@ def dataset_fingerprint(dataset: ImageDataset) -> dict[str, Any]:
     lines "<key> <dtype> <shape> <sha256>\\n" in the order above: it changes when
     any pixel, label, shape or image dtype does, and ignores the name.
     """
-    out: dict[str, Any] = {"name": dataset.name, "class_names": list(dataset.class_names),
-                           "num_classes": dataset.num_classes}
+    out: dict[str, Any] = {
+        "name": dataset.name,
+        "class_names": list(dataset.class_names),
+        "num_classes": dataset.num_classes,
+    }
     lines = []
     for part in ("train", "test"):
         split = getattr(dataset, part)
         images = np.asarray(split.images)
         images = images.astype(images.dtype.newbyteorder("<"), copy=False)
         labels = np.asarray(split.labels).astype("<i8", copy=False)
-        for key, array, dtype in ((f"{part}_images", images, images.dtype),
-                                  (f"{part}_labels", labels, np.asarray(split.labels).dtype)):
+        for key, array, dtype in (
+            (f"{part}_images", images, images.dtype),
+            (f"{part}_labels", labels, np.asarray(split.labels).dtype),
+        ):
             digest = _array_digest(array)
-            out[key] = {"shape": list(array.shape), "dtype": np.dtype(dtype).name,
-                        "sha256": digest}
+            out[key] = {"shape": list(array.shape), "dtype": np.dtype(dtype).name, "sha256": digest}
             lines.append(f"{key} {array.dtype.str} {list(array.shape)} {digest}\n")
     out["sha256"] = hashlib.sha256("".join(lines).encode()).hexdigest()
     return out
 
 
-def labelled_split(labels: np.ndarray, num_per_class: int, seed: int,
-                   num_classes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def labelled_split(
+    labels: np.ndarray, num_per_class: int, seed: int, num_classes: Optional[int] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Balanced labelled/unlabelled split of labels int [N].
 
     Draws num_per_class random indices of each class 0..K-1 (K = num_classes,
@@ -912,25 +1038,33 @@ def labelled_split(labels: np.ndarray, num_per_class: int, seed: int,
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
-        raise DataError(f"labelled_split: labels must be a non-empty 1-D integer array, "
-                        f"got {labels.dtype} {labels.shape}")
+        raise DataError(
+            f"labelled_split: labels must be a non-empty 1-D integer array, "
+            f"got {labels.dtype} {labels.shape}"
+        )
     if int(num_per_class) != num_per_class or num_per_class < 1:
-        raise DataError(f"labelled_split: num_per_class must be a positive integer, "
-                        f"got {num_per_class}")
+        raise DataError(
+            f"labelled_split: num_per_class must be a positive integer, got {num_per_class}"
+        )
     if num_classes is None:
         num_classes = int(labels.max()) + 1
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise DataError(f"labelled_split: labels must lie in [0, {num_classes}), found "
-                        f"[{labels.min()}, {labels.max()}]")
+        raise DataError(
+            f"labelled_split: labels must lie in [0, {num_classes}), found "
+            f"[{labels.min()}, {labels.max()}]"
+        )
     counts = np.bincount(labels, minlength=num_classes)
     short = [(c, int(n)) for c, n in enumerate(counts) if n < num_per_class]
     if short:
         detail = ", ".join(f"class {c} has {n}" for c, n in short)
-        raise DataError(f"labelled_split: {num_per_class} labelled examples per class "
-                        f"requested but {detail}")
+        raise DataError(
+            f"labelled_split: {num_per_class} labelled examples per class requested but {detail}"
+        )
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(num_per_class), replace=False)
-              for c in range(num_classes)]
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), size=int(num_per_class), replace=False)
+        for c in range(num_classes)
+    ]
     labelled = np.sort(np.concatenate(chosen)).astype(np.int32)
     mask = np.ones(labels.shape[0], bool)
     mask[labelled] = False

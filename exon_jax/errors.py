@@ -4,6 +4,7 @@ Each module keeps its own error type next to the code that raises it; this tuple
 gathers them for the command line (config, data, prior, checkpoint, disk,
 divergence, memory, a busy workdir).
 """
+
 from exon_jax.checkpoints import CheckpointError
 from exon_jax.configuration import ConfigError
 from exon_jax.data import DataError
@@ -12,5 +13,14 @@ from exon_jax.training import TrainingDiverged
 from exon_jax.priors import PriorError
 from exon_jax.workdir_lock import WorkdirBusyError
 
-EXPECTED_ERRORS = (ConfigError, DataError, PriorError, CheckpointError, DataMismatch,
-                   TrainingDiverged, WorkdirBusyError, MemoryError, OSError)
+EXPECTED_ERRORS = (
+    ConfigError,
+    DataError,
+    PriorError,
+    CheckpointError,
+    DataMismatch,
+    TrainingDiverged,
+    WorkdirBusyError,
+    MemoryError,
+    OSError,
+)

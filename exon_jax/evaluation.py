@@ -4,6 +4,7 @@
 arrays into the per-model results; `write_results` writes results.json (and, for a
 grid, sweep_results.json / .csv) from process 0 only.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,20 @@ import numpy as np
 
 from exon_jax import analysis, configuration, metrics, train
 
-NUM_RECONSTRUCTIONS = 8   # test images shown reconstructed in TensorBoard
-RESULT_SCALARS = ("classification_error", "kl", "negative_ssim", "max_centre_distance_sd",
-                  "mean_inside_95", "beta")
+NUM_RECONSTRUCTIONS = 8  # test images shown reconstructed in TensorBoard
+RESULT_SCALARS = (
+    "classification_error",
+    "kl",
+    "negative_ssim",
+    "max_centre_distance_sd",
+    "mean_inside_95",
+    "beta",
+)
 
 
-def make_evaluate(model, latent_dim: int, grid_extent: float, grid_size: int, num_models: int,
-                  model_axis: str):
+def make_evaluate(
+    model, latent_dim: int, grid_extent: float, grid_size: int, num_models: int, model_axis: str
+):
     """The jitted G-model evaluation `(states, hparams, images, labels) -> dict of [G, ...]`.
 
     Per model: classification error (eq. 20), mean KL bound (eq. 18), negative SSIM
@@ -37,7 +45,7 @@ def make_evaluate(model, latent_dim: int, grid_extent: float, grid_size: int, nu
         logits, mean, logvar = encode(state, images)
         codes = metrics.posterior_mean_code(logits, mean)
         variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
-        probe = grid if latent_dim == 2 else codes[:grid.shape[0]]
+        probe = grid if latent_dim == 2 else codes[: grid.shape[0]]
         decoded = model.apply(variables, probe, train=False, method=model.decode)
         shown = codes[:NUM_RECONSTRUCTIONS]
         reconstructions = model.apply(variables, shown, train=False, method=model.decode)
@@ -63,9 +71,17 @@ def scalar_row(values: dict[str, Any], index: int) -> dict[str, float]:
     return {k: float(np.asarray(v)[index]) for k, v in values.items() if np.ndim(v) == 1}
 
 
-def summarise(points: Sequence[dict[str, Any]], betas, evaluated: dict[str, np.ndarray],
-              validated: dict[str, np.ndarray] | None, *, dataset_name: str, epochs: int,
-              train_seconds: float, devices: str) -> dict[str, Any]:
+def summarise(
+    points: Sequence[dict[str, Any]],
+    betas,
+    evaluated: dict[str, np.ndarray],
+    validated: dict[str, np.ndarray] | None,
+    *,
+    dataset_name: str,
+    epochs: int,
+    train_seconds: float,
+    devices: str,
+) -> dict[str, Any]:
     """Per-model results: the paper's three metrics, design fidelity, final beta.
 
     Args:
@@ -91,8 +107,14 @@ def summarise(points: Sequence[dict[str, Any]], betas, evaluated: dict[str, np.n
             row["validation_error"] = float(validated["classification_error"][i])
             row["validation_kl"] = float(validated["kl"][i])
         models.append(row)
-    return {"dataset": dataset_name, "num_models": len(points), "epochs": int(epochs),
-            "train_seconds": float(train_seconds), "devices": devices, "models": models}
+    return {
+        "dataset": dataset_name,
+        "num_models": len(points),
+        "epochs": int(epochs),
+        "train_seconds": float(train_seconds),
+        "devices": devices,
+        "models": models,
+    }
 
 
 def write_results(workdir: str, results: dict[str, Any]) -> None:
@@ -109,5 +131,13 @@ def write_results(workdir: str, results: dict[str, Any]) -> None:
         with open(os.path.join(workdir, "sweep_results.csv"), "w") as f:
             f.write(",".join(["name", *fields, *scalars]) + "\n")
             for m in results["models"]:
-                f.write(",".join([m["name"], *[str(m["point"].get(k, "")) for k in fields],
-                                  *[f"{m[s]:.6g}" for s in scalars]]) + "\n")
+                f.write(
+                    ",".join(
+                        [
+                            m["name"],
+                            *[str(m["point"].get(k, "")) for k in fields],
+                            *[f"{m[s]:.6g}" for s in scalars],
+                        ]
+                    )
+                    + "\n"
+                )

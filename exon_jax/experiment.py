@@ -8,6 +8,7 @@ arrays) -> `device_data` / `init_states` (device arrays) -> `compile_epoch` (com
 training) -> `training` (the host loop, checkpoints) -> `evaluation` / `saved_run`
 (results, figures).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ import numpy as np
 from exon_jax import backend, configuration, evaluation, parallel, priors, run_record, train
 from exon_jax import data as data_lib
 
+
 @dataclasses.dataclass
 class Experiment:
     """Everything built from a config, before any training."""
@@ -34,11 +36,11 @@ class Experiment:
     optimizer: Any
     settings: train.TrainSettings
     points: list[dict[str, Any]]
-    hparams: train.HParams          # leading model axis [G]
+    hparams: train.HParams  # leading model axis [G]
     mesh: jax.sharding.Mesh
-    fingerprint: dict[str, Any]     # identity of the data set as loaded (before class selection)
+    fingerprint: dict[str, Any]  # identity of the data set as loaded (before class selection)
     analysis: configuration.AnalysisSettings
-    validation: data_lib.ImageSplit | None = None   # held-out training images (data.validation)
+    validation: data_lib.ImageSplit | None = None  # held-out training images (data.validation)
 
     @property
     def num_models(self) -> int:
@@ -52,13 +54,18 @@ class Experiment:
 def load_data(config: ml_collections.ConfigDict) -> data_lib.ImageDataset:
     """The data set of `config.data` as stored (no class selection or subsampling yet)."""
     return data_lib.load_dataset(
-        config.data.name, config.data.source, configuration.resolve_path(config.data.dir),
+        config.data.name,
+        config.data.source,
+        configuration.resolve_path(config.data.dir),
         path=configuration.resolve_path(config.data.get("path", "")),
-        test_fraction=config.data.get("test_fraction", 0.1), seed=config.data.seed)
+        test_fraction=config.data.get("test_fraction", 0.1),
+        seed=config.data.seed,
+    )
 
 
-def select_data(config: ml_collections.ConfigDict, dataset: data_lib.ImageDataset
-                ) -> tuple[data_lib.ImageDataset, data_lib.ImageSplit | None]:
+def select_data(
+    config: ml_collections.ConfigDict, dataset: data_lib.ImageDataset
+) -> tuple[data_lib.ImageDataset, data_lib.ImageSplit | None]:
     """`data.classes`, the validation hold-out (`data.validation`) and `data.max_test` applied.
 
     Returns:
@@ -69,18 +76,23 @@ def select_data(config: ml_collections.ConfigDict, dataset: data_lib.ImageDatase
     validation = None
     if config.data.get("validation", 0):
         train_split, validation = data_lib.split_validation(
-            dataset.train, config.data.validation, config.data.seed)
+            dataset.train, config.data.validation, config.data.seed
+        )
         dataset = dataclasses.replace(dataset, train=train_split)
     if config.data.max_test:
-        test = data_lib.ImageSplit(dataset.test.images[:config.data.max_test],
-                                   dataset.test.labels[:config.data.max_test])
+        test = data_lib.ImageSplit(
+            dataset.test.images[: config.data.max_test], dataset.test.labels[: config.data.max_test]
+        )
         dataset = dataclasses.replace(dataset, test=test)
     return dataset, validation
 
 
-def build_experiment(config: ml_collections.ConfigDict,
-                     dataset: data_lib.ImageDataset | None = None,
-                     devices=None, stored_priors: list[dict] | None = None) -> Experiment:
+def build_experiment(
+    config: ml_collections.ConfigDict,
+    dataset: data_lib.ImageDataset | None = None,
+    devices=None,
+    stored_priors: list[dict] | None = None,
+) -> Experiment:
     """Validates the config and builds data, network, optimiser, settings and hparams.
 
     Args:
@@ -96,8 +108,8 @@ def build_experiment(config: ml_collections.ConfigDict,
     dataset, validation = select_data(config, dataset)
     configuration.validate_config(config, dataset.num_classes)
     labelled_idx, unlabelled_idx = data_lib.labelled_split(
-        dataset.train.labels, config.data.labelled_per_class, config.data.seed,
-        dataset.num_classes)
+        dataset.train.labels, config.data.labelled_per_class, config.data.seed, dataset.num_classes
+    )
     if config.data.max_unlabelled:
         rng = np.random.default_rng(config.data.seed)
         keep = min(config.data.max_unlabelled, unlabelled_idx.size)
@@ -105,42 +117,62 @@ def build_experiment(config: ml_collections.ConfigDict,
     settings = configuration.build_settings(config, unlabelled_idx.size, labelled_idx.size)
     points = configuration.sweep_points(config)
     hparams = train.stack_trees(
-        [configuration.build_hparams(config, dataset.num_classes, p) for p in points])
+        [configuration.build_hparams(config, dataset.num_classes, p) for p in points]
+    )
     if stored_priors is not None:
-        hparams = hparams.replace(prior=train.stack_trees(
-            [priors.prior_from_arrays(p) for p in stored_priors]))
+        hparams = hparams.replace(
+            prior=train.stack_trees([priors.prior_from_arrays(p) for p in stored_priors])
+        )
     image_shape = tuple(dataset.train.images.shape[1:])
     return Experiment(
-        config=config, dataset=dataset, labelled_idx=labelled_idx,
+        config=config,
+        dataset=dataset,
+        labelled_idx=labelled_idx,
         unlabelled_idx=unlabelled_idx,
         model=configuration.build_model(config, dataset.num_classes, image_shape),
         optimizer=configuration.build_optimizer(config, settings.steps_per_epoch),
-        settings=settings, points=points,
-        hparams=hparams, mesh=parallel.make_mesh(len(points), devices),
-        fingerprint=fingerprint, analysis=configuration.analysis_settings(config),
-        validation=validation)
+        settings=settings,
+        points=points,
+        hparams=hparams,
+        mesh=parallel.make_mesh(len(points), devices),
+        fingerprint=fingerprint,
+        analysis=configuration.analysis_settings(config),
+        validation=validation,
+    )
 
 
 def run_record_of(exp: Experiment) -> dict[str, Any]:
     """What a checkpoint and record.json keep: config, data identity, points, exact priors."""
-    return {"config": run_record.config_as_dict(exp.config), "dataset": exp.fingerprint,
-            "points": exp.points,
-            "priors": [priors.prior_to_arrays(train.unstack_tree(exp.hparams.prior, i))
-                       for i in range(exp.num_models)]}
+    return {
+        "config": run_record.config_as_dict(exp.config),
+        "dataset": exp.fingerprint,
+        "points": exp.points,
+        "priors": [
+            priors.prior_to_arrays(train.unstack_tree(exp.hparams.prior, i))
+            for i in range(exp.num_models)
+        ],
+    }
 
 
 def device_data(exp: Experiment) -> train.DeviceData:
     """The training arrays, replicated on every device of the mesh."""
-    arrays = {"images": exp.dataset.train.images,
-              "labels": exp.dataset.train.labels.astype(np.int32),
-              "labelled_idx": exp.labelled_idx, "unlabelled_idx": exp.unlabelled_idx}
+    arrays = {
+        "images": exp.dataset.train.images,
+        "labels": exp.dataset.train.labels.astype(np.int32),
+        "labelled_idx": exp.labelled_idx,
+        "unlabelled_idx": exp.unlabelled_idx,
+    }
     return train.DeviceData(**parallel.global_tree(arrays, parallel.replicated(exp.mesh)))
 
 
 def model_keys(exp: Experiment) -> jax.Array:
     """One PRNG key per model, from its seed (a sweep may vary the seed)."""
-    return jnp.stack([jax.random.fold_in(jax.random.key(configuration.point_seed(exp.config, p)), 0)
-                      for p in exp.points])
+    return jnp.stack(
+        [
+            jax.random.fold_in(jax.random.key(configuration.point_seed(exp.config, p)), 0)
+            for p in exp.points
+        ]
+    )
 
 
 def data_key(config: ml_collections.ConfigDict) -> jax.Array:
@@ -150,9 +182,13 @@ def data_key(config: ml_collections.ConfigDict) -> jax.Array:
 
 def init_states(exp: Experiment) -> train.TrainState:
     """Fresh states for all G models, model axis sharded over the mesh."""
-    create = train.over_models(lambda key, hp: train.create_train_state(
-        key, exp.model, exp.optimizer, hp, exp.settings, exp.image_shape),
-        exp.num_models, model_axis_mode(exp))
+    create = train.over_models(
+        lambda key, hp: train.create_train_state(
+            key, exp.model, exp.optimizer, hp, exp.settings, exp.image_shape
+        ),
+        exp.num_models,
+        model_axis_mode(exp),
+    )
     sharding = parallel.model_sharded(exp.mesh)
     keys, hparams = parallel.global_tree((model_keys(exp), exp.hparams), sharding)
     return jax.jit(create, out_shardings=sharding)(keys, hparams)
@@ -160,16 +196,21 @@ def init_states(exp: Experiment) -> train.TrainState:
 
 def abstract_states(exp: Experiment):
     """Shapes, dtypes and shardings of `init_states` without computing it (restore target)."""
-    create = jax.vmap(lambda key, hp: train.create_train_state(
-        key, exp.model, exp.optimizer, hp, exp.settings, exp.image_shape))
-    return parallel.with_sharding(jax.eval_shape(create, model_keys(exp), exp.hparams),
-                                  parallel.model_sharded(exp.mesh))
+    create = jax.vmap(
+        lambda key, hp: train.create_train_state(
+            key, exp.model, exp.optimizer, hp, exp.settings, exp.image_shape
+        )
+    )
+    return parallel.with_sharding(
+        jax.eval_shape(create, model_keys(exp), exp.hparams), parallel.model_sharded(exp.mesh)
+    )
 
 
 def epoch_key(config: ml_collections.ConfigDict, epoch: int, mesh) -> jax.Array:
     """The batch-order key of `epoch` (0-based), replicated on the mesh."""
-    return parallel.global_array(jax.random.fold_in(data_key(config), epoch),
-                                 parallel.replicated(mesh))
+    return parallel.global_array(
+        jax.random.fold_in(data_key(config), epoch), parallel.replicated(mesh)
+    )
 
 
 def compile_epoch(exp: Experiment):
@@ -178,14 +219,16 @@ def compile_epoch(exp: Experiment):
     One jitted `lax.scan` over the epoch's steps, or (`epoch_loop`) one jitted step
     per Python call; either way the states are donated and batches gathered on device.
     """
-    lift = functools.partial(train.over_models, num_models=exp.num_models,
-                             mode=model_axis_mode(exp))
+    lift = functools.partial(
+        train.over_models, num_models=exp.num_models, mode=model_axis_mode(exp)
+    )
     sharding = parallel.batch_sharded(exp.mesh)
     extra: tuple[Any, ...] = (sharding,)
     make_epoch: Callable[..., Callable] = train.make_train_epoch
     make_step: Callable[..., Callable] = train.make_indexed_step
     if exp.config.get("method", "exon") == "revision":
         from exon_jax.revision import step as revision_step
+
         extra = (revision_step.revision_settings(exp.config), sharding)
         make_epoch = revision_step.make_revision_train_epoch
         make_step = revision_step.make_revision_indexed_step
@@ -214,27 +257,43 @@ def model_axis_mode(exp: Experiment) -> str:
 def make_evaluate(exp: Experiment):
     """The jitted G-model evaluation of `exp` (see `evaluation.make_evaluate`)."""
     return evaluation.make_evaluate(
-        exp.model, exp.analysis.latent_dim, exp.analysis.grid_extent, exp.analysis.grid_size,
-        exp.num_models, model_axis_mode(exp))
+        exp.model,
+        exp.analysis.latent_dim,
+        exp.analysis.grid_extent,
+        exp.analysis.grid_size,
+        exp.num_models,
+        model_axis_mode(exp),
+    )
 
 
-
-def summarise(exp: Experiment, states, evaluated, train_seconds: float,
-              validated: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def summarise(
+    exp: Experiment,
+    states,
+    evaluated,
+    train_seconds: float,
+    validated: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Per-model results of `exp` (see `evaluation.summarise`)."""
     if validated is None and exp.validation is not None:
         validated = evaluate_states(exp, states, exp.validation)
     return evaluation.summarise(
-        exp.points, parallel.to_host(states.beta), evaluated, validated, dataset_name=exp.dataset.name,
-        epochs=exp.config.train.epochs, train_seconds=train_seconds,
-        devices=parallel.describe(exp.mesh))
+        exp.points,
+        parallel.to_host(states.beta),
+        evaluated,
+        validated,
+        dataset_name=exp.dataset.name,
+        epochs=exp.config.train.epochs,
+        train_seconds=train_seconds,
+        devices=parallel.describe(exp.mesh),
+    )
 
 
 def device_test_set(exp: Experiment, split: data_lib.ImageSplit | None = None):
     """Test images and labels (or those of `split`), replicated on the mesh."""
     split = exp.dataset.test if split is None else split
-    return parallel.global_tree((split.images, split.labels.astype(np.int32)),
-                                parallel.replicated(exp.mesh))
+    return parallel.global_tree(
+        (split.images, split.labels.astype(np.int32)), parallel.replicated(exp.mesh)
+    )
 
 
 def sharded_hparams(exp: Experiment) -> train.HParams:
@@ -242,8 +301,10 @@ def sharded_hparams(exp: Experiment) -> train.HParams:
     return parallel.global_tree(exp.hparams, parallel.model_sharded(exp.mesh))
 
 
-def evaluate_states(exp: Experiment, states,
-                    split: data_lib.ImageSplit | None = None) -> dict[str, np.ndarray]:
+def evaluate_states(
+    exp: Experiment, states, split: data_lib.ImageSplit | None = None
+) -> dict[str, np.ndarray]:
     """Test (or `split`) metrics and posterior codes of all G models, on the host."""
-    return parallel.to_host(make_evaluate(exp)(states, sharded_hparams(exp),
-                                               *device_test_set(exp, split)))
+    return parallel.to_host(
+        make_evaluate(exp)(states, sharded_hparams(exp), *device_test_set(exp, split))
+    )

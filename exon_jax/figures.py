@@ -15,6 +15,7 @@ One implementation per job, shared with `experiments/`:
 Config fields read (`config.analysis`): grid_size, grid_extent, label_map_size,
 activation_threshold, posterior ("mean" | "samples": the codes of Figures 3-4).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,17 @@ import numpy as np
 from exon_jax import analysis, configuration, metrics, plots, priors, train
 from exon_jax import batching
 
-MAX_PER_MODEL_FIGURES = 8   # larger grids get the panel figures only
-PAPER_CLASSES = (1, 7)      # automobile, horse (CIFAR-10 labels): default config.analysis.classes
-HEATMAP_METRICS = (("kl", "KL divergence (eq. 18)"),
-                   ("negative_ssim", "negative SSIM (eq. 19)"),
-                   ("classification_error", "classification error (eq. 20)"))
-POSTERIOR_TITLES = {"mean": "test posterior means $\\mu_{\\hat y}(x)$",
-                    "samples": "test posterior samples $z \\sim q(z|x)$"}
+MAX_PER_MODEL_FIGURES = 8  # larger grids get the panel figures only
+PAPER_CLASSES = (1, 7)  # automobile, horse (CIFAR-10 labels): default config.analysis.classes
+HEATMAP_METRICS = (
+    ("kl", "KL divergence (eq. 18)"),
+    ("negative_ssim", "negative SSIM (eq. 19)"),
+    ("classification_error", "classification error (eq. 20)"),
+)
+POSTERIOR_TITLES = {
+    "mean": "test posterior means $\\mu_{\\hat y}(x)$",
+    "samples": "test posterior samples $z \\sim q(z|x)$",
+}
 
 
 def _variables(state) -> dict[str, Any]:
@@ -54,8 +59,9 @@ class ModelFunctions:
         self.encode = jax.jit(train.make_eval_forward(model, chunk_size))
 
         def decode(state, z):
-            return model.apply(_variables(state), jnp.asarray(z, jnp.float32), train=False,
-                               method=model.decode)
+            return model.apply(
+                _variables(state), jnp.asarray(z, jnp.float32), train=False, method=model.decode
+            )
 
         def classify(state, images):
             return model.apply(_variables(state), images, train=False, method=model.encode)[0]
@@ -64,8 +70,10 @@ class ModelFunctions:
         self.classify = jax.jit(classify)
         self._label_map = jax.jit(
             lambda state, extent, size: analysis.label_map(
-                lambda z: decode(state, z), lambda x: classify(state, x), extent, size),
-            static_argnums=2)
+                lambda z: decode(state, z), lambda x: classify(state, x), extent, size
+            ),
+            static_argnums=2,
+        )
 
     def label_map(self, state, extent: float, size: int) -> np.ndarray:
         return np.asarray(self._label_map(state, extent, size))
@@ -93,14 +101,21 @@ def scatter_codes(exp, fns: ModelFunctions, state, index: int, mean_codes) -> np
     the evaluation's posterior-mean codes, or one draw z ~ q(z|x) per image."""
     if exp.analysis.posterior == "mean":
         return np.asarray(mean_codes)
-    images = exp.dataset.test.images[:np.asarray(mean_codes).shape[0]]
+    images = exp.dataset.test.images[: np.asarray(mean_codes).shape[0]]
     logits, mean, logvar = fns.encode(state, images)
     key = jax.random.fold_in(jax.random.key(exp.analysis.seed), 1000 + index)
     return np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", key))
 
 
-def model_figure_jobs(exp, fns: ModelFunctions, state, index: int, codes: np.ndarray,
-                      prior: priors.MixturePrior, directory: str) -> list[plots.FigureJob]:
+def model_figure_jobs(
+    exp,
+    fns: ModelFunctions,
+    state,
+    index: int,
+    codes: np.ndarray,
+    prior: priors.MixturePrior,
+    directory: str,
+) -> list[plots.FigureJob]:
     """The per-model figures of model `index`, computed here and drawn later (`plots.save_all`).
 
     2-D latents: prior samples (Figure 2), test posterior with the designed centres,
@@ -114,7 +129,7 @@ def model_figure_jobs(exp, fns: ModelFunctions, state, index: int, codes: np.nda
     """
     cfg = exp.analysis
     names = exp.dataset.class_names
-    labels = np.asarray(exp.dataset.test.labels[:codes.shape[0]])
+    labels = np.asarray(exp.dataset.test.labels[: codes.shape[0]])
     means = np.asarray(prior.means)
     jobs = []
 
@@ -126,18 +141,35 @@ def model_figure_jobs(exp, fns: ModelFunctions, state, index: int, codes: np.nda
         posterior_title = POSTERIOR_TITLES[exp.analysis.posterior]
         z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, 5000)
         job("prior_samples.png", "prior_samples", np.asarray(z), np.asarray(y), means, names)
-        job("posterior.png", "posterior_scatter", shown, labels, means, names,
-            title=posterior_title)
-        manifold = np.asarray(analysis.decode_grid(lambda g: fns.decode(state, g),
-                                                   cfg.grid_extent, cfg.grid_size))
-        job("manifold.png", "image_grid", manifold, cfg.grid_size, cfg.grid_size,
+        job(
+            "posterior.png", "posterior_scatter", shown, labels, means, names, title=posterior_title
+        )
+        manifold = np.asarray(
+            analysis.decode_grid(lambda g: fns.decode(state, g), cfg.grid_extent, cfg.grid_size)
+        )
+        job(
+            "manifold.png",
+            "image_grid",
+            manifold,
+            cfg.grid_size,
+            cfg.grid_size,
             title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on "
-                  f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]$^2$")
+            f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]$^2$",
+        )
         label_map = fns.label_map(state, cfg.grid_extent, cfg.label_map_size)
         job("label_map.png", "label_map_figure", label_map, cfg.grid_extent, means, names)
-        job("figure3.png", "figure3", shown, labels, manifold, label_map, cfg.grid_extent,
-            means, names, titles=(posterior_title, "decoded latent grid",
-                                  "predicted label of the decoded grid"))
+        job(
+            "figure3.png",
+            "figure3",
+            shown,
+            labels,
+            manifold,
+            label_map,
+            cfg.grid_extent,
+            means,
+            names,
+            titles=(posterior_title, "decoded latent grid", "predicted label of the decoded grid"),
+        )
         if prior.num_classes == 2:
             path, title = analysis.predesign_path(), "pre-design path (-10, 0) -> (10, 0)"
         else:
@@ -150,24 +182,43 @@ def model_figure_jobs(exp, fns: ModelFunctions, state, index: int, codes: np.nda
         logits, mean, _ = fns.encode(state, images)
         recon = fns.decode_np(state, metrics.posterior_mean_code(logits, mean))
         shown = np.concatenate([np.asarray(batching.scale_images(images)), recon])
-        job("reconstructions.png", "image_grid", shown, 2, 16,
-            title="test images (top) and reconstructions (bottom)")
+        job(
+            "reconstructions.png",
+            "image_grid",
+            shown,
+            2,
+            16,
+            title="test images (top) and reconstructions (bottom)",
+        )
         count = min(2000, exp.dataset.test.labels.shape[0])
-        ratios, _ = activation_statistics(fns, state, exp.dataset.test.images[:count],
-                                          exp.dataset.test.labels[:count], prior.num_classes,
-                                          cfg.activation_threshold)
-        job("activation_bars.png", "activation_bars", ratios, names, cfg.activation_threshold,
-            title=f"activation ratio F per class, {count} test images")
+        ratios, _ = activation_statistics(
+            fns,
+            state,
+            exp.dataset.test.images[:count],
+            exp.dataset.test.labels[:count],
+            prior.num_classes,
+            cfg.activation_threshold,
+        )
+        job(
+            "activation_bars.png",
+            "activation_bars",
+            ratios,
+            names,
+            cfg.activation_threshold,
+            title=f"activation ratio F per class, {count} test images",
+        )
     return jobs
 
 
-def activation_statistics(fns: ModelFunctions, state, images, labels, num_classes: int,
-                          threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def activation_statistics(
+    fns: ModelFunctions, state, images, labels, num_classes: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """F_kj and the activated mask F_kj > delta of every class (Section 3.2, Figures 5, 14)
     over the given inputs: [K, d] float and [K, d] bool, on the host."""
     _, mean, logvar = fns.encode(state, images)
     ratios, mask = metrics.activated_subspace_by_class(
-        mean, logvar, jnp.asarray(labels), num_classes, threshold)
+        mean, logvar, jnp.asarray(labels), num_classes, threshold
+    )
     return np.asarray(ratios), np.asarray(mask)
 
 
@@ -181,8 +232,9 @@ def heatmap_fields(points: Sequence[dict]) -> tuple[str | None, str | None]:
     return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
 
 
-def grid_table(points: Sequence[dict], values: dict[str, Any], row_field: str | None,
-               col_field: str | None):
+def grid_table(
+    points: Sequence[dict], values: dict[str, Any], row_field: str | None, col_field: str | None
+):
     """Mean, sample std (ddof = 1) and count of each metric per (row, column) cell.
 
     Rows/columns are the sorted values of `row_field` / `col_field` (one 'all' row or
@@ -196,6 +248,7 @@ def grid_table(points: Sequence[dict], values: dict[str, Any], row_field: str | 
     Returns:
       (rows, cols, {metric: [R, C] mean}, {metric: [R, C] std}, [R, C] int count).
     """
+
     def axis(field):
         return sorted({p[field] for p in points}) if field else ["all"]
 
@@ -205,9 +258,12 @@ def grid_table(points: Sequence[dict], values: dict[str, Any], row_field: str | 
     count = np.zeros((len(rows), len(cols)), int)
     for r, a in enumerate(rows):
         for c, b in enumerate(cols):
-            chosen = [i for i, p in enumerate(points)
-                      if (row_field is None or p.get(row_field) == a)
-                      and (col_field is None or p.get(col_field) == b)]
+            chosen = [
+                i
+                for i, p in enumerate(points)
+                if (row_field is None or p.get(row_field) == a)
+                and (col_field is None or p.get(col_field) == b)
+            ]
             count[r, c] = len(chosen)
             for metric, per_model in values.items():
                 if chosen:
@@ -220,55 +276,87 @@ def grid_table(points: Sequence[dict], values: dict[str, Any], row_field: str | 
 def predesign_strips(exp, fns: ModelFunctions, states) -> tuple[list[np.ndarray], list[str]]:
     """Figure 9: the decodings of `analysis.predesign_path()` of every model of a distance
     sweep, rows in ascending distance (then seed), and their titles."""
-    order = sorted(range(exp.num_models),
-                   key=lambda i: (exp.points[i].get("distance", 0.0), exp.points[i].get("seed", 0)))
+    order = sorted(
+        range(exp.num_models),
+        key=lambda i: (exp.points[i].get("distance", 0.0), exp.points[i].get("seed", 0)),
+    )
     path = analysis.predesign_path()
     rows = [fns.decode_np(model_state(states, i), path) for i in order]
     return rows, [point_title(exp.points[i]) for i in order]
 
 
-def grid_figure_jobs(exp, states, evaluated: dict[str, np.ndarray], directory: str,
-                     fns: ModelFunctions) -> list[plots.FigureJob]:
+def grid_figure_jobs(
+    exp, states, evaluated: dict[str, np.ndarray], directory: str, fns: ModelFunctions
+) -> list[plots.FigureJob]:
     """Grid figures: the Figure 4 posterior panel (2-D latents, each panel with its own
     designed centres), Figure 8 heat maps over `heatmap_fields` and the Figure 9 strips
     (distance sweeps); computed here, drawn by `plots.save_all`."""
     jobs = []
     names = exp.dataset.class_names
     if exp.analysis.latent_dim == 2:
-        labels = np.asarray(exp.dataset.test.labels[:evaluated["codes"].shape[1]])
-        panels = [(scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
-                   labels, point_title(p), np.asarray(prior_of(exp, i).means))
-                  for i, p in enumerate(exp.points)]
-        jobs.append(plots.FigureJob(
-            "posterior_panel", os.path.join(directory, "posterior_panel.png"),
-            (panels, panels[0][3], names),
-            dict(ncols=min(5, len(panels)), title=POSTERIOR_TITLES[exp.analysis.posterior])))
+        labels = np.asarray(exp.dataset.test.labels[: evaluated["codes"].shape[1]])
+        panels = [
+            (
+                scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
+                labels,
+                point_title(p),
+                np.asarray(prior_of(exp, i).means),
+            )
+            for i, p in enumerate(exp.points)
+        ]
+        jobs.append(
+            plots.FigureJob(
+                "posterior_panel",
+                os.path.join(directory, "posterior_panel.png"),
+                (panels, panels[0][3], names),
+                dict(ncols=min(5, len(panels)), title=POSTERIOR_TITLES[exp.analysis.posterior]),
+            )
+        )
     row_field, col_field = heatmap_fields(exp.points)
     if row_field is not None:
         rows, cols, mean, _, _ = grid_table(
-            exp.points, {m: evaluated[m] for m, _ in HEATMAP_METRICS}, row_field, col_field)
+            exp.points, {m: evaluated[m] for m, _ in HEATMAP_METRICS}, row_field, col_field
+        )
         for metric, title in HEATMAP_METRICS:
-            jobs.append(plots.FigureJob(
-                "heatmap", os.path.join(directory, f"heatmap_{metric}.png"),
-                (mean[metric], rows, cols),
-                dict(title=title, ylabel=row_field, xlabel=col_field or "")))
+            jobs.append(
+                plots.FigureJob(
+                    "heatmap",
+                    os.path.join(directory, f"heatmap_{metric}.png"),
+                    (mean[metric], rows, cols),
+                    dict(title=title, ylabel=row_field, xlabel=col_field or ""),
+                )
+            )
     if any("distance" in p for p in exp.points):
         rows, titles = predesign_strips(exp, fns, states)
-        jobs.append(plots.FigureJob(
-            "interpolation_strips", os.path.join(directory, "predesign_interpolation.png"),
-            (rows, titles), dict(title=f"decoded (-10, 0) -> (10, 0), {rows[0].shape[0]} points")))
+        jobs.append(
+            plots.FigureJob(
+                "interpolation_strips",
+                os.path.join(directory, "predesign_interpolation.png"),
+                (rows, titles),
+                dict(title=f"decoded (-10, 0) -> (10, 0), {rows[0].shape[0]} points"),
+            )
+        )
     return jobs
 
 
-def write_grid_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str,
-                       fns: ModelFunctions | None = None, workers: int = 0) -> list[str]:
+def write_grid_figures(
+    exp,
+    states,
+    evaluated: dict[str, np.ndarray],
+    directory: str,
+    fns: ModelFunctions | None = None,
+    workers: int = 0,
+) -> list[str]:
     """Draws `grid_figure_jobs`; returns the PNG paths (PDFs beside them)."""
-    return plots.save_all(grid_figure_jobs(exp, states, evaluated, directory,
-                                           fns or ModelFunctions(exp.model)), workers)
+    return plots.save_all(
+        grid_figure_jobs(exp, states, evaluated, directory, fns or ModelFunctions(exp.model)),
+        workers,
+    )
 
 
-def write_run_figures(exp, states, evaluated: dict[str, np.ndarray], directory: str,
-                      workers: int = 0) -> list[str]:
+def write_run_figures(
+    exp, states, evaluated: dict[str, np.ndarray], directory: str, workers: int = 0
+) -> list[str]:
     """All figures of a run (G models): per-model figures, plus grid figures when G > 1.
 
     The arrays are computed first (JAX, this process), then the figures drawn in `workers`
@@ -277,10 +365,20 @@ def write_run_figures(exp, states, evaluated: dict[str, np.ndarray], directory: 
     fns = ModelFunctions(exp.model)
     jobs = []
     for i, point in enumerate(exp.points[:MAX_PER_MODEL_FIGURES]):
-        sub = directory if exp.num_models == 1 else os.path.join(
-            directory, configuration.point_name(point))
-        jobs += model_figure_jobs(exp, fns, model_state(states, i), i,
-                                  np.asarray(evaluated["codes"][i]), prior_of(exp, i), sub)
+        sub = (
+            directory
+            if exp.num_models == 1
+            else os.path.join(directory, configuration.point_name(point))
+        )
+        jobs += model_figure_jobs(
+            exp,
+            fns,
+            model_state(states, i),
+            i,
+            np.asarray(evaluated["codes"][i]),
+            prior_of(exp, i),
+            sub,
+        )
     if exp.num_models > 1:
         jobs += grid_figure_jobs(exp, states, evaluated, directory, fns)
     return plots.save_all(jobs, workers)

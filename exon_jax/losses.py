@@ -3,6 +3,7 @@
 Every function returns per-example values ([B]) except the scalar objective.
 Natural logs, float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ def _flatten(images: jax.Array) -> jax.Array:
     return images.reshape(images.shape[0], -1)
 
 
-def kl_upper_bound(logits: jax.Array, mean: jax.Array, logvar: jax.Array,
-                   prior: MixturePrior) -> jax.Array:
+def kl_upper_bound(
+    logits: jax.Array, mean: jax.Array, logvar: jax.Array, prior: MixturePrior
+) -> jax.Array:
     """Upper bound on KL(q(z|x) || p(z)) between the two mixtures, paper eq. 14.
 
     KLu = sum_k w_k (log w_k - log w0_k)
@@ -45,8 +47,13 @@ def kl_upper_bound(logits: jax.Array, mean: jax.Array, logvar: jax.Array,
     w = jnp.exp(log_w)
     kl_label = jnp.sum(w * (log_w - prior.log_weights), axis=-1)
     kl_gauss = 0.5 * jnp.sum(
-        (mean - prior.means) ** 2 / prior.variances - 1.0 + jnp.log(prior.variances)
-        - logvar + jnp.exp(logvar) / prior.variances, axis=-1)
+        (mean - prior.means) ** 2 / prior.variances
+        - 1.0
+        + jnp.log(prior.variances)
+        - logvar
+        + jnp.exp(logvar) / prior.variances,
+        axis=-1,
+    )
     return kl_label + jnp.sum(w * kl_gauss, axis=-1)
 
 
@@ -67,8 +74,9 @@ def gaussian_log_likelihood(x: jax.Array, x_hat: jax.Array, beta) -> jax.Array:
     return -squared_error / (2.0 * beta) - 0.5 * m * jnp.log(2.0 * jnp.pi * beta)
 
 
-def weighted_gaussian_log_likelihood(x: jax.Array, x_hat: jax.Array, epsilon,
-                                     include_constant: bool = True) -> jax.Array:
+def weighted_gaussian_log_likelihood(
+    x: jax.Array, x_hat: jax.Array, epsilon, include_constant: bool = True
+) -> jax.Array:
     """Per-pixel-variance Gaussian log-likelihood, paper eq. 13.
 
     s_j = x_j (1 - x_j) + epsilon; log p = -1/2 sum_j (x_j - x_hat_j)^2 / s_j
@@ -108,10 +116,22 @@ def optimal_beta(x: jax.Array, x_hat: jax.Array, lambda2) -> jax.Array:
     return jnp.mean(jnp.sum((x - x_hat) ** 2, axis=-1)) / x.shape[-1] + lambda2
 
 
-def exon_objective(x: jax.Array, x_hat: jax.Array, logits: jax.Array, mean: jax.Array,
-                   logvar: jax.Array, labels: jax.Array, labelled: jax.Array,
-                   prior: MixturePrior, *, lambda1, lambda2=0.0, beta=1.0, epsilon=0.02,
-                   likelihood: str = "gaussian") -> tuple[jax.Array, Mapping[str, jax.Array]]:
+def exon_objective(
+    x: jax.Array,
+    x_hat: jax.Array,
+    logits: jax.Array,
+    mean: jax.Array,
+    logvar: jax.Array,
+    labels: jax.Array,
+    labelled: jax.Array,
+    prior: MixturePrior,
+    *,
+    lambda1,
+    lambda2=0.0,
+    beta=1.0,
+    epsilon=0.02,
+    likelihood: str = "gaussian",
+) -> tuple[jax.Array, Mapping[str, jax.Array]]:
     """Negative of the EXoN objective, paper eq. 12, and its terms.
 
     J = mean_i [log p(x_i | z_i) - KLu_i] + (lambda1 + 1) mean_{i labelled} log w(y_i | x_i)
@@ -145,7 +165,9 @@ def exon_objective(x: jax.Array, x_hat: jax.Array, logits: jax.Array, mean: jax.
     mask = labelled.astype(log_lik.dtype)
     num_labelled = jnp.maximum(jnp.sum(mask), 1.0)
     log_w = jax.nn.log_softmax(logits, axis=-1)
-    safe_labels = jnp.where(labelled, labels, 0).astype(jnp.int32)  # unlabelled rows may hold any value
+    safe_labels = jnp.where(labelled, labels, 0).astype(
+        jnp.int32
+    )  # unlabelled rows may hold any value
     label_log_w = jnp.take_along_axis(log_w, safe_labels[:, None], axis=-1)[:, 0]
     cross_entropy = -jnp.sum(mask * label_log_w) / num_labelled
     correct = (jnp.argmax(logits, axis=-1) == safe_labels).astype(mask.dtype)

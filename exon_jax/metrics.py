@@ -14,6 +14,7 @@ checked with chex at entry; a bad shape raises `ValueError` naming the argument.
 Empty classes: statistics averaged over the examples of a class are 0/0 = NaN
 for a class with no examples; scalar summaries over classes skip those NaNs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,8 +64,9 @@ def classification_error(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(wrong.astype(jnp.float32))
 
 
-def mean_kl(logits: jax.Array, mean: jax.Array, logvar: jax.Array,
-            prior: MixturePrior) -> jax.Array:
+def mean_kl(
+    logits: jax.Array, mean: jax.Array, logvar: jax.Array, prior: MixturePrior
+) -> jax.Array:
     """Mean KL upper bound over a data set, paper eq. 18 (eq. 14 per example).
 
     KL = (1/N) sum_i KLu(x_i), using w, mu, logvar of each example; no sampling.
@@ -87,14 +89,23 @@ def _check_images(images: jax.Array) -> jax.Array:
     _check(chex.assert_rank, images, 4, name="images")
     height, width = images.shape[1:3]
     if min(height, width) < SSIM_FILTER_SIZE:
-        raise ValueError(f"argument `images`: SSIM needs images of at least "
-                         f"{SSIM_FILTER_SIZE}x{SSIM_FILTER_SIZE}, got {height}x{width}")
+        raise ValueError(
+            f"argument `images`: SSIM needs images of at least "
+            f"{SSIM_FILTER_SIZE}x{SSIM_FILTER_SIZE}, got {height}x{width}"
+        )
     return images.astype(jnp.float32)
 
 
 def _ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-    return dm_pix.ssim(a, b, max_val=SSIM_MAX_VAL, filter_size=SSIM_FILTER_SIZE,
-                       filter_sigma=SSIM_FILTER_SIGMA, k1=SSIM_K1, k2=SSIM_K2)
+    return dm_pix.ssim(
+        a,
+        b,
+        max_val=SSIM_MAX_VAL,
+        filter_size=SSIM_FILTER_SIZE,
+        filter_sigma=SSIM_FILTER_SIGMA,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
+    )
 
 
 def pairwise_ssim(images: jax.Array, rows_per_block: int | None = None) -> jax.Array:
@@ -163,8 +174,9 @@ def activated_subspace(mean: jax.Array, logvar: jax.Array, threshold=0.1):
     return ratio, ratio > threshold
 
 
-def activated_subspace_by_class(mean: jax.Array, logvar: jax.Array, labels: jax.Array,
-                                num_classes: int, threshold=0.1):
+def activated_subspace_by_class(
+    mean: jax.Array, logvar: jax.Array, labels: jax.Array, num_classes: int, threshold=0.1
+):
     """`activated_subspace` for every class at once, paper Section 3.2.
 
     F_kj = Var_{x: y=k}[mu_kj(x)] / E_{x: y=k}[exp(logvar_kj(x))]: for class k the
@@ -264,8 +276,9 @@ def chi2_quantile(probability, dof: int, iterations: int = 64) -> jax.Array:
     return 0.5 * (low + high)
 
 
-def design_fidelity(codes: jax.Array, labels: jax.Array,
-                    prior: MixturePrior) -> Mapping[str, jax.Array]:
+def design_fidelity(
+    codes: jax.Array, labels: jax.Array, prior: MixturePrior
+) -> Mapping[str, jax.Array]:
     """How closely each class's codes follow the prior component designed for its label.
 
     With m_k the mean code of the examples labelled k and (mu0_k, v0_k) the
@@ -295,8 +308,9 @@ def design_fidelity(codes: jax.Array, labels: jax.Array,
     counts = jnp.sum(weights, axis=0)  # [K]
     centroid = (weights.T @ codes) / counts[:, None]  # [K, d]
     centre_distance = jnp.sqrt(jnp.sum((centroid - prior.means) ** 2 / prior.variances, axis=-1))
-    squared_distance = jnp.sum((codes - prior.means[labels]) ** 2 / prior.variances[labels],
-                               axis=-1)  # [N]
+    squared_distance = jnp.sum(
+        (codes - prior.means[labels]) ** 2 / prior.variances[labels], axis=-1
+    )  # [N]
     inside = (squared_distance <= chi2_quantile(0.95, latent_dim)).astype(codes.dtype)
     inside_95 = (weights.T @ inside) / counts
     return {

@@ -19,6 +19,7 @@ Initialisation follows Keras defaults (the authors' code is Keras): Glorot-unifo
 kernels, zero biases; BatchNorm with momentum 0.99 and epsilon 1e-3, its running
 statistics in the 'batch_stats' collection.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,27 +51,35 @@ def _is_reduced(compute_dtype: Any) -> bool:
     """True for bfloat16 compute, False for float32; ValueError otherwise."""
     dtype = jnp.dtype(compute_dtype)
     if dtype not in _COMPUTE_DTYPES:
-        raise ValueError(
-            f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
+        raise ValueError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
     return dtype != jnp.dtype(jnp.float32)
 
 
-def _reduced_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                         preferred_element_type=None, *, compute_dtype):
+def _reduced_dot_general(
+    lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, compute_dtype
+):
     """`lax.dot_general` on operands cast to `compute_dtype`, float32 result."""
     del preferred_element_type
     return jax.lax.dot_general(
-        lhs.astype(compute_dtype), rhs.astype(compute_dtype), dimension_numbers,
-        precision=precision, preferred_element_type=jnp.float32)
+        lhs.astype(compute_dtype),
+        rhs.astype(compute_dtype),
+        dimension_numbers,
+        precision=precision,
+        preferred_element_type=jnp.float32,
+    )
 
 
-def _reduced_conv_general_dilated(lhs, rhs, window_strides, padding, *,
-                                  compute_dtype, **kwargs):
+def _reduced_conv_general_dilated(lhs, rhs, window_strides, padding, *, compute_dtype, **kwargs):
     """`lax.conv_general_dilated` on operands cast to `compute_dtype`, float32 result."""
     kwargs.pop("preferred_element_type", None)
     return jax.lax.conv_general_dilated(
-        lhs.astype(compute_dtype), rhs.astype(compute_dtype), window_strides, padding,
-        preferred_element_type=jnp.float32, **kwargs)
+        lhs.astype(compute_dtype),
+        rhs.astype(compute_dtype),
+        window_strides,
+        padding,
+        preferred_element_type=jnp.float32,
+        **kwargs,
+    )
 
 
 # ------------------------------------------------------------------ dense product paths
@@ -123,8 +132,12 @@ def _cast(a, dtype):
 
 def _matmul(a, b, dtype):
     """a [m, k] @ b [k, n], operands cast to `dtype` (None: as they are), float32 result."""
-    return jax.lax.dot_general(_cast(a, dtype), _cast(b, dtype), (((1,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
+    return jax.lax.dot_general(
+        _cast(a, dtype),
+        _cast(b, dtype),
+        (((1,), (0,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
 
 
 def _weight_grad(x, g, layout):
@@ -156,33 +169,48 @@ def _dense_product_bwd(dtype, layout, residuals, g):
     XLA computes in float32 too), only the weight gradient's kernel layout differs."""
     x, kernel = (r.astype(jnp.float32) for r in residuals)
     g = g.astype(jnp.float32)
-    dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())),
-                             preferred_element_type=jnp.float32)
+    dx = jax.lax.dot_general(
+        g, kernel, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
+    )
     return dx, _weight_grad(x, g, layout)
 
 
 _dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
 
 
-def _layout_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                        preferred_element_type=None, *, compute_dtype, layout):
+def _layout_dot_general(
+    lhs,
+    rhs,
+    dimension_numbers,
+    precision=None,
+    preferred_element_type=None,
+    *,
+    compute_dtype,
+    layout,
+):
     """nn.Dense's product [..., i] x [i, o] with the weight gradient in `layout`."""
     del preferred_element_type
     (lhs_contract, rhs_contract), batch_dims = dimension_numbers
-    if (precision is not None or batch_dims != ((), ()) or tuple(rhs_contract) != (0,)
-            or tuple(lhs_contract) != (lhs.ndim - 1,) or rhs.ndim != 2):
+    if (
+        precision is not None
+        or batch_dims != ((), ())
+        or tuple(rhs_contract) != (0,)
+        or tuple(lhs_contract) != (lhs.ndim - 1,)
+        or rhs.ndim != 2
+    ):
         raise ValueError("the layout dot_general only does nn.Dense's [..., i] x [i, o]")
     if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
-        raise ValueError(f"the layout dot_general takes float32 operands (compute_dtype sets "
-                         f"the product's precision), got {lhs.dtype} x {rhs.dtype}")
+        raise ValueError(
+            f"the layout dot_general takes float32 operands (compute_dtype sets "
+            f"the product's precision), got {lhs.dtype} x {rhs.dtype}"
+        )
     dtype = None if compute_dtype is None else jnp.dtype(compute_dtype)
     flat = jnp.reshape(lhs, (-1, lhs.shape[-1]))
     out = _dense_product(flat, rhs, dtype, layout)
     return jnp.reshape(out, (*lhs.shape[:-1], rhs.shape[1]))
 
 
-def dense(features: int, compute_dtype: Any = jnp.float32,
-          name: Optional[str] = None) -> nn.Dense:
+def dense(features: int, compute_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Dense:
     """nn.Dense with Keras initialisation and the module-wide matmul precision.
 
     Args:
@@ -201,14 +229,20 @@ def dense(features: int, compute_dtype: Any = jnp.float32,
     dot_general = None
     if layout != "xla":
         dot_general = functools.partial(
-            _layout_dot_general, compute_dtype=compute_dtype if reduced else None, layout=layout)
+            _layout_dot_general, compute_dtype=compute_dtype if reduced else None, layout=layout
+        )
     elif reduced:
         dot_general = functools.partial(_reduced_dot_general, compute_dtype=compute_dtype)
     return nn.Dense(features, kernel_init=_KERNEL_INIT, dot_general=dot_general, name=name)
 
 
-def conv(features: int, kernel_size: int, strides: int = 1,
-         compute_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Conv:
+def conv(
+    features: int,
+    kernel_size: int,
+    strides: int = 1,
+    compute_dtype: Any = jnp.float32,
+    name: Optional[str] = None,
+) -> nn.Conv:
     """Square nn.Conv, padding SAME, Keras initialisation, module-wide matmul precision.
 
     Returns:
@@ -217,15 +251,27 @@ def conv(features: int, kernel_size: int, strides: int = 1,
     conv_general_dilated = None
     if _is_reduced(compute_dtype):
         conv_general_dilated = functools.partial(
-            _reduced_conv_general_dilated, compute_dtype=compute_dtype)
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
-                   padding="SAME", kernel_init=_KERNEL_INIT,
-                   conv_general_dilated=conv_general_dilated, name=name)
+            _reduced_conv_general_dilated, compute_dtype=compute_dtype
+        )
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(strides, strides),
+        padding="SAME",
+        kernel_init=_KERNEL_INIT,
+        conv_general_dilated=conv_general_dilated,
+        name=name,
+    )
 
 
-def conv_transpose(features: int, kernel_size: int, strides: int = 1,
-                   compute_dtype: Any = jnp.float32, patch_max_size: int = 0,
-                   name: Optional[str] = None) -> nn.Module:
+def conv_transpose(
+    features: int,
+    kernel_size: int,
+    strides: int = 1,
+    compute_dtype: Any = jnp.float32,
+    patch_max_size: int = 0,
+    name: Optional[str] = None,
+) -> nn.Module:
     """Square transposed conv, padding SAME, Keras initialisation, matmul precision.
 
     Flax's stock `nn.ConvTranspose` for float32 compute; the same function with bfloat16
@@ -236,11 +282,19 @@ def conv_transpose(features: int, kernel_size: int, strides: int = 1,
       A module mapping [B, H, W, C] -> [B, H*strides, W*strides, features].
     """
     if patch_max_size == 0 and not _is_reduced(compute_dtype):
-        return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(strides, strides),
-                                padding="SAME", kernel_init=_KERNEL_INIT, name=name)
+        return nn.ConvTranspose(
+            features,
+            (kernel_size, kernel_size),
+            strides=(strides, strides),
+            padding="SAME",
+            kernel_init=_KERNEL_INIT,
+            name=name,
+        )
     from exon_jax.backend import PatchConvTranspose
-    return PatchConvTranspose(features, kernel_size, strides, compute_dtype, patch_max_size,
-                              name=name)
+
+    return PatchConvTranspose(
+        features, kernel_size, strides, compute_dtype, patch_max_size, name=name
+    )
 
 
 def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
@@ -250,8 +304,7 @@ def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
     averages in 'batch_stats' (apply with mutable=['batch_stats']); otherwise
     normalises with the running averages.
     """
-    return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
-                        name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=name)
 
 
 def _check_rank(array: jax.Array, rank: int, name: str, shape: str) -> None:
@@ -272,6 +325,7 @@ class MLPEncoder(nn.Module):
       negative_slope: leaky ReLU slope.
       compute_dtype: matmul operand dtype (module docstring).
     """
+
     num_classes: int = 10
     latent_dim: int = 2
     hidden: Sequence[int] = (200, 400)
@@ -299,8 +353,8 @@ class MLPEncoder(nn.Module):
             h = nn.leaky_relu(h, self.negative_slope)
         out = dense(k + 2 * k * d, self.compute_dtype, name="head")(h)
         logits = out[:, :k]
-        mean = jnp.reshape(out[:, k:k + k * d], (-1, k, d))
-        logvar = jnp.reshape(out[:, k + k * d:], (-1, k, d))
+        mean = jnp.reshape(out[:, k : k + k * d], (-1, k, d))
+        logvar = jnp.reshape(out[:, k + k * d :], (-1, k, d))
         return logits, mean, logvar
 
 
@@ -313,6 +367,7 @@ class MLPDecoder(nn.Module):
       negative_slope: leaky ReLU slope.
       compute_dtype: matmul operand dtype (module docstring).
     """
+
     output_shape: Sequence[int] = (28, 28, 1)
     hidden: Sequence[int] = (200, 400)
     negative_slope: float = 0.01
@@ -354,6 +409,7 @@ class ConvEncoder(nn.Module):
       latent_dim: d.
       compute_dtype: matmul operand dtype (module docstring).
     """
+
     num_classes: int = 10
     latent_dim: int = 300
     compute_dtype: Any = jnp.float32
@@ -380,8 +436,8 @@ class ConvEncoder(nn.Module):
         h = dense(1024, self.compute_dtype, name="hidden")(h)
         h = batch_norm(train, name="norm_hidden")(nn.relu(h))
         out = dense(2 * k * d, self.compute_dtype, name="head")(h)
-        mean = jnp.reshape(out[:, :k * d], (-1, k, d))
-        logvar = jnp.reshape(out[:, k * d:], (-1, k, d))
+        mean = jnp.reshape(out[:, : k * d], (-1, k, d))
+        logvar = jnp.reshape(out[:, k * d :], (-1, k, d))
         return mean, logvar
 
 
@@ -399,6 +455,7 @@ class ConvDecoder(nn.Module):
       patch_max_size: transposed convolutions with outputs up to this size run as patch
         matmuls (`exon_jax.backend`: XLA:CPU's slow path); 0 = stock convolutions.
     """
+
     output_channels: int = 3
     compute_dtype: Any = jnp.float32
     patch_max_size: int = 0
@@ -420,11 +477,13 @@ class ConvDecoder(nn.Module):
         h = jnp.reshape(h, (-1, 2, 2, 256))
         layers = ((256, 2), (256, 1), (128, 2), (64, 2), (32, 2))
         for i, (features, stride) in enumerate(layers):
-            h = conv_transpose(features, 5, stride, self.compute_dtype, self.patch_max_size,
-                               name=f"deconv_{i}")(h)
+            h = conv_transpose(
+                features, 5, stride, self.compute_dtype, self.patch_max_size, name=f"deconv_{i}"
+            )(h)
             h = batch_norm(train, name=f"norm_{i}")(nn.relu(h))
-        h = conv_transpose(self.output_channels, 1, 1, self.compute_dtype, self.patch_max_size,
-                           name="output")(h)
+        h = conv_transpose(
+            self.output_channels, 1, 1, self.compute_dtype, self.patch_max_size, name="output"
+        )(h)
         return nn.sigmoid(h)
 
 
@@ -441,6 +500,7 @@ class Classifier(nn.Module):
       num_classes: K.
       compute_dtype: matmul operand dtype (module docstring).
     """
+
     num_classes: int = 10
     compute_dtype: Any = jnp.float32
 
@@ -485,6 +545,7 @@ class EXoNModel(nn.Module):
       classifier: optional, called as classifier(x, train=...) -> [B, K] logits;
         when given it supplies the mixture logits and the encoder's are unused.
     """
+
     encoder: nn.Module
     decoder: nn.Module
     classifier: Optional[nn.Module] = None
@@ -507,7 +568,8 @@ class EXoNModel(nn.Module):
         if len(outputs) != 3:
             raise ValueError(
                 "encoder must return (logits, mean, logvar) when no classifier is "
-                f"given, got {len(outputs)} outputs")
+                f"given, got {len(outputs)} outputs"
+            )
         return tuple(outputs)
 
     def decode(self, z: jax.Array, train: bool = False) -> jax.Array:

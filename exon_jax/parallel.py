@@ -6,6 +6,7 @@ split over the rest (data parallel). One model on n devices is pure data
 parallelism; n models on n devices is pure model parallelism. Works unchanged
 on one device. `jax.jit` + `NamedSharding`, no pmap.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,12 @@ def make_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> M
     """A ('model', 'data') mesh over `devices` (default: all) for `num_models` models."""
     devices = list(devices if devices is not None else jax.devices())
     model_size = math.gcd(num_models, len(devices))
-    return jax.make_mesh((model_size, len(devices) // model_size), (MODEL_AXIS, DATA_AXIS),
-                         devices=devices, axis_types=(AxisType.Auto, AxisType.Auto))
+    return jax.make_mesh(
+        (model_size, len(devices) // model_size),
+        (MODEL_AXIS, DATA_AXIS),
+        devices=devices,
+        axis_types=(AxisType.Auto, AxisType.Auto),
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -50,8 +55,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding | None:
 def describe(mesh: Mesh) -> str:
     """One line: platform, device count and the mesh shape."""
     kinds = sorted({d.device_kind for d in mesh.devices.flat})
-    return (f"{mesh.devices.size} x {'/'.join(kinds)} ({jax.default_backend()}), "
-            f"mesh model={mesh.shape[MODEL_AXIS]} x data={mesh.shape[DATA_AXIS]}")
+    return (
+        f"{mesh.devices.size} x {'/'.join(kinds)} ({jax.default_backend()}), "
+        f"mesh model={mesh.shape[MODEL_AXIS]} x data={mesh.shape[DATA_AXIS]}"
+    )
 
 
 def global_array(value, sharding: NamedSharding) -> jax.Array:
@@ -64,8 +71,9 @@ def global_array(value, sharding: NamedSharding) -> jax.Array:
     if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
         impl = jax.random.key_impl(value)
         data = global_array(jax.random.key_data(value), sharding)
-        return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl),
-                       out_shardings=sharding)(data)
+        return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding)(
+            data
+        )
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
@@ -81,26 +89,30 @@ def to_host(tree):
     PRNG keys come back as their raw key data. With several processes this is a collective:
     every process must call it.
     """
+
     def gather(leaf):
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
         return leaf
+
     # one device_get for the whole tree: every copy starts before the first is awaited
     return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(gather, tree)))
 
 
 def with_sharding(abstract_tree, sharding: NamedSharding):
     """`jax.ShapeDtypeStruct`s of `abstract_tree` placed on `sharding` (restore targets)."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                        abstract_tree)
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract_tree
+    )
 
 
 def tree_bytes(tree) -> int:
     """Bytes held by the leaves of a pytree of arrays or ShapeDtypeStructs."""
-    return sum(int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
-               for leaf in jax.tree.leaves(tree))
+    return sum(
+        int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)
+    )
 
 
 def compile_ahead(fn: Callable, *args) -> tuple[Callable, dict[str, float]]:
@@ -119,8 +131,12 @@ def compile_ahead(fn: Callable, *args) -> tuple[Callable, dict[str, float]]:
     stats = compiled.memory_analysis()
     if stats is None:
         return compiled, {}
-    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
     return compiled, {"gib_per_device": total / 2**30, "temp_gib": stats.temp_size_in_bytes / 2**30}
 
 

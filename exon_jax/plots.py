@@ -15,6 +15,7 @@ Paper figures: `prior_samples` (Figure 2), `figure3` / `posterior_scatter` /
 Label colours are tab10 (tab20 for 11-20 classes), one per class index, the same
 in every figure.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -68,8 +69,9 @@ def fit_canvas(fig: Figure, pad: float = 0.04, tries: int = 4) -> Figure:
         grow_y = max(0.0, -box.y0) + max(0.0, box.y1 - height)
         if grow_x <= 0.0 and grow_y <= 0.0:
             break
-        fig.set_size_inches(width + grow_x + (pad if grow_x else 0.0),
-                            height + grow_y + (pad if grow_y else 0.0))
+        fig.set_size_inches(
+            width + grow_x + (pad if grow_x else 0.0), height + grow_y + (pad if grow_y else 0.0)
+        )
     return fig
 
 
@@ -133,7 +135,8 @@ def save_all(jobs: Sequence[FigureJob], workers: int = 0) -> list[str]:
     if workers <= 1:
         return [draw_job(job) for job in jobs]
     with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        workers, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         return list(pool.map(draw_job, jobs))
 
 
@@ -149,10 +152,11 @@ def _wrap(text: str | None, width_inches: float, fontsize: float = 12.0) -> str 
         return text
     characters = max(12, int(width_inches * 72.0 / (0.55 * fontsize)))
     parts = text.split("$")
-    glued = "$".join(part.replace(" ", "\x00") if i % 2 else part
-                     for i, part in enumerate(parts))
-    lines = [textwrap.fill(line, characters, break_long_words=False, break_on_hyphens=False)
-             for line in glued.split("\n")]
+    glued = "$".join(part.replace(" ", "\x00") if i % 2 else part for i, part in enumerate(parts))
+    lines = [
+        textwrap.fill(line, characters, break_long_words=False, break_on_hyphens=False)
+        for line in glued.split("\n")
+    ]
     return "\n".join(lines).replace("\x00", " ")
 
 
@@ -176,8 +180,9 @@ def class_colormap(num_classes: int):
     if num_classes <= 20:
         cmap = ListedColormap(_colours("tab10" if num_classes <= 10 else "tab20")[:num_classes])
     else:
-        cmap = ListedColormap(matplotlib.colormaps["hsv"](
-            np.linspace(0.0, 1.0, num_classes, endpoint=False)))
+        cmap = ListedColormap(
+            matplotlib.colormaps["hsv"](np.linspace(0.0, 1.0, num_classes, endpoint=False))
+        )
     norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
     return cmap, norm
 
@@ -186,8 +191,9 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
     if class_names is None:
         return [str(k) for k in range(num_classes)]
     if len(class_names) != num_classes:
-        raise ValueError(f"argument `class_names` has {len(class_names)} names for "
-                         f"{num_classes} classes")
+        raise ValueError(
+            f"argument `class_names` has {len(class_names)} names for {num_classes} classes"
+        )
     return [str(name) for name in class_names]
 
 
@@ -197,21 +203,42 @@ def _mark_centres(ax, means: np.ndarray, class_names: Sequence[str] | None) -> N
     names = _class_names(class_names, means.shape[0])
     ax.scatter(means[:, 0], means[:, 1], marker="x", c="black", s=40, linewidths=1.5, zorder=3)
     for (first, second), name in zip(means[:, :2], names):
-        ax.annotate(name, (first, second), xytext=(4, 4), textcoords="offset points",
-                    fontsize=8, fontweight="bold", zorder=4,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0})
+        ax.annotate(
+            name,
+            (first, second),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            fontweight="bold",
+            zorder=4,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0},
+        )
 
 
 def _scatter_labels(ax, points, labels, num_classes: int, size: float = 3.0) -> None:
     points, labels = np.asarray(points), np.asarray(labels)
     cmap, norm = class_colormap(num_classes)
-    ax.scatter(points[:, 0], points[:, 1], c=labels, cmap=cmap, norm=norm, s=size,
-               linewidths=0, alpha=0.8, rasterized=True)
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=labels,
+        cmap=cmap,
+        norm=norm,
+        s=size,
+        linewidths=0,
+        alpha=0.8,
+        rasterized=True,
+    )
     ax.set_aspect("equal", adjustable="box")
 
 
-def prior_samples(z, labels, means, class_names: Sequence[str] | None = None,
-                  title: str | None = "Samples from the designed prior") -> Figure:
+def prior_samples(
+    z,
+    labels,
+    means,
+    class_names: Sequence[str] | None = None,
+    title: str | None = "Samples from the designed prior",
+) -> Figure:
     """Scatter of prior samples coloured by component (paper Figure 2).
 
     Args:
@@ -234,8 +261,14 @@ def prior_samples(z, labels, means, class_names: Sequence[str] | None = None,
     return fig
 
 
-def posterior_scatter(codes, labels, means, class_names: Sequence[str] | None = None,
-                      ax=None, title: str | None = None) -> Figure:
+def posterior_scatter(
+    codes,
+    labels,
+    means,
+    class_names: Sequence[str] | None = None,
+    ax=None,
+    title: str | None = None,
+) -> Figure:
     """Latent codes of test inputs coloured by true label, designed centres marked.
 
     Paper Figure 3 (left) and each panel of Figure 4.
@@ -278,8 +311,13 @@ def _grid_axes(fig: Figure, count: int, ncols: int, **kwargs):
     return axes[:count]
 
 
-def posterior_panel(panels: Sequence[tuple], means, class_names: Sequence[str] | None = None,
-                    ncols: int = 3, title: str | None = None) -> Figure:
+def posterior_panel(
+    panels: Sequence[tuple],
+    means,
+    class_names: Sequence[str] | None = None,
+    ncols: int = 3,
+    title: str | None = None,
+) -> Figure:
     """Several `posterior_scatter` panels on one shared square window (paper Figure 4).
 
     Args:
@@ -300,8 +338,11 @@ def posterior_panel(panels: Sequence[tuple], means, class_names: Sequence[str] |
     fig = _new_figure(3.2 * columns, 3.2 * rows + (0.4 if title else 0.0))
     axes = _grid_axes(fig, len(panels), ncols, sharex=True, sharey=True)
     centres = [np.asarray(panel[3] if len(panel) > 3 else means) for panel in panels]
-    half = 1.1 * max(max(float(np.max(np.abs(np.asarray(p[0])), initial=0.0)) for p in panels),
-                     max(float(np.max(np.abs(c[:, :2]))) for c in centres), 1.0)
+    half = 1.1 * max(
+        max(float(np.max(np.abs(np.asarray(p[0])), initial=0.0)) for p in panels),
+        max(float(np.max(np.abs(c[:, :2]))) for c in centres),
+        1.0,
+    )
     for ax, panel, centre in zip(axes, panels, centres):
         posterior_scatter(panel[0], panel[1], centre, class_names, ax=ax, title=panel[2])
     axes[0].set_xlim(-half, half)
@@ -336,8 +377,9 @@ def tile_images(images, nrows: int, ncols: int, fill: float = 0.0) -> np.ndarray
 def _show_tiled(ax, tiled: np.ndarray, extent=None) -> None:
     """imshow of a tiled [H', W', C] array: grey for C = 1, RGB for C = 3, values in [0, 1]."""
     if tiled.shape[-1] == 1:
-        ax.imshow(tiled[..., 0], cmap="gray", vmin=0.0, vmax=1.0, extent=extent,
-                  interpolation="nearest")
+        ax.imshow(
+            tiled[..., 0], cmap="gray", vmin=0.0, vmax=1.0, extent=extent, interpolation="nearest"
+        )
     else:
         ax.imshow(np.clip(tiled, 0.0, 1.0), extent=extent, interpolation="nearest")
     if extent is None:
@@ -345,8 +387,9 @@ def _show_tiled(ax, tiled: np.ndarray, extent=None) -> None:
         ax.set_yticks([])
 
 
-def image_grid(images, nrows: int, ncols: int, title: str | None = None,
-               scale: float = 0.6) -> Figure:
+def image_grid(
+    images, nrows: int, ncols: int, title: str | None = None, scale: float = 0.6
+) -> Figure:
     """Images tiled on a grid (decoded manifold, interpolations, traversals, noise probes).
 
     Args:
@@ -376,16 +419,27 @@ def _draw_label_map(ax, labels, extent: float, means, class_names):
     labels = np.asarray(labels)
     num_classes = np.asarray(means).shape[0]
     cmap, norm = class_colormap(num_classes)
-    image = ax.imshow(labels, cmap=cmap, norm=norm, extent=_cell_extent(extent, labels.shape[0]),
-                      origin="upper", interpolation="nearest")
+    image = ax.imshow(
+        labels,
+        cmap=cmap,
+        norm=norm,
+        extent=_cell_extent(extent, labels.shape[0]),
+        origin="upper",
+        interpolation="nearest",
+    )
     _mark_centres(ax, means, class_names)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     return image
 
 
-def label_map_figure(label_map, extent: float, means, class_names: Sequence[str] | None = None,
-                     title: str | None = "Predicted label of the decoded grid") -> Figure:
+def label_map_figure(
+    label_map,
+    extent: float,
+    means,
+    class_names: Sequence[str] | None = None,
+    title: str | None = "Predicted label of the decoded grid",
+) -> Figure:
     """Label regions of the latent square, designed centres marked (paper Figure 3, right).
 
     Args:
@@ -408,10 +462,20 @@ def label_map_figure(label_map, extent: float, means, class_names: Sequence[str]
     return fig
 
 
-def figure3(codes, labels, manifold_images, label_map, extent: float, means,
-            class_names: Sequence[str] | None = None,
-            titles: Sequence[str] = ("Test posterior", "Decoded latent grid",
-                                     "Predicted label of the decoded grid")) -> Figure:
+def figure3(
+    codes,
+    labels,
+    manifold_images,
+    label_map,
+    extent: float,
+    means,
+    class_names: Sequence[str] | None = None,
+    titles: Sequence[str] = (
+        "Test posterior",
+        "Decoded latent grid",
+        "Predicted label of the decoded grid",
+    ),
+) -> Figure:
     """The paper's three-panel Figure 3: codes | decoded manifold | label map.
 
     The paper's left panel is z_i ~ q(z | x_i) for the test inputs x_i coloured by
@@ -435,13 +499,15 @@ def figure3(codes, labels, manifold_images, label_map, extent: float, means,
     manifold_images = np.asarray(manifold_images)
     size = int(round(np.sqrt(manifold_images.shape[0])))
     if size * size != manifold_images.shape[0]:
-        raise ValueError(f"argument `manifold_images` must hold S * S images, "
-                         f"got {manifold_images.shape[0]}")
+        raise ValueError(
+            f"argument `manifold_images` must hold S * S images, got {manifold_images.shape[0]}"
+        )
     fig = _new_figure(15.0, 5.0)
     scatter_ax, manifold_ax, map_ax = fig.subplots(1, 3)
     posterior_scatter(codes, labels, means, class_names, ax=scatter_ax, title=titles[0])
-    _show_tiled(manifold_ax, tile_images(manifold_images, size, size),
-                extent=_cell_extent(extent, size))
+    _show_tiled(
+        manifold_ax, tile_images(manifold_images, size, size), extent=_cell_extent(extent, size)
+    )
     manifold_ax.set_xlabel("$z_1$")
     manifold_ax.set_ylabel("$z_2$")
     _set_title(manifold_ax, titles[1])
@@ -450,8 +516,12 @@ def figure3(codes, labels, manifold_images, label_map, extent: float, means,
     return fig
 
 
-def interpolation_strips(rows: Sequence, row_titles: Sequence[str] | None = None,
-                         title: str | None = None, scale: float = 0.8) -> Figure:
+def interpolation_strips(
+    rows: Sequence,
+    row_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    scale: float = 0.8,
+) -> Figure:
     """One strip of images per row, a label left of each (paper Figures 1, 6, 9-13).
 
     Interpolations (Figures 1, 9, 10: one row per distance in Figure 9), noise
@@ -475,8 +545,10 @@ def interpolation_strips(rows: Sequence, row_titles: Sequence[str] | None = None
         raise ValueError(f"argument `row_titles` has {len(row_titles)} titles for {len(rows)} rows")
     length = max(row.shape[0] for row in rows)
     label_width = 0.0 if row_titles is None else 0.09 * max(len(t) for t in row_titles)
-    fig = _new_figure(max(2.0, scale * length + 0.2 + label_width),
-                      scale * len(rows) + 0.2 + (0.4 if title else 0.0))
+    fig = _new_figure(
+        max(2.0, scale * length + 0.2 + label_width),
+        scale * len(rows) + 0.2 + (0.4 if title else 0.0),
+    )
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for index, (ax, row) in enumerate(zip(axes, rows)):
         _show_tiled(ax, tile_images(row, 1, row.shape[0]))
@@ -487,9 +559,16 @@ def interpolation_strips(rows: Sequence, row_titles: Sequence[str] | None = None
     return fit_canvas(fig)
 
 
-def heatmap(values, row_labels: Sequence, col_labels: Sequence, title: str | None = None,
-            fmt: str = "{:.3g}", xlabel: str | None = None, ylabel: str | None = None,
-            cmap: str = "viridis") -> Figure:
+def heatmap(
+    values,
+    row_labels: Sequence,
+    col_labels: Sequence,
+    title: str | None = None,
+    fmt: str = "{:.3g}",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    cmap: str = "viridis",
+) -> Figure:
     """A value per cell, written in the cell (paper Figure 8: metric vs lambda1 x lambda2).
 
     Args:
@@ -506,8 +585,10 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, title: str | Non
     """
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"argument `values` must be [{len(row_labels)}, {len(col_labels)}], "
-                         f"got shape {values.shape}")
+        raise ValueError(
+            f"argument `values` must be [{len(row_labels)}, {len(col_labels)}], "
+            f"got shape {values.shape}"
+        )
     fig = _new_figure(1.0 + 0.9 * values.shape[1] + 1.0, 0.8 + 0.6 * values.shape[0])
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap=cmap, aspect="auto")
@@ -519,8 +600,15 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, title: str | Non
         if np.isfinite(value):
             red, green, blue, _ = image.cmap(image.norm(value))
             dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-            ax.text(col, row, fmt.format(value), ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
+            ax.text(
+                col,
+                row,
+                fmt.format(value),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
     if xlabel:
         ax.set_xlabel(xlabel)
     if ylabel:
@@ -529,8 +617,14 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, title: str | Non
     return fig
 
 
-def activation_bars(ratios, class_names: Sequence[str] | None = None, threshold: float = 0.1,
-                    ncols: int = 5, sharey: bool = False, title: str | None = None) -> Figure:
+def activation_bars(
+    ratios,
+    class_names: Sequence[str] | None = None,
+    threshold: float = 0.1,
+    ncols: int = 5,
+    sharey: bool = False,
+    title: str | None = None,
+) -> Figure:
     """Activation ratio F_kj of every latent dim, one panel per class (Figures 5, 14).
 
     Bars above the threshold delta (the activated dims) are red, the others blue;
@@ -556,10 +650,21 @@ def activation_bars(ratios, class_names: Sequence[str] | None = None, threshold:
     top = max(float(np.nanmax(ratios, initial=0.0)), threshold) * 1.08
     for index, (ax, row, name) in enumerate(zip(axes, ratios, names)):
         active = row > threshold
-        ax.bar(np.arange(dim), np.nan_to_num(row), width=1.0,
-               color=np.where(active, "tab:red", "tab:blue"), zorder=1)
-        ax.axhline(threshold, color="black", linestyle="--", linewidth=1.0, zorder=3,
-                   label=f"threshold $\\delta$ = {threshold:g}")
+        ax.bar(
+            np.arange(dim),
+            np.nan_to_num(row),
+            width=1.0,
+            color=np.where(active, "tab:red", "tab:blue"),
+            zorder=1,
+        )
+        ax.axhline(
+            threshold,
+            color="black",
+            linestyle="--",
+            linewidth=1.0,
+            zorder=3,
+            label=f"threshold $\\delta$ = {threshold:g}",
+        )
         ax.set_title(f"{name}: {int(active.sum())} of {dim} dims > {threshold:g}", fontsize=9)
         ax.set_xlim(-0.5, dim - 0.5)
         if not sharey:
@@ -578,9 +683,16 @@ def activation_bars(ratios, class_names: Sequence[str] | None = None, threshold:
     return fig
 
 
-def trend(x, y, xlabel: str, ylabel: str, title: str | None = None,
-          secondary: Mapping | None = None, secondary_ylabel: str | None = None,
-          logx: bool = False) -> Figure:
+def trend(
+    x,
+    y,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    secondary: Mapping | None = None,
+    secondary_ylabel: str | None = None,
+    logx: bool = False,
+) -> Figure:
     """Line plot of one or more series against x (paper Figure 7, left).
 
     Args:
@@ -607,8 +719,14 @@ def trend(x, y, xlabel: str, ylabel: str, title: str | None = None,
         other = ax.twinx()
         colours = _colours("tab10")
         for index, (name, values) in enumerate(secondary.items()):
-            lines += other.plot(x, np.asarray(values), marker="s", linestyle="--", label=name,
-                                color=colours[(len(series) + index) % len(colours)])
+            lines += other.plot(
+                x,
+                np.asarray(values),
+                marker="s",
+                linestyle="--",
+                label=name,
+                color=colours[(len(series) + index) % len(colours)],
+            )
         if secondary_ylabel:
             other.set_ylabel(secondary_ylabel)
     labelled = [line for line in lines if not str(line.get_label()).startswith("_")]
@@ -624,8 +742,9 @@ def trend(x, y, xlabel: str, ylabel: str, title: str | None = None,
     return fig
 
 
-def training_curves(curves: Mapping[str, Mapping[str, tuple]], title: str | None = None,
-                    logy: Sequence[str] = ()) -> Figure:
+def training_curves(
+    curves: Mapping[str, Mapping[str, tuple]], title: str | None = None, logy: Sequence[str] = ()
+) -> Figure:
     """One panel per metric, one line per model: training curves from metrics.jsonl.
 
     Args:
@@ -640,8 +759,13 @@ def training_curves(curves: Mapping[str, Mapping[str, tuple]], title: str | None
     for index, (metric, lines) in enumerate(curves.items()):
         ax = fig.add_subplot(1, len(curves), index + 1)
         for name, (epochs, values) in lines.items():
-            ax.plot(np.asarray(epochs), np.asarray(values), label=name,
-                    marker="o" if len(epochs) < 30 else None, markersize=3)
+            ax.plot(
+                np.asarray(epochs),
+                np.asarray(values),
+                label=name,
+                marker="o" if len(epochs) < 30 else None,
+                markersize=3,
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         if metric in logy:

@@ -3,6 +3,7 @@
 A prior is plain data (a pytree), so a batch of priors with a leading model
 axis can be vmapped like any other hyper-parameter.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ def make_prior(means, variances, weights=None) -> MixturePrior:
     return MixturePrior(means, variances, log_weights)
 
 
-def circle_prior(num_classes: int = 10, radius: float | None = None,
-                 variance: float = 4.0) -> MixturePrior:
+def circle_prior(
+    num_classes: int = 10, radius: float | None = None, variance: float = 4.0
+) -> MixturePrior:
     """Components on a circle in 2-D (paper Section 4.1, Figure 2).
 
     mu0_k = r (cos theta_k, sin theta_k), theta_k = (2k + 1) pi / K, so label 0 sits
@@ -92,13 +94,19 @@ def two_component_prior(distance, variance: float = 4.0) -> MixturePrior:
     """
     half = 0.5 * jnp.asarray(distance, jnp.float32)
     means = jnp.stack([jnp.stack([-half, 0.0 * half]), jnp.stack([half, 0.0 * half])])
-    return MixturePrior(means, jnp.full((2, 2), variance, jnp.float32),
-                        jnp.full((2,), -math.log(2.0), jnp.float32))
+    return MixturePrior(
+        means, jnp.full((2, 2), variance, jnp.float32), jnp.full((2,), -math.log(2.0), jnp.float32)
+    )
 
 
-def blocks_prior(num_classes: int = 10, relevant_dim: int = 100, irrelevant_dim: int = 200,
-                 max_mean: float = 6.0, relevant_variance: float = 0.1,
-                 irrelevant_variance: float = 1.0) -> MixturePrior:
+def blocks_prior(
+    num_classes: int = 10,
+    relevant_dim: int = 100,
+    irrelevant_dim: int = 200,
+    max_mean: float = 6.0,
+    relevant_variance: float = 0.1,
+    irrelevant_variance: float = 1.0,
+) -> MixturePrior:
     """Label-relevant / label-irrelevant block layout (paper Section 4.2, CIFAR-10).
 
     The first `relevant_dim` coordinates of mu0_k all equal t_k, with t_k evenly
@@ -110,14 +118,20 @@ def blocks_prior(num_classes: int = 10, relevant_dim: int = 100, irrelevant_dim:
       MixturePrior with means/variances [K, relevant_dim + irrelevant_dim].
     """
     levels = jnp.linspace(max_mean, -max_mean, num_classes)
-    means = jnp.concatenate([
-        jnp.broadcast_to(levels[:, None], (num_classes, relevant_dim)),
-        jnp.zeros((num_classes, irrelevant_dim)),
-    ], axis=-1)
-    variances = jnp.concatenate([
-        jnp.full((num_classes, relevant_dim), relevant_variance),
-        jnp.full((num_classes, irrelevant_dim), irrelevant_variance),
-    ], axis=-1)
+    means = jnp.concatenate(
+        [
+            jnp.broadcast_to(levels[:, None], (num_classes, relevant_dim)),
+            jnp.zeros((num_classes, irrelevant_dim)),
+        ],
+        axis=-1,
+    )
+    variances = jnp.concatenate(
+        [
+            jnp.full((num_classes, relevant_dim), relevant_variance),
+            jnp.full((num_classes, irrelevant_dim), irrelevant_variance),
+        ],
+        axis=-1,
+    )
     return make_prior(means, variances)
 
 
@@ -133,8 +147,9 @@ def component_log_density(z: jax.Array, prior: MixturePrior) -> jax.Array:
     """
     chex.assert_axis_dimension(z, -1, prior.latent_dim)
     diff = z[..., None, :] - prior.means
-    return -0.5 * jnp.sum(diff**2 / prior.variances + jnp.log(2.0 * jnp.pi * prior.variances),
-                          axis=-1)
+    return -0.5 * jnp.sum(
+        diff**2 / prior.variances + jnp.log(2.0 * jnp.pi * prior.variances), axis=-1
+    )
 
 
 def prior_log_density(z: jax.Array, prior: MixturePrior) -> jax.Array:
@@ -169,9 +184,14 @@ class PriorError(ValueError):
     """Prior arrays that do not describe a usable mixture (shape, sign, normalisation)."""
 
 
-def check_prior_arrays(means, variances, weights=None, num_classes: int | None = None,
-                       latent_dim: int | None = None, where: str = "prior"
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_prior_arrays(
+    means,
+    variances,
+    weights=None,
+    num_classes: int | None = None,
+    latent_dim: int | None = None,
+    where: str = "prior",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validates user-given prior arrays and returns them as float64 NumPy arrays.
 
     Args:
@@ -188,6 +208,7 @@ def check_prior_arrays(means, variances, weights=None, num_classes: int | None =
     Raises:
       PriorError: naming `where`, the field and what is wrong.
     """
+
     def array(value, field):
         try:
             out = np.asarray(value, dtype=np.float64)
@@ -202,17 +223,23 @@ def check_prior_arrays(means, variances, weights=None, num_classes: int | None =
         raise PriorError(f"{where}: means must be [K, d], got shape {means.shape}")
     k, d = means.shape
     if num_classes is not None and k != num_classes:
-        raise PriorError(f"{where}: means has K = {k} components but the data has "
-                         f"{num_classes} classes")
+        raise PriorError(
+            f"{where}: means has K = {k} components but the data has {num_classes} classes"
+        )
     if latent_dim is not None and d != latent_dim:
         raise PriorError(f"{where}: means has d = {d} but model.latent_dim = {latent_dim}")
     variances = array(variances, "variances")
     if variances.ndim == 1 and variances.shape == (k,):
         variances = variances[:, None]
-    if variances.ndim > 2 or (variances.ndim == 2 and variances.shape not in ((k, d), (k, 1))) \
-            or variances.ndim == 1:
-        raise PriorError(f"{where}: variances must be [K, d] = [{k}, {d}], [K] = [{k}] or a "
-                         f"scalar, got shape {variances.shape}")
+    if (
+        variances.ndim > 2
+        or (variances.ndim == 2 and variances.shape not in ((k, d), (k, 1)))
+        or variances.ndim == 1
+    ):
+        raise PriorError(
+            f"{where}: variances must be [K, d] = [{k}, {d}], [K] = [{k}] or a "
+            f"scalar, got shape {variances.shape}"
+        )
     variances = np.broadcast_to(variances, (k, d)).copy()
     if np.any(variances <= 0):
         raise PriorError(f"{where}: variances must be > 0")
@@ -224,8 +251,9 @@ def check_prior_arrays(means, variances, weights=None, num_classes: int | None =
     if np.any(weights <= 0):
         raise PriorError(f"{where}: weights must be > 0")
     if abs(float(np.sum(weights)) - 1.0) > 1e-6:
-        raise PriorError(f"{where}: weights must sum to 1 (to 1e-6), they sum to "
-                         f"{float(np.sum(weights)):.9g}")
+        raise PriorError(
+            f"{where}: weights must sum to 1 (to 1e-6), they sum to {float(np.sum(weights)):.9g}"
+        )
     return means, variances, weights
 
 
@@ -265,8 +293,11 @@ def load_prior_file(path: str) -> dict[str, np.ndarray]:
 def prior_to_arrays(prior: MixturePrior) -> dict[str, list]:
     """JSON-able {"means", "variances", "weights"} of a prior (float32 values, exactly)."""
     as_list = lambda a: np.asarray(a, np.float32).astype(np.float64).tolist()
-    return {"means": as_list(prior.means), "variances": as_list(prior.variances),
-            "weights": as_list(jnp.exp(prior.log_weights))}
+    return {
+        "means": as_list(prior.means),
+        "variances": as_list(prior.variances),
+        "weights": as_list(jnp.exp(prior.log_weights)),
+    }
 
 
 def prior_from_arrays(arrays: dict[str, list]) -> MixturePrior:
@@ -276,8 +307,9 @@ def prior_from_arrays(arrays: dict[str, list]) -> MixturePrior:
     return MixturePrior(means, jnp.asarray(arrays["variances"], jnp.float32), log_weights)
 
 
-def grid_prior(num_classes: int, columns: int = 0, spacing: float = 8.0,
-               variance: float = 4.0) -> MixturePrior:
+def grid_prior(
+    num_classes: int, columns: int = 0, spacing: float = 8.0, variance: float = 4.0
+) -> MixturePrior:
     """Components on a square grid in 2-D, row by row from the top left, centred on 0.
 
     Args:
@@ -297,8 +329,13 @@ def grid_prior(num_classes: int, columns: int = 0, spacing: float = 8.0,
     return make_prior(np.stack([x, y], axis=-1), variance)
 
 
-def groups_prior(num_classes: int, groups, group_radius: float = 20.0,
-                 within_distance: float = 8.0, variance: float = 4.0) -> MixturePrior:
+def groups_prior(
+    num_classes: int,
+    groups,
+    group_radius: float = 20.0,
+    within_distance: float = 8.0,
+    variance: float = 4.0,
+) -> MixturePrior:
     """Classes that share a region: each group's members close together, groups far apart.
 
     Every class not named in `groups` is a group of its own. Groups sit on a circle of

@@ -6,6 +6,7 @@ prior arrays. A restart or an evaluation compares against that record before it
 writes anything: training fields may not change (`train.epochs` may, to train
 longer); run options (`configuration.RUN_OPTION_FIELDS`) may.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,9 @@ def changed_fields(stored: dict[str, Any], new: dict[str, Any]) -> list[tuple[st
     Fields the stored record lacks (added to the code after that run) are not compared.
     """
     old, current = flatten(config_as_dict(stored)), flatten(config_as_dict(new))
-    return sorted((k, old[k], current[k]) for k in old.keys() & current.keys()
-                  if old[k] != current[k])
+    return sorted(
+        (k, old[k], current[k]) for k in old.keys() & current.keys() if old[k] != current[k]
+    )
 
 
 def _describe(changes) -> str:
@@ -83,7 +85,8 @@ def check_resume(stored: dict[str, Any], config: ml_collections.ConfigDict) -> l
     if refused:
         raise configuration.ConfigError(
             f"the workdir holds a run trained with another config; changed training fields: "
-            f"{_describe(refused)} (use a new --workdir, or put the fields back)")
+            f"{_describe(refused)} (use a new --workdir, or put the fields back)"
+        )
     return changes
 
 
@@ -98,8 +101,16 @@ def write_config_once(workdir: str, config: ml_collections.ConfigDict) -> None:
 def record_resume(workdir: str, epoch: int, changes) -> None:
     """Appends one line to resumes.jsonl: when, from which epoch, which run options changed."""
     with open(os.path.join(workdir, RESUMES_FILE), "a") as f:
-        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": epoch,
-                            "changed": {k: [old, new] for k, old, new in changes}}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "from_epoch": epoch,
+                    "changed": {k: [old, new] for k, old, new in changes},
+                }
+            )
+            + "\n"
+        )
 
 
 def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -114,7 +125,8 @@ def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_col
         if not is_run_option(field):
             raise configuration.ConfigError(
                 f"config.{field}: cannot be overridden for a trained run (it changes what was "
-                f"trained); only {', '.join(configuration.RUN_OPTION_FIELDS)} may be")
+                f"trained); only {', '.join(configuration.RUN_OPTION_FIELDS)} may be"
+            )
         *sections, leaf = field.split(".")
         parent = config
         for part in sections:
@@ -129,7 +141,7 @@ def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_col
 
 # --- record.json and the data set's identity ------------------------------------------------
 
-RECORD_FILE = "record.json"   # data set identity, grid points and exact priors of a run
+RECORD_FILE = "record.json"  # data set identity, grid points and exact priors of a run
 
 
 class DataMismatch(ValueError):
@@ -149,18 +161,21 @@ def read_record(workdir: str) -> dict[str, Any]:
     path = os.path.join(workdir, RECORD_FILE)
     if not os.path.exists(path):
         raise CheckpointError(
-            f"{path} not found: is {workdir} a training run (of this version of exon_jax)?")
+            f"{path} not found: is {workdir} a training run (of this version of exon_jax)?"
+        )
     with open(path) as f:
         return json.load(f)
 
 
-def stored_config(workdir: str, overrides: dict[str, Any] | None = None
-                  ) -> ml_collections.ConfigDict:
+def stored_config(
+    workdir: str, overrides: dict[str, Any] | None = None
+) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was trained with, plus run-option `overrides`."""
     stored = read_config(workdir)
     if stored is None:
         raise CheckpointError(
-            f"{os.path.join(workdir, CONFIG_FILE)} not found: is {workdir} a training run?")
+            f"{os.path.join(workdir, CONFIG_FILE)} not found: is {workdir} a training run?"
+        )
     return apply_overrides(stored, overrides or {})
 
 
@@ -174,4 +189,5 @@ def check_same_data(record: dict[str, Any], fingerprint: dict[str, Any]) -> None
         raise DataMismatch(
             f"the data set differs from the one this run was trained on: recorded "
             f"{recorded.get('name')!r} sha256 {str(recorded.get('sha256'))[:12]}…, found "
-            f"{fingerprint.get('name')!r} sha256 {str(fingerprint.get('sha256'))[:12]}…")
+            f"{fingerprint.get('name')!r} sha256 {str(fingerprint.get('sha256'))[:12]}…"
+        )

@@ -1,4 +1,5 @@
 """Reparameterised sampling from the mixture posterior q(z | x) (paper Section 3.2)."""
+
 from __future__ import annotations
 
 import chex
@@ -6,8 +7,9 @@ import jax
 import jax.numpy as jnp
 
 
-def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature: float = 1.0,
-                   hard: bool = False) -> jax.Array:
+def gumbel_softmax(
+    key: jax.Array, logits: jax.Array, temperature: float = 1.0, hard: bool = False
+) -> jax.Array:
     """Gumbel-Softmax relaxation of a categorical draw.
 
     y = softmax((log w + g) / temperature), g_k = -log(-log u_k), u ~ U(0, 1).
@@ -31,8 +33,14 @@ def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature: float = 1.0,
     return one_hot + (soft - jax.lax.stop_gradient(soft))  # exactly one_hot forward
 
 
-def sample_latent(key: jax.Array, logits: jax.Array, mean: jax.Array, logvar: jax.Array,
-                  temperature: float = 1.0, hard: bool = False) -> jax.Array:
+def sample_latent(
+    key: jax.Array,
+    logits: jax.Array,
+    mean: jax.Array,
+    logvar: jax.Array,
+    temperature: float = 1.0,
+    hard: bool = False,
+) -> jax.Array:
     """z = sum_k y_k (mu_k + exp(logvar_k / 2) eps_k), y ~ GumbelSoftmax(w).
 
     Args:

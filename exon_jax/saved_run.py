@@ -3,6 +3,7 @@
 Everything is rebuilt from the run's own record (config.json, record.json, the checkpoint's
 meta): its config, grid points and exact priors, checked against the data found now.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,11 @@ from exon_jax import checkpoints, evaluation, experiment, parallel, priors, run_
 from exon_jax import data as data_lib
 
 
-def restore_run(workdir: str, overrides: dict[str, Any] | None = None,
-                dataset: data_lib.ImageDataset | None = None):
+def restore_run(
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
+    dataset: data_lib.ImageDataset | None = None,
+):
     """Rebuilds a run from its workdir and restores the newest checkpoint that restores.
 
     The config, grid points and priors are the ones the run recorded; `overrides` may set
@@ -38,7 +42,8 @@ def restore_run(workdir: str, overrides: dict[str, Any] | None = None,
         except data_lib.DataError as error:
             raise run_record.DataMismatch(
                 f"the run was trained on data set {record['dataset'].get('name')!r}, which "
-                f"cannot be loaded now ({error}); pass the same arrays as dataset=") from None
+                f"cannot be loaded now ({error}); pass the same arrays as dataset="
+            ) from None
     exp = experiment.build_experiment(config, dataset, stored_priors=record["priors"])
     run_record.check_same_data(record, exp.fingerprint)
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
@@ -47,13 +52,17 @@ def restore_run(workdir: str, overrides: dict[str, Any] | None = None,
     finally:
         manager.close()
     if "priors" in meta:
-        exp.hparams = exp.hparams.replace(prior=train.stack_trees(
-            [priors.prior_from_arrays(p) for p in meta["priors"]]))
+        exp.hparams = exp.hparams.replace(
+            prior=train.stack_trees([priors.prior_from_arrays(p) for p in meta["priors"]])
+        )
     return exp, states, meta
 
 
-def evaluate(workdir: str, overrides: dict[str, Any] | None = None,
-             dataset: data_lib.ImageDataset | None = None) -> dict[str, Any]:
+def evaluate(
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
+    dataset: data_lib.ImageDataset | None = None,
+) -> dict[str, Any]:
     """Restores the newest good checkpoint and rewrites results.json (no training)."""
     exp, states, meta = restore_run(workdir, overrides, dataset)
     evaluated = experiment.evaluate_states(exp, states)
@@ -62,15 +71,19 @@ def evaluate(workdir: str, overrides: dict[str, Any] | None = None,
     return results
 
 
-def analyze(workdir: str, overrides: dict[str, Any] | None = None,
-            dataset: data_lib.ImageDataset | None = None) -> list[str]:
+def analyze(
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
+    dataset: data_lib.ImageDataset | None = None,
+) -> list[str]:
     """Restores the newest good checkpoint and rewrites all figures in workdir/figures."""
     exp, states, _ = restore_run(workdir, overrides, dataset)
     return write_figures(exp, states, experiment.evaluate_states(exp, states), workdir)
 
 
-def write_figures(exp: experiment.Experiment, states, evaluated: dict[str, Any],
-                  workdir: str) -> list[str]:
+def write_figures(
+    exp: experiment.Experiment, states, evaluated: dict[str, Any], workdir: str
+) -> list[str]:
     """The run's figures into workdir/figures, drawn by process 0; returns the PNG paths.
 
     Args:
@@ -78,8 +91,10 @@ def write_figures(exp: experiment.Experiment, states, evaluated: dict[str, Any],
       evaluated: the evaluation of `states` on the host (`experiment.evaluate_states`).
     """
     from exon_jax import figures
-    states = parallel.to_host(states)           # every process takes part in the gather
+
+    states = parallel.to_host(states)  # every process takes part in the gather
     if jax.process_index() != 0:
         return []
-    return figures.write_run_figures(exp, states, evaluated, os.path.join(workdir, "figures"),
-                                     exp.analysis.figure_workers)
+    return figures.write_run_figures(
+        exp, states, evaluated, os.path.join(workdir, "figures"), exp.analysis.figure_workers
+    )

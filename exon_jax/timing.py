@@ -1,4 +1,5 @@
 """Where a run's wall-clock time goes: named phases, summed, written as timings.json."""
+
 from __future__ import annotations
 
 import collections

@@ -7,6 +7,7 @@ state and the hparams turns one model's epoch into a whole grid's epoch,
 compiled once. Choices that change shapes or control flow (likelihood, beta
 mode, network) are fixed in `TrainSettings` when the step is built.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -111,9 +112,14 @@ def _encode_sample_decode(module, x, key, temperature, hard, train):
     return logits, mean, logvar, x_hat
 
 
-def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
-                       hparams: HParams, settings: TrainSettings,
-                       image_shape: tuple[int, ...]) -> TrainState:
+def create_train_state(
+    key: jax.Array,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    hparams: HParams,
+    settings: TrainSettings,
+    image_shape: tuple[int, ...],
+) -> TrainState:
     """Initialises one model's state (vmap this over keys/hparams for a sweep).
 
     Args:
@@ -153,14 +159,17 @@ def gather_batch(data: DeviceData, unlabelled_batch: jax.Array, labelled_batch: 
     Returns:
       (x float32 [Bu + Bl, H, W, C] in [0, 1], labels int32 [Bu + Bl], labelled bool [Bu + Bl]).
     """
-    idx = jnp.concatenate([data.unlabelled_idx[unlabelled_batch], data.labelled_idx[labelled_batch]])
+    idx = jnp.concatenate(
+        [data.unlabelled_idx[unlabelled_batch], data.labelled_idx[labelled_batch]]
+    )
     x = batching.scale_images(data.images[idx])
     labelled = jnp.arange(idx.shape[0]) >= unlabelled_batch.shape[0]
     return x, data.labels[idx], labelled
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                    settings: TrainSettings) -> Callable:
+def make_train_step(
+    model: nn.Module, optimizer: optax.GradientTransformation, settings: TrainSettings
+) -> Callable:
     """Builds the pure step `(state, hparams, batch) -> (state, metrics)`.
 
     `batch` is (x [B, H, W, C], labels [B], labelled [B]); metrics is a dict of
@@ -170,13 +179,18 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         raise ValueError(f"beta_mode must be one of {BETA_MODES}, got {settings.beta_mode!r}")
     if settings.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {settings.objective!r}")
-    forward = functools.partial(_encode_sample_decode, temperature=settings.temperature,
-                                hard=settings.hard, train=True)
+    forward = functools.partial(
+        _encode_sample_decode, temperature=settings.temperature, hard=settings.hard, train=True
+    )
 
     def loss_fn(params, state, hparams, x, labels, labelled, key):
         (logits, mean, logvar, x_hat), updates = model.apply(
-            {"params": params["model"], "batch_stats": state.batch_stats}, x, key,
-            method=forward, mutable=["batch_stats"])
+            {"params": params["model"], "batch_stats": state.batch_stats},
+            x,
+            key,
+            method=forward,
+            mutable=["batch_stats"],
+        )
         if settings.beta_mode == "closed_form":
             beta = jax.lax.stop_gradient(losses.optimal_beta(x, x_hat, hparams.lambda2))
         elif settings.beta_mode == "learned":
@@ -184,9 +198,20 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         else:
             beta = hparams.beta
         loss, terms = losses.exon_objective(
-            x, x_hat, logits, mean, logvar, labels, labelled, hparams.prior,
-            lambda1=hparams.lambda1, lambda2=hparams.lambda2, beta=beta,
-            epsilon=hparams.epsilon, likelihood=settings.likelihood)
+            x,
+            x_hat,
+            logits,
+            mean,
+            logvar,
+            labels,
+            labelled,
+            hparams.prior,
+            lambda1=hparams.lambda1,
+            lambda2=hparams.lambda2,
+            beta=beta,
+            epsilon=hparams.epsilon,
+            likelihood=settings.likelihood,
+        )
         if settings.objective == "supervised":
             loss = (hparams.lambda1 + 1.0) * terms["cross_entropy"]
         return loss, (terms, updates.get("batch_stats", {}), beta)
@@ -195,18 +220,28 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         x, labels, labelled = batch
         key = jax.random.fold_in(state.key, state.step)
         grads, (terms, batch_stats, beta) = jax.grad(loss_fn, has_aux=True)(
-            state.params, state, hparams, x, labels, labelled, key)
+            state.params, state, hparams, x, labels, labelled, key
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state, beta=beta)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            beta=beta,
+        )
         return new_state, dict(terms)
 
     return train_step
 
 
-def make_indexed_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                      settings: TrainSettings, batch_sharding=None) -> Callable:
+def make_indexed_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    settings: TrainSettings,
+    batch_sharding=None,
+) -> Callable:
     """Builds `(state, hparams, data, unlabelled_batch, labelled_batch) -> (state, metrics)`.
 
     The step gathers its own batch from the device-resident data by index. With
@@ -231,8 +266,12 @@ def summarise_steps(per_step: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return metrics
 
 
-def make_train_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
-                     settings: TrainSettings, batch_sharding=None) -> Callable:
+def make_train_epoch(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    settings: TrainSettings,
+    batch_sharding=None,
+) -> Callable:
     """Builds `(state, hparams, data, epoch_key) -> (state, metrics)`: one epoch as a scan.
 
     The batch order comes from `epoch_key` alone (shared by every model of a sweep);
@@ -242,10 +281,15 @@ def make_train_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
 
     def train_epoch(state: TrainState, hparams: HParams, data: DeviceData, epoch_key: jax.Array):
         orders = batching.epoch_batch_indices(
-            epoch_key, settings.num_unlabelled, settings.num_labelled,
-            settings.batch_unlabelled, settings.batch_labelled)
+            epoch_key,
+            settings.num_unlabelled,
+            settings.num_labelled,
+            settings.batch_unlabelled,
+            settings.batch_labelled,
+        )
         state, per_step = jax.lax.scan(
-            lambda state, order: indexed_step(state, hparams, data, *order), state, orders)
+            lambda state, order: indexed_step(state, hparams, data, *order), state, orders
+        )
         return state, summarise_steps(per_step)
 
     return train_epoch
@@ -258,10 +302,15 @@ def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Calla
     scanned loop is slow (convolutions on XLA:CPU run ~10x slower inside a while loop)
     and by the benchmarks as the baseline of the scanned epoch.
     """
-    orders_fn = jax.jit(functools.partial(
-        batching.epoch_batch_indices, num_unlabelled=settings.num_unlabelled,
-        num_labelled=settings.num_labelled, batch_unlabelled=settings.batch_unlabelled,
-        batch_labelled=settings.batch_labelled))
+    orders_fn = jax.jit(
+        functools.partial(
+            batching.epoch_batch_indices,
+            num_unlabelled=settings.num_unlabelled,
+            num_labelled=settings.num_labelled,
+            batch_unlabelled=settings.batch_unlabelled,
+            batch_labelled=settings.batch_labelled,
+        )
+    )
     summarise = jax.jit(summarise_steps)
 
     def stepwise_epoch(state, hparams, data, epoch_key):
@@ -290,8 +339,11 @@ def make_eval_forward(model: nn.Module, chunk_size: int = 1000) -> Callable:
         padded = jnp.pad(images, [(0, -n % size)] + [(0, 0)] * (images.ndim - 1))
         chunks = padded.reshape(-1, size, *images.shape[1:])
         out = jax.lax.map(
-            lambda c: model.apply(variables, batching.scale_images(c), train=False,
-                                  method=model.encode), chunks)
+            lambda c: model.apply(
+                variables, batching.scale_images(c), train=False, method=model.encode
+            ),
+            chunks,
+        )
         return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n], out)
 
     return encode
@@ -307,8 +359,9 @@ def unstack_tree(tree, index: int):
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def make_classifier_pretrain_epoch(model: nn.Module, optimizer: optax.GradientTransformation,
-                                   batch_size: int, num_labelled: int) -> Callable:
+def make_classifier_pretrain_epoch(
+    model: nn.Module, optimizer: optax.GradientTransformation, batch_size: int, num_labelled: int
+) -> Callable:
     """Builds `(state, opt_state, data, epoch_key) -> (state, opt_state, metrics)`.
 
     One epoch of supervised pre-training of the model's separate classifier (the
@@ -316,31 +369,41 @@ def make_classifier_pretrain_epoch(model: nn.Module, optimizer: optax.GradientTr
     labelled set, as a scan; only `state.params["model"]["classifier"]` changes.
     `opt_state` is the pre-training optimiser's state over those parameters.
     """
+
     def loss_fn(classifier_params, state, x, labels):
         params = dict(state.params["model"], classifier=classifier_params)
-        logits = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                             method=lambda module, x: module.classifier(x, train=True))
+        logits = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            x,
+            method=lambda module, x: module.classifier(x, train=True),
+        )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
     def pretrain_epoch(state: TrainState, opt_state, data: DeviceData, epoch_key: jax.Array):
-        order, _ = batching.epoch_batch_indices(epoch_key, num_labelled, num_labelled,
-                                                batch_size, 1)
+        order, _ = batching.epoch_batch_indices(
+            epoch_key, num_labelled, num_labelled, batch_size, 1
+        )
 
         def body(carry, positions):
             classifier_params, opt_state = carry
             idx = data.labelled_idx[positions]
             x, labels = batching.scale_images(data.images[idx]), data.labels[idx]
             (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                classifier_params, state, x, labels)
+                classifier_params, state, x, labels
+            )
             updates, opt_state = optimizer.update(grads, opt_state, classifier_params)
             return (optax.apply_updates(classifier_params, updates), opt_state), (loss, accuracy)
 
         (classifier_params, opt_state), (loss, accuracy) = jax.lax.scan(
-            body, (state.params["model"]["classifier"], opt_state), order)
+            body, (state.params["model"]["classifier"], opt_state), order
+        )
         params = dict(state.params, model=dict(state.params["model"], classifier=classifier_params))
-        return state.replace(params=params), opt_state, {"loss": jnp.mean(loss),
-                                                         "accuracy": jnp.mean(accuracy)}
+        return (
+            state.replace(params=params),
+            opt_state,
+            {"loss": jnp.mean(loss), "accuracy": jnp.mean(accuracy)},
+        )
 
     return pretrain_epoch
 
@@ -357,17 +420,22 @@ def over_models(fn: Callable, num_models: int, mode: str = "vmap") -> Callable:
     exactly the unbatched program.
     """
     if num_models == 1:
+
         def single(a, b, *shared):
             out = fn(unstack_tree(a, 0), unstack_tree(b, 0), *shared)
             return jax.tree.map(lambda leaf: leaf[None], out)
+
         return single
     if mode == "map":
+
         def sequential(a, b, *shared):
             return jax.lax.map(lambda ab: fn(ab[0], ab[1], *shared), (a, b))
+
         return sequential
     if mode != "vmap":
         raise ValueError(f"mode must be 'vmap' or 'map', got {mode!r}")
 
     def batched(a, b, *shared):
         return jax.vmap(lambda x, y: fn(x, y, *shared))(a, b)
+
     return batched

@@ -5,6 +5,7 @@ the host only runs between epochs. Each phase's wall-clock time is summed in a
 `timing.Stopwatch` (setup, compile, train, evaluate, logging, checkpoints), which
 `main.py` writes to timings.json.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,9 +47,12 @@ class TrainedRun:
     results: dict[str, Any]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       dataset: data_lib.ImageDataset | None = None,
-                       progress: bool = True) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    dataset: data_lib.ImageDataset | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Trains the config's G models (resuming from `workdir`), evaluates, writes results.
 
     Writes into workdir: config.json (once, by the first run), record.json, metrics.jsonl,
@@ -63,9 +67,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return run(config, workdir, dataset, progress).results
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        dataset: data_lib.ImageDataset | None = None, progress: bool = True,
-        stopwatch: Stopwatch | None = None) -> TrainedRun:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    dataset: data_lib.ImageDataset | None = None,
+    progress: bool = True,
+    stopwatch: Stopwatch | None = None,
+) -> TrainedRun:
     """`train_and_evaluate`, returning the trained run itself (states and evaluation too).
 
     Args:
@@ -85,9 +93,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
 @dataclasses.dataclass
 class _Start:
-    states: Any            # restored states, or None for a fresh start
-    epoch: int             # epochs already trained
-    train_seconds: float   # training time already spent
+    states: Any  # restored states, or None for a fresh start
+    epoch: int  # epochs already trained
+    train_seconds: float  # training time already spent
     last_good: int | None  # newest checkpoint known to restore
 
 
@@ -96,20 +104,23 @@ def _restore(exp: experiment.Experiment, manager, workdir: str, progress: bool) 
     if checkpoints.latest_epoch(manager) is None:
         return _Start(None, 0, 0.0, None)
     states, meta, epoch, skipped = checkpoints.restore_latest(
-        manager, experiment.abstract_states(exp))
+        manager, experiment.abstract_states(exp)
+    )
     for bad, reason in skipped:
         _log(progress, f"skipped checkpoint {bad}: {reason}")
     run_record.check_same_data(meta, exp.fingerprint)
     if epoch > exp.config.train.epochs:
         raise configuration.ConfigError(
             f"config.train.epochs: {exp.config.train.epochs} is below the {epoch} "
-            f"epochs already trained in {workdir}")
+            f"epochs already trained in {workdir}"
+        )
     _log(progress, f"resumed from epoch {epoch} in {workdir}")
     return _Start(states, epoch, meta["train_seconds"], checkpoints.latest_epoch(manager))
 
 
-def _write_run_files(exp: experiment.Experiment, workdir: str, resuming: bool, start_epoch: int,
-                     changes) -> None:
+def _write_run_files(
+    exp: experiment.Experiment, workdir: str, resuming: bool, start_epoch: int, changes
+) -> None:
     """config.json and record.json (first run only), resumes.jsonl (restarts); process 0."""
     if jax.process_index() != 0:
         return
@@ -122,27 +133,39 @@ def _write_run_files(exp: experiment.Experiment, workdir: str, resuming: bool, s
 def _check_memory(exp: experiment.Experiment, memory: dict[str, float], progress: bool) -> None:
     """Logs the compiled epoch's memory; refuses a grid that would not fit the device."""
     limit = parallel.device_memory_limit_gib()
-    _log(progress, f"{exp.num_models} model(s) on {parallel.describe(exp.mesh)}; "
-         f"{exp.settings.steps_per_epoch} steps/epoch; "
-         f"compiled epoch needs {memory.get('gib_per_device', float('nan')):.2f} GiB per device"
-         + (f" of {limit:.1f}" if limit else ""))
+    _log(
+        progress,
+        f"{exp.num_models} model(s) on {parallel.describe(exp.mesh)}; "
+        f"{exp.settings.steps_per_epoch} steps/epoch; "
+        f"compiled epoch needs {memory.get('gib_per_device', float('nan')):.2f} GiB per device"
+        + (f" of {limit:.1f}" if limit else ""),
+    )
     if limit and memory and memory["gib_per_device"] > 0.9 * limit:
         raise MemoryError(
             f"the {exp.num_models}-model grid needs about {memory['gib_per_device']:.1f} GiB "
             f"per device, more than 90% of the {limit:.1f} GiB available: use fewer grid "
-            "points, more devices, or smaller batches")
+            "points, more devices, or smaller batches"
+        )
 
 
 @jax.jit
 def _finite_models(params) -> jax.Array:
     """[G] bool: models whose floating parameters are all finite (one compiled reduction)."""
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
-                              for x in leaves]), axis=0)
+    return jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]),
+        axis=0,
+    )
 
 
-def _check_finite(finite_models: np.ndarray, train_metrics, epoch: int, names: list[str],
-                  last_good: int | None, workdir: str) -> None:
+def _check_finite(
+    finite_models: np.ndarray,
+    train_metrics,
+    epoch: int,
+    names: list[str],
+    last_good: int | None,
+    workdir: str,
+) -> None:
     """Raises TrainingDiverged naming the models whose loss or parameters are non-finite.
 
     Args:
@@ -151,16 +174,21 @@ def _check_finite(finite_models: np.ndarray, train_metrics, epoch: int, names: l
     bad_loss = ~np.isfinite(np.asarray(train_metrics["max_loss"]))
     bad = np.flatnonzero(bad_loss | ~np.asarray(finite_models))
     if bad.size:
-        where = (f"the last good checkpoint is epoch {last_good} in "
-                 f"{os.path.join(workdir, 'checkpoints')}" if last_good is not None
-                 else "no checkpoint was written yet")
+        where = (
+            f"the last good checkpoint is epoch {last_good} in "
+            f"{os.path.join(workdir, 'checkpoints')}"
+            if last_good is not None
+            else "no checkpoint was written yet"
+        )
         raise TrainingDiverged(
             f"non-finite loss or parameters in epoch {epoch} for model(s) "
-            f"{[names[i] for i in bad]}; {where}")
+            f"{[names[i] for i in bad]}; {where}"
+        )
 
 
-def _log_epoch(writer: MetricWriter, exp: experiment.Experiment, epoch: int, train_metrics,
-               evaluated) -> None:
+def _log_epoch(
+    writer: MetricWriter, exp: experiment.Experiment, epoch: int, train_metrics, evaluated
+) -> None:
     """One metrics row per model (train, and eval when evaluated), images to TensorBoard."""
     for i in range(exp.num_models):
         row = {f"train/{k}": v for k, v in evaluation.scalar_row(train_metrics, i).items()}
@@ -173,13 +201,20 @@ def _log_epoch(writer: MetricWriter, exp: experiment.Experiment, epoch: int, tra
     writer.flush()
 
 
-def _train_locked(exp: experiment.Experiment, workdir: str, resuming: bool, changes,
-                  progress: bool, stopwatch: Stopwatch) -> TrainedRun:
+def _train_locked(
+    exp: experiment.Experiment,
+    workdir: str,
+    resuming: bool,
+    changes,
+    progress: bool,
+    stopwatch: Stopwatch,
+) -> TrainedRun:
     config = exp.config
     epochs = config.train.epochs
     names = [configuration.point_name(p) for p in exp.points]
-    manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
-                                       config.train.max_checkpoints)
+    manager = checkpoints.make_manager(
+        os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
+    )
     writer, bar, evaluated = None, None, None
     try:
         with stopwatch.phase("setup"):
@@ -195,11 +230,16 @@ def _train_locked(exp: experiment.Experiment, workdir: str, resuming: bool, chan
                     states = pretrain_classifier(exp, states, data, workdir, progress)
         with stopwatch.phase("compile"):
             epoch_fn, memory = parallel.compile_ahead(
-                experiment.compile_epoch(exp), states, hparams, data,
-                experiment.epoch_key(config, 0, exp.mesh))
+                experiment.compile_epoch(exp),
+                states,
+                hparams,
+                data,
+                experiment.epoch_key(config, 0, exp.mesh),
+            )
             _check_memory(exp, memory, progress)
             evaluate_fn, _ = parallel.compile_ahead(
-                experiment.make_evaluate(exp), states, hparams, test_images, test_labels)
+                experiment.make_evaluate(exp), states, hparams, test_images, test_labels
+            )
 
         with stopwatch.phase("logging"):
             writer = MetricWriter(workdir, names, start.epoch)
@@ -208,27 +248,37 @@ def _train_locked(exp: experiment.Experiment, workdir: str, resuming: bool, chan
         elapsed, last_good = start.train_seconds, start.last_good
         for epoch in range(start.epoch, epochs):
             done = epoch + 1
-            with stopwatch.phase("train"):   # the epoch, and its metrics and checks on the host
-                states, train_metrics = epoch_fn(states, hparams, data,
-                                                 experiment.epoch_key(config, epoch, exp.mesh))
+            with stopwatch.phase("train"):  # the epoch, and its metrics and checks on the host
+                states, train_metrics = epoch_fn(
+                    states, hparams, data, experiment.epoch_key(config, epoch, exp.mesh)
+                )
                 train_metrics, finite = parallel.to_host(
-                    (train_metrics, _finite_models(states.params)))
+                    (train_metrics, _finite_models(states.params))
+                )
             elapsed = start.train_seconds + stopwatch.seconds["train"]
             _check_finite(finite, train_metrics, done, names, last_good, workdir)
             evaluated = None
             if done % config.train.eval_every == 0 or done == epochs:
                 with stopwatch.phase("evaluate"):
-                    evaluated = parallel.to_host(evaluate_fn(states, hparams, test_images,
-                                                             test_labels))
+                    evaluated = parallel.to_host(
+                        evaluate_fn(states, hparams, test_images, test_labels)
+                    )
             with stopwatch.phase("logging"):
                 _log_epoch(writer, exp, done, train_metrics, evaluated)
                 _update_bar(bar, train_metrics, evaluated)
             if done % config.train.checkpoint_every == 0 or done == epochs:
                 with stopwatch.phase("checkpoints"):
-                    checkpoints.save(manager, done, states,
-                                     {"epoch": done, "train_seconds": float(elapsed),
-                                      **experiment.run_record_of(exp)},
-                                     last_good=last_good)
+                    checkpoints.save(
+                        manager,
+                        done,
+                        states,
+                        {
+                            "epoch": done,
+                            "train_seconds": float(elapsed),
+                            **experiment.run_record_of(exp),
+                        },
+                        last_good=last_good,
+                    )
                 last_good = done
     finally:
         with stopwatch.phase("logging"):
@@ -239,16 +289,18 @@ def _train_locked(exp: experiment.Experiment, workdir: str, resuming: bool, chan
         manager.close()
 
     with stopwatch.phase("evaluate"):
-        if evaluated is None:   # nothing trained now: the restored run's last epoch
+        if evaluated is None:  # nothing trained now: the restored run's last epoch
             evaluated = parallel.to_host(evaluate_fn(states, hparams, test_images, test_labels))
-        results = experiment.summarise(exp, states, evaluated,
-                                       start.train_seconds + stopwatch.seconds["train"])
+        results = experiment.summarise(
+            exp, states, evaluated, start.train_seconds + stopwatch.seconds["train"]
+        )
         evaluation.write_results(workdir, results)
     return TrainedRun(exp, states, evaluated, results)
 
 
-def pretrain_classifier(exp: experiment.Experiment, states, data, workdir: str,
-                        progress: bool = True):
+def pretrain_classifier(
+    exp: experiment.Experiment, states, data, workdir: str, progress: bool = True
+):
     """Pre-trains every model's classifier on the labelled set (paper Section 4.2).
 
     The finished stage is checkpointed in workdir/pretrain_checkpoints and restored,
@@ -263,22 +315,33 @@ def pretrain_classifier(exp: experiment.Experiment, states, data, workdir: str,
             return states
         optimizer = optax.adam(config.pretrain.learning_rate, eps=1e-7)
         pretrain_epoch = train.make_classifier_pretrain_epoch(
-            exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size)
-        epoch_fn = jax.jit(train.over_models(pretrain_epoch, exp.num_models,
-                                             experiment.model_axis_mode(exp)),
-                           donate_argnums=(0, 1))
-        opt_state = jax.jit(jax.vmap(
-            lambda s: optimizer.init(s.params["model"]["classifier"])))(states)
+            exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size
+        )
+        epoch_fn = jax.jit(
+            train.over_models(pretrain_epoch, exp.num_models, experiment.model_axis_mode(exp)),
+            donate_argnums=(0, 1),
+        )
+        opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(
+            states
+        )
         key = jax.random.fold_in(experiment.data_key(config), 2)
         for epoch in range(config.pretrain.epochs):
-            pretrain_key = parallel.global_array(jax.random.fold_in(key, epoch),
-                                                 parallel.replicated(exp.mesh))
+            pretrain_key = parallel.global_array(
+                jax.random.fold_in(key, epoch), parallel.replicated(exp.mesh)
+            )
             states, opt_state, metrics = epoch_fn(states, opt_state, data, pretrain_key)
             metrics = parallel.to_host(metrics)
-            _log(progress, f"classifier pre-training epoch {epoch + 1}/{config.pretrain.epochs}: "
-                 f"loss {np.mean(metrics['loss']):.4f}, accuracy {np.mean(metrics['accuracy']):.4f}")
-        checkpoints.save(manager, config.pretrain.epochs, states,
-                         {"epoch": config.pretrain.epochs, "stage": "classifier_pretraining"})
+            _log(
+                progress,
+                f"classifier pre-training epoch {epoch + 1}/{config.pretrain.epochs}: "
+                f"loss {np.mean(metrics['loss']):.4f}, accuracy {np.mean(metrics['accuracy']):.4f}",
+            )
+        checkpoints.save(
+            manager,
+            config.pretrain.epochs,
+            states,
+            {"epoch": config.pretrain.epochs, "stage": "classifier_pretraining"},
+        )
         return states
     finally:
         manager.close()
@@ -293,14 +356,17 @@ def _progress_bar(progress: bool, start: int, total: int):
     if not progress or jax.process_index() != 0:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, initial=start, unit="epoch", dynamic_ncols=True)
 
 
 def _update_bar(bar, train_metrics, evaluated) -> None:
     if bar is None:
         return
-    postfix = {"loss": f"{float(np.mean(train_metrics['loss'])):.4g}",
-               "beta": f"{float(np.mean(train_metrics['beta'])):.3g}"}
+    postfix = {
+        "loss": f"{float(np.mean(train_metrics['loss'])):.4g}",
+        "beta": f"{float(np.mean(train_metrics['beta'])):.3g}",
+    }
     if evaluated is not None:
         postfix["test_err"] = f"{float(np.mean(evaluated['classification_error'])):.4f}"
     bar.set_postfix(postfix, refresh=False)

@@ -9,6 +9,7 @@ is needed. The file holds "<pid> <hostname>" of the holder, for the busy message
 it is emptied (never deleted: deleting would let two processes lock two different
 inodes) on release.
 """
+
 from __future__ import annotations
 
 import errno
@@ -17,7 +18,7 @@ import os
 import socket
 
 LOCK_FILE = ".lock"
-_HELD_HERE: set[str] = set()   # real paths of the workdirs this process holds
+_HELD_HERE: set[str] = set()  # real paths of the workdirs this process holds
 
 
 class WorkdirBusyError(RuntimeError):
@@ -40,8 +41,7 @@ class WorkdirLock:
     def acquire(self) -> None:
         """Takes the lock or raises WorkdirBusyError naming the holder."""
         if self._fd is not None:
-            raise WorkdirBusyError(f"workdir {self.workdir} is already locked by this "
-                                   "WorkdirLock")
+            raise WorkdirBusyError(f"workdir {self.workdir} is already locked by this WorkdirLock")
         os.makedirs(self.workdir, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -51,9 +51,12 @@ class WorkdirLock:
             os.close(fd)
             if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 raise WorkdirBusyError(_busy_message(self.workdir, holder)) from None
-            raise OSError(error.errno, f"cannot lock workdir {self.workdir}: "
-                          f"{os.strerror(error.errno or 0)} (the file system may not support "
-                          "flock)") from None
+            raise OSError(
+                error.errno,
+                f"cannot lock workdir {self.workdir}: "
+                f"{os.strerror(error.errno or 0)} (the file system may not support "
+                "flock)",
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
@@ -100,7 +103,7 @@ def held_elsewhere(workdir: str) -> bool:
     except OSError:
         return True
     finally:
-        os.close(fd)   # closing drops the probe's lock
+        os.close(fd)  # closing drops the probe's lock
     return False
 
 

@@ -1,4 +1,5 @@
 """Metric writers: one interface, JSON-lines and TensorBoard back-ends."""
+
 from __future__ import annotations
 
 import collections
@@ -25,7 +26,7 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if isinstance(value, (str, bytes)) or value is None:
         return value
-    if hasattr(value, "tolist"):           # NumPy / JAX arrays and scalars
+    if hasattr(value, "tolist"):  # NumPy / JAX arrays and scalars
         return to_jsonable(np.asarray(value).tolist())
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -38,8 +39,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 TB_FLUSH_SECONDS = 30
-TB_QUEUE_EVENTS = 100_000       # tensorboardX blocks each event on a full queue (default 10)
-MAX_PENDING_IMAGES = 64         # images waiting for the background thread before a write waits
+TB_QUEUE_EVENTS = 100_000  # tensorboardX blocks each event on a full queue (default 10)
+MAX_PENDING_IMAGES = 64  # images waiting for the background thread before a write waits
 
 
 class MetricWriter:
@@ -56,8 +57,13 @@ class MetricWriter:
     `close`; metrics.jsonl is flushed every `flush`.
     """
 
-    def __init__(self, workdir: str, run_names: Sequence[str] = ("model",),
-                 start_epoch: int = 0, tensorboard: bool = True):
+    def __init__(
+        self,
+        workdir: str,
+        run_names: Sequence[str] = ("model",),
+        start_epoch: int = 0,
+        tensorboard: bool = True,
+    ):
         self._active = jax.process_index() == 0
         self._jsonl: TextIO | None = None
         self._tb: list = []
@@ -71,23 +77,36 @@ class MetricWriter:
         self._jsonl = open(path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
+
             purge = start_epoch + 1 if start_epoch > 0 else None
-            self._tb = [SummaryWriter(os.path.join(workdir, "tensorboard", name), purge_step=purge,
-                                      max_queue=TB_QUEUE_EVENTS, flush_secs=TB_FLUSH_SECONDS)
-                        for name in run_names]
+            self._tb = [
+                SummaryWriter(
+                    os.path.join(workdir, "tensorboard", name),
+                    purge_step=purge,
+                    max_queue=TB_QUEUE_EVENTS,
+                    flush_secs=TB_FLUSH_SECONDS,
+                )
+                for name in run_names
+            ]
             self._images = concurrent.futures.ThreadPoolExecutor(1, "tensorboard-images")
 
     def write_scalars(self, epoch: int, scalars: Mapping[str, Any], model: int = 0) -> None:
         """Appends one row of model `model`'s scalars (keys like 'train/loss', 'eval/error')."""
         if self._jsonl is None:
             return
-        row = {"epoch": int(epoch), **{k: to_jsonable(v) for k, v in scalars.items()},
-               "model": int(model)}
+        row = {
+            "epoch": int(epoch),
+            **{k: to_jsonable(v) for k, v in scalars.items()},
+            "model": int(model),
+        }
         self._jsonl.write(json.dumps(row) + "\n")
         if self._tb:
             for name, value in row.items():
-                if name not in ("epoch", "model") and isinstance(value, (int, float)) \
-                        and math.isfinite(value):
+                if (
+                    name not in ("epoch", "model")
+                    and isinstance(value, (int, float))
+                    and math.isfinite(value)
+                ):
                     self._tb[model].add_scalar(name, value, epoch)
 
     def write_images(self, epoch: int, name: str, images, model: int = 0) -> None:
@@ -98,8 +117,9 @@ class MetricWriter:
         assert self._images is not None
         while len(self._pending) >= MAX_PENDING_IMAGES:
             self._pending.popleft().result()
-        self._pending.append(self._images.submit(
-            self._tb[model].add_images, name, images, epoch, dataformats="NHWC"))
+        self._pending.append(
+            self._images.submit(self._tb[model].add_images, name, images, epoch, dataformats="NHWC")
+        )
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         """Records the run's hyper-parameters as TensorBoard text."""

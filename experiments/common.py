@@ -3,6 +3,7 @@
 Nothing here trains: runs are rebuilt from `workdir/config.json` and the latest
 checkpoint in `workdir/checkpoints` (`saved_run.restore_run`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ def write_json(path: str, payload: Any) -> str:
     return path
 
 
-def text_table(row_labels: Sequence, col_labels: Sequence, values, fmt: str = "{:.4g}",
-               corner: str = "") -> str:
+def text_table(
+    row_labels: Sequence, col_labels: Sequence, values, fmt: str = "{:.4g}", corner: str = ""
+) -> str:
     """A fixed-width text table of a [R, C] matrix (NaN printed as '-')."""
     values = np.asarray(values, dtype=float)
     cells = [[corner, *[str(c) for c in col_labels]]]
@@ -47,8 +49,11 @@ def text_table(row_labels: Sequence, col_labels: Sequence, values, fmt: str = "{
 def cli(description: str, main: Callable[..., dict], extra: Callable | None = None) -> None:
     """`--workdir` (required) and `--out` (default <workdir>/figures), then `main(**args)`."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--workdir", required=True, help="a training run's directory "
-                        "(holds config.json and checkpoints/)")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        help="a training run's directory (holds config.json and checkpoints/)",
+    )
     parser.add_argument("--out", default=None, help="output directory (default: <workdir>/figures)")
     if extra is not None:
         extra(parser)
@@ -65,4 +70,5 @@ def restore(workdir: str, dataset=None):
       (experiment, states with a leading model axis [G], checkpoint meta).
     """
     from exon_jax import saved_run
+
     return saved_run.restore_run(workdir, dataset=dataset)

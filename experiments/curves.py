@@ -6,6 +6,7 @@
 Writes `<workdir>/figures/curves.png` (or `--out`): one panel per metric (default the
 training loss, beta and the test classification error), one line per model.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def read_curves(workdir: str, metrics: Sequence[str] = DEFAULT_METRICS) -> dict:
     return {m: dict(lines) for m, lines in curves.items() if lines}
 
 
-def main(workdir: str, out: str | None = None,
-         metrics: Sequence[str] | str = DEFAULT_METRICS) -> str:
+def main(
+    workdir: str, out: str | None = None, metrics: Sequence[str] | str = DEFAULT_METRICS
+) -> str:
     """Draws the curves of `workdir`; returns the PNG's path."""
     if isinstance(metrics, str):
         metrics = [m for m in metrics.split(",") if m]
@@ -47,11 +49,18 @@ def main(workdir: str, out: str | None = None,
     if not curves:
         raise ValueError(f"none of {list(metrics)} in {workdir}/metrics.jsonl")
     path = os.path.join(out or os.path.join(workdir, "figures"), "curves.png")
-    return plots.save(plots.training_curves(curves, title=os.path.basename(workdir.rstrip("/"))),
-                      path)
+    return plots.save(
+        plots.training_curves(curves, title=os.path.basename(workdir.rstrip("/"))), path
+    )
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], lambda **args: print(main(**args)),
-               lambda parser: parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                                                  help="comma-separated metrics.jsonl columns"))
+    common.cli(
+        __doc__.splitlines()[0],
+        lambda **args: print(main(**args)),
+        lambda parser: parser.add_argument(
+            "--metrics",
+            default=",".join(DEFAULT_METRICS),
+            help="comma-separated metrics.jsonl columns",
+        ),
+    )

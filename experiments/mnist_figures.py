@@ -12,6 +12,7 @@ mean code from its designed centre, in prior standard deviations.
   python experiments/mnist_figures.py --workdir=workdirs/mnist
   python experiments/mnist_figures.py --workdir=workdirs/mnist --out=/tmp/mnist_figures
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,12 @@ def main(workdir: str, out: str | None = None, dataset=None) -> dict:
     names = exp.dataset.class_names
     for model in summary["models"]:
         model["centre_distance_sd"] = dict(zip(names, model["centre_distance_sd"]))
-    report = {"workdir": os.path.abspath(workdir), "epoch": int(meta["epoch"]),
-              "dataset": exp.dataset.name, "models": summary["models"]}
+    report = {
+        "workdir": os.path.abspath(workdir),
+        "epoch": int(meta["epoch"]),
+        "dataset": exp.dataset.name,
+        "models": summary["models"],
+    }
     metrics_path = common.write_json(os.path.join(directory, "figure_metrics.json"), report)
 
     for path in written + [metrics_path]:
@@ -48,13 +53,19 @@ def main(workdir: str, out: str | None = None, dataset=None) -> dict:
     print(f"checkpoint of epoch {report['epoch']}, {len(exp.points)} model(s):")
     for model in summary["models"]:
         distances = ", ".join(f"{k} {v:.2f}" for k, v in model["centre_distance_sd"].items())
-        print(f"  {model['name']}: test error {model['classification_error']:.4f}, "
-              f"KL {model['kl']:.4f}, negative SSIM {model['negative_ssim']:.4f}, "
-              f"max centre distance {model['max_centre_distance_sd']:.2f} sd, "
-              f"beta {model['beta']:.4g}")
+        print(
+            f"  {model['name']}: test error {model['classification_error']:.4f}, "
+            f"KL {model['kl']:.4f}, negative SSIM {model['negative_ssim']:.4f}, "
+            f"max centre distance {model['max_centre_distance_sd']:.2f} sd, "
+            f"beta {model['beta']:.4g}"
+        )
         print(f"    centre distance (sd) per class: {distances}")
-    return {"figures": written, "metrics_path": metrics_path, "epoch": report["epoch"],
-            "models": summary["models"]}
+    return {
+        "figures": written,
+        "metrics_path": metrics_path,
+        "epoch": report["epoch"],
+        "models": summary["models"],
+    }
 
 
 if __name__ == "__main__":

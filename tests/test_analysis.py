@@ -1,4 +1,5 @@
 """Tests for exon_jax.analysis: grids, label maps and latent probes vs NumPy oracles."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,10 @@ from exon_jax.priors import circle_prior, two_component_prior
 
 def _point_image_decoder(height=4, width=5):
     """Fake decoder: channel c of every pixel equals coordinate c of the code (C = 2)."""
+
     def decode_fn(z):
         return jnp.broadcast_to(z[:, None, None, :], (z.shape[0], height, width, z.shape[1]))
+
     return decode_fn
 
 
@@ -22,6 +25,7 @@ def _nearest_centre_classifier(means):
     def classify_fn(images):
         z = images[:, 0, 0, :]
         return -jnp.sum((z[:, None, :] - means[None]) ** 2, axis=-1)
+
     return classify_fn
 
 
@@ -69,8 +73,9 @@ def test_latent_grid_jits_with_traced_extent():
 def test_decode_grid_passes_grid_points_in_order():
     images = analysis.decode_grid(_point_image_decoder(), 15.0, 13)
     assert images.shape == (169, 4, 5, 2)
-    np.testing.assert_allclose(np.asarray(images[:, 2, 3, :]),
-                               np.asarray(analysis.latent_grid(15.0, 13)))
+    np.testing.assert_allclose(
+        np.asarray(images[:, 2, 3, :]), np.asarray(analysis.latent_grid(15.0, 13))
+    )
 
 
 # ---------------------------------------------------------------- label map
@@ -86,8 +91,9 @@ def _numpy_nearest_centre_map(means, extent, size):
     ticks = np.linspace(-extent, extent, size)
     first, second = np.meshgrid(ticks, ticks[::-1])
     points = np.stack([first, second], axis=-1)  # [S, S, 2]
-    distance = np.sum((points[:, :, None, :] - np.asarray(means, np.float64)[None, None]) ** 2,
-                      axis=-1)
+    distance = np.sum(
+        (points[:, :, None, :] - np.asarray(means, np.float64)[None, None]) ** 2, axis=-1
+    )
     nearest_two = np.sort(distance, axis=-1)[..., :2]
     clear = nearest_two[..., 1] - nearest_two[..., 0] > 1e-3 * (1.0 + nearest_two[..., 0])
     return np.argmin(distance, axis=-1), clear
@@ -97,8 +103,13 @@ def _numpy_nearest_centre_map(means, extent, size):
 def test_label_map_matches_numpy_nearest_centre(size, chunk_size):
     prior = circle_prior()
     extent = 15.0
-    labels = analysis.label_map(_point_image_decoder(), _nearest_centre_classifier(prior.means),
-                                extent, size, chunk_size=chunk_size)
+    labels = analysis.label_map(
+        _point_image_decoder(),
+        _nearest_centre_classifier(prior.means),
+        extent,
+        size,
+        chunk_size=chunk_size,
+    )
     assert labels.shape == (size, size) and labels.dtype == jnp.int32
     expected, clear = _numpy_nearest_centre_map(prior.means, extent, size)
     # Odd sizes put grid points on the Voronoi boundaries (the origin, the z_1 axis).
@@ -109,16 +120,24 @@ def test_label_map_matches_numpy_nearest_centre(size, chunk_size):
 def test_label_map_orientation_two_components():
     """Two centres at (0, +-5): the top half is component 1 (upper), the bottom half 0."""
     means = np.array([[0.0, -5.0], [0.0, 5.0]], np.float32)
-    labels = analysis.label_map(_point_image_decoder(), _nearest_centre_classifier(means),
-                                10.0, 10, chunk_size=7)
+    labels = analysis.label_map(
+        _point_image_decoder(), _nearest_centre_classifier(means), 10.0, 10, chunk_size=7
+    )
     labels = np.asarray(labels)
     assert (labels[:5] == 1).all() and (labels[5:] == 0).all()
 
 
 def test_label_map_jits():
     prior = two_component_prior(16.0)
-    run = jax.jit(lambda extent: analysis.label_map(
-        _point_image_decoder(), _nearest_centre_classifier(prior.means), extent, 12, chunk_size=50))
+    run = jax.jit(
+        lambda extent: analysis.label_map(
+            _point_image_decoder(),
+            _nearest_centre_classifier(prior.means),
+            extent,
+            12,
+            chunk_size=50,
+        )
+    )
     expected, clear = _numpy_nearest_centre_map(prior.means, 10.0, 12)
     assert clear.all()
     np.testing.assert_array_equal(np.asarray(run(10.0)), expected)
@@ -138,8 +157,9 @@ def test_interpolate_endpoints_and_linearity():
     t = np.linspace(0.0, 1.0, num)[:, None]
     np.testing.assert_allclose(path, t * end + (1 - t) * start, atol=1e-5)
     # Equal steps along a straight line.
-    np.testing.assert_allclose(np.diff(path, axis=0), np.broadcast_to((end - start) / (num - 1),
-                                                                      (num - 1, 7)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.diff(path, axis=0), np.broadcast_to((end - start) / (num - 1), (num - 1, 7)), atol=1e-5
+    )
 
 
 def test_predesign_path_is_appendix_segment():
@@ -168,8 +188,9 @@ def test_noise_probe_changes_only_chosen_dims(scale):
     dim, num = 30, 64
     code = rng.normal(size=dim).astype(np.float32)
     mask = rng.uniform(size=dim) < 0.3
-    on_active, on_inactive = analysis.noise_probe(jax.random.key(0), jnp.asarray(code),
-                                                  jnp.asarray(mask), scale, num)
+    on_active, on_inactive = analysis.noise_probe(
+        jax.random.key(0), jnp.asarray(code), jnp.asarray(mask), scale, num
+    )
     on_active, on_inactive = np.asarray(on_active), np.asarray(on_inactive)
     assert on_active.shape == on_inactive.shape == (num, dim)
     # Dims outside the noised set are the code, bit for bit.
@@ -238,7 +259,7 @@ def test_posterior_codes_samples_follow_the_mixture():
     logvar = jnp.broadcast_to(jnp.log(jnp.array([0.25, 4.0])), (n, 2, 2))
     z = np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", jax.random.key(0)))
     second = z[:, 0] > 5.0
-    assert abs(second.mean() - 0.75) < 0.015          # 5 sd of a binomial share
+    assert abs(second.mean() - 0.75) < 0.015  # 5 sd of a binomial share
     for k, chosen in ((0, ~second), (1, second)):
         np.testing.assert_allclose(z[chosen].mean(axis=0), centres[k], atol=0.1)
         np.testing.assert_allclose(z[chosen].std(axis=0), [0.5, 2.0], rtol=0.05)

@@ -1,4 +1,5 @@
 """Tests for exon_jax.batching: batch order (pinned to the values before the move), scaling."""
+
 import os
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def test_scale_images_float_passes_through():
     x = np.array([0.0, 0.2, 0.5, 1.0], np.float32).reshape(1, 2, 2, 1)
     y = jax.jit(batching.scale_images)(x)
     assert y.dtype == jnp.float32
-    np.testing.assert_array_equal(np.asarray(y), x)          # bit for bit, not divided again
+    np.testing.assert_array_equal(np.asarray(y), x)  # bit for bit, not divided again
     y64 = batching.scale_images(x.astype(np.float64))
     assert y64.dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(y64), x)
@@ -88,8 +89,13 @@ def test_scale_images_refuses_other_dtypes():
 
 
 def test_training_code_does_not_import_the_loaders():
-    code = ("import sys, exon_jax.train, exon_jax.batching; "
-            "print('exon_jax.data' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True)
+    code = "import sys, exon_jax.train, exon_jax.batching; print('exon_jax.data' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        check=True,
+    )
     assert out.stdout.strip() == "False"

@@ -3,6 +3,7 @@
 Every damage case checks three things: which epoch restores, that its arrays are the
 ones saved (bit for bit), and that Orbax/tensorstore wrote nothing on stderr.
 """
+
 import errno
 import glob
 import os
@@ -29,9 +30,13 @@ def make_state(epoch, rows=200):
     keys = jax.random.split(jax.random.key(epoch), 3)
     w = jax.random.normal(keys[0], (rows, 50))
     return train.TrainState(
-        step=jnp.int32(epoch), params={"model": {"w": w, "b": jnp.full((5,), float(epoch))}},
-        batch_stats={}, opt_state=(jnp.zeros_like(w) + epoch, jnp.ones((3,), jnp.bfloat16)),
-        key=keys[1], beta=jnp.float32(0.5 * epoch))
+        step=jnp.int32(epoch),
+        params={"model": {"w": w, "b": jnp.full((5,), float(epoch))}},
+        batch_stats={},
+        opt_state=(jnp.zeros_like(w) + epoch, jnp.ones((3,), jnp.bfloat16)),
+        key=keys[1],
+        beta=jnp.float32(0.5 * epoch),
+    )
 
 
 def assert_same(a, b):
@@ -51,8 +56,9 @@ def write_run(directory, epochs=(1, 2, 3)):
 
 def array_file(directory, epoch):
     """The biggest data file of checkpoint `epoch`: it holds the [200, 50] array's bytes."""
-    files = glob.glob(os.path.join(str(directory), str(epoch), "state", "**", "d", "*"),
-                      recursive=True)
+    files = glob.glob(
+        os.path.join(str(directory), str(epoch), "state", "**", "d", "*"), recursive=True
+    )
     return max(files, key=os.path.getsize)
 
 
@@ -64,7 +70,7 @@ def flip_byte(path):
 
 def truncate(path):
     data = open(path, "rb").read()
-    open(path, "wb").write(data[:len(data) // 2])
+    open(path, "wb").write(data[: len(data) // 2])
 
 
 def test_roundtrip_is_bit_exact_and_meta_is_returned_as_saved(tmp_path):
@@ -82,17 +88,34 @@ def test_roundtrip_is_bit_exact_and_meta_is_returned_as_saved(tmp_path):
 
 # (damage applied to the checkpoint directory, epoch that must restore, reason fragment)
 DAMAGE = {
-    "flipped_array_byte": (lambda d: flip_byte(array_file(d, 3)), 2,
-                           "array data of params/model/w do not match the checksums"),
-    "truncated_array_file": (lambda d: truncate(array_file(d, 3)), 2, "truncated file state (array params.model.w)"),
-    "deleted_array_file": (lambda d: os.remove(array_file(d, 3)), 2,
-                           "unreadable data in state (array params.model.w)"),
-    "deleted_meta": (lambda d: shutil.rmtree(os.path.join(d, "3", "meta")), 2,
-                     "incomplete: no meta item"),
+    "flipped_array_byte": (
+        lambda d: flip_byte(array_file(d, 3)),
+        2,
+        "array data of params/model/w do not match the checksums",
+    ),
+    "truncated_array_file": (
+        lambda d: truncate(array_file(d, 3)),
+        2,
+        "truncated file state (array params.model.w)",
+    ),
+    "deleted_array_file": (
+        lambda d: os.remove(array_file(d, 3)),
+        2,
+        "unreadable data in state (array params.model.w)",
+    ),
+    "deleted_meta": (
+        lambda d: shutil.rmtree(os.path.join(d, "3", "meta")),
+        2,
+        "incomplete: no meta item",
+    ),
     "stray_empty_dir": (lambda d: os.makedirs(os.path.join(d, "30")), 3, "empty directory"),
-    "half_written_tmp_dir": (lambda d: shutil.copytree(
-        os.path.join(d, "3", "state"), os.path.join(d, "4.orbax-checkpoint-tmp", "state")),
-        3, None),
+    "half_written_tmp_dir": (
+        lambda d: shutil.copytree(
+            os.path.join(d, "3", "state"), os.path.join(d, "4.orbax-checkpoint-tmp", "state")
+        ),
+        3,
+        None,
+    ),
 }
 
 
@@ -109,7 +132,7 @@ def test_damaged_newest_falls_back_quietly_and_later_saves_land(tmp_path, capfd,
     if reason is None:
         assert skipped == []
     else:
-        (bad_epoch, message), = skipped
+        ((bad_epoch, message),) = skipped
         assert bad_epoch in (3, 30) and reason in message, message
         assert "\n" not in message and f"moved to {tmp_path.name}/damaged/{bad_epoch}" in message
         assert os.path.isdir(tmp_path / "damaged" / str(bad_epoch))
@@ -128,6 +151,7 @@ def test_damaged_newest_falls_back_quietly_and_later_saves_land(tmp_path, capfd,
 def test_tmp_dirs_are_left_alone_while_another_process_holds_the_workdir(tmp_path):
     """`--mode=evaluate` beside a training run must not delete the run's save in progress."""
     from tests.test_workdir_lock import start_holder
+
     directory = tmp_path / "checkpoints"
     write_run(directory, epochs=(1,)).close()
     (directory / "2.orbax-checkpoint-tmp").mkdir()
@@ -150,10 +174,11 @@ def test_every_checkpoint_damaged_is_one_line_listing_each(tmp_path, capfd):
         ckpt.restore_latest(str(tmp_path), make_state(0))
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"no checkpoint in {tmp_path} restores: 2: unreadable data in "
-                              "state (array params.model.w)")
+    assert message.startswith(
+        f"no checkpoint in {tmp_path} restores: 2: unreadable data in state (array params.model.w)"
+    )
     assert "; 1: truncated file state (array params.model.w)" in message
-    assert sorted(os.listdir(tmp_path)) == ["1", "2"]   # nothing set aside when none restores
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]  # nothing set aside when none restores
     assert capfd.readouterr().err == ""
 
 
@@ -169,9 +194,13 @@ def test_no_checkpoint_and_wrong_shape_are_one_line(tmp_path):
 def test_checkpoint_without_checksums_still_restores(tmp_path):
     """Checkpoints written before checksums existed (plain Orbax save) are read as they are."""
     manager = ocp.CheckpointManager(str(tmp_path))
-    manager.save(5, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(ckpt._keys_to_data(make_state(5))),
-        meta=ocp.args.JsonSave({"epoch": 5})))
+    manager.save(
+        5,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(ckpt._keys_to_data(make_state(5))),
+            meta=ocp.args.JsonSave({"epoch": 5}),
+        ),
+    )
     manager.wait_until_finished()
     manager.close()
     state, meta, epoch, _ = ckpt.restore_latest(str(tmp_path), make_state(0))
@@ -183,15 +212,22 @@ def test_non_finite_state_is_refused_naming_the_leaves(tmp_path):
     manager = write_run(tmp_path, epochs=(1,))
     state = make_state(2)
     state = state.replace(
-        params={"model": {"w": state.params["model"]["w"].at[3, 4].set(jnp.nan),
-                          "b": state.params["model"]["b"]}},
-        opt_state=(state.opt_state[0], state.opt_state[1].at[0].set(jnp.inf)))
+        params={
+            "model": {
+                "w": state.params["model"]["w"].at[3, 4].set(jnp.nan),
+                "b": state.params["model"]["b"],
+            }
+        },
+        opt_state=(state.opt_state[0], state.opt_state[1].at[0].set(jnp.inf)),
+    )
     with pytest.raises(ckpt.NonFiniteStateError) as info:
         ckpt.save(manager, 2, state, {"epoch": 2})
     assert isinstance(info.value, ckpt.CheckpointError)
-    assert str(info.value) == (f"refusing to save checkpoint 2 in {tmp_path}: non-finite values "
-                               "in params/model/w, opt_state/1; the last good checkpoint is "
-                               "epoch 1")
+    assert str(info.value) == (
+        f"refusing to save checkpoint 2 in {tmp_path}: non-finite values "
+        "in params/model/w, opt_state/1; the last good checkpoint is "
+        "epoch 1"
+    )
     assert manager.all_steps() == [1] and sorted(os.listdir(tmp_path)) == ["1"]
     manager.close()
 
@@ -207,12 +243,14 @@ def test_failed_write_is_one_error_and_leaves_no_step(tmp_path, monkeypatch, cap
     monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", no_space)
     with pytest.raises(ckpt.CheckpointError) as info:
         ckpt.save(manager, 3, make_state(3), {"epoch": 3}, last_good=2)
-    assert str(info.value) == (f"cannot save checkpoint 3 in {tmp_path}: no space left on "
-                               "device (ENOSPC); the last good checkpoint is epoch 2")
+    assert str(info.value) == (
+        f"cannot save checkpoint 3 in {tmp_path}: no space left on "
+        "device (ENOSPC); the last good checkpoint is epoch 2"
+    )
     assert sorted(os.listdir(tmp_path)) == ["1", "2"]
     assert manager.all_steps() == [1, 2]
     monkeypatch.undo()
-    ckpt.save(manager, 3, make_state(3), {"epoch": 3})   # the same manager saves again
+    ckpt.save(manager, 3, make_state(3), {"epoch": 3})  # the same manager saves again
     manager.close()
     state, _, epoch, _ = ckpt.restore_latest(str(tmp_path), make_state(0))
     assert epoch == 3
@@ -244,8 +282,13 @@ _SAVE_TOO_BIG = textwrap.dedent("""
 
 def run_script(script, *args, prefix=()):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([*prefix, sys.executable, "-c", script, *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_native_write_failure_is_one_line_in_a_real_process(tmp_path):
@@ -254,16 +297,19 @@ def test_native_write_failure_is_one_line_in_a_real_process(tmp_path):
     out = run_script(script, str(tmp_path / "c"))
     assert out.returncode == 0 and out.stderr == "", out.stderr[-3000:]
     error, listing = out.stdout.strip().splitlines()
-    assert error == (f"cannot save checkpoint 2 in {tmp_path / 'c'}: file too large (EFBIG); "
-                     "the last good checkpoint is epoch 1")
+    assert error == (
+        f"cannot save checkpoint 2 in {tmp_path / 'c'}: file too large (EFBIG); "
+        "the last good checkpoint is epoch 1"
+    )
     assert listing == "['1'] [1]"
 
 
 def _can_mount_tmpfs():
     if not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -273,17 +319,29 @@ def test_full_disk_is_one_line_in_a_real_process(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
     script = _SAVE_TOO_BIG.format(root=ROOT, fsize_limit=0)
-    out = run_script(script, str(mount / "c"), prefix=(
-        "unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=300k tmpfs {mount} && exec "$@"',
-        "sh"))
+    out = run_script(
+        script,
+        str(mount / "c"),
+        prefix=(
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=300k tmpfs {mount} && exec "$@"',
+            "sh",
+        ),
+    )
     assert out.returncode == 0 and out.stderr == "", out.stderr[-3000:]
     error, listing = out.stdout.strip().splitlines()
-    assert error == (f"cannot save checkpoint 2 in {mount / 'c'}: no space left on device "
-                     "(ENOSPC); the last good checkpoint is epoch 1")
+    assert error == (
+        f"cannot save checkpoint 2 in {mount / 'c'}: no space left on device "
+        "(ENOSPC); the last good checkpoint is epoch 1"
+    )
     assert listing == "['1'] [1]"
 
 
 # --- the checksum itself, against a NumPy oracle ---------------------------------------------
+
 
 def _np_mix(h):
     h = h.astype(np.uint64)
@@ -296,20 +354,26 @@ def _np_mix(h):
 
 def _np_checksum(x):
     x = np.ascontiguousarray(x).ravel()
-    words = (x.astype(np.uint64) if x.dtype == np.bool_ else
-             x.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[x.dtype.itemsize]).astype(np.uint64))
+    words = (
+        x.astype(np.uint64)
+        if x.dtype == np.bool_
+        else x.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[x.dtype.itemsize]).astype(np.uint64)
+    )
     index = np.arange(words.size, dtype=np.uint64)
     return int(_np_mix(words ^ _np_mix((index + 0x9E3779B9) & 0xFFFFFFFF)).sum() % 2**32)
 
 
-@pytest.mark.parametrize("x", [
-    np.linspace(-3, 3, 37, dtype=np.float32).reshape(37, 1),
-    np.arange(-5, 7, dtype=np.int32),
-    np.array([[1, 2], [3, 4]], np.uint32),
-    np.array([True, False, True]),
-    np.array([250, 3, 7], np.uint8),
-    np.asarray(jnp.linspace(-1, 1, 9, dtype=jnp.bfloat16)),
-])
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.linspace(-3, 3, 37, dtype=np.float32).reshape(37, 1),
+        np.arange(-5, 7, dtype=np.int32),
+        np.array([[1, 2], [3, 4]], np.uint32),
+        np.array([True, False, True]),
+        np.array([250, 3, 7], np.uint8),
+        np.asarray(jnp.linspace(-1, 1, 9, dtype=jnp.bfloat16)),
+    ],
+)
 def test_checksum_matches_numpy_oracle(x):
     assert int(ckpt._checksum(jnp.asarray(x))) == _np_checksum(x)
 

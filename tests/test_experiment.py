@@ -1,4 +1,5 @@
 """End-to-end training on a small slice of real MNIST: learning, resume, errors."""
+
 import json
 import os
 
@@ -11,8 +12,9 @@ from exon_jax import configuration, data as data_lib, experiment, saved_run, tra
 from tests.synthetic import mnist_slice, small_mnist_config
 
 MNIST_NPZ = os.path.join(os.path.dirname(__file__), "..", "data", "mnist", "mnist.npz")
-pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
-                                reason="run `python scripts/fetch_mnist.py` first")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(MNIST_NPZ), reason="run `python scripts/fetch_mnist.py` first"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,9 @@ def read_metrics(workdir):
 
 def test_short_run_learns(small_mnist, tmp_path):
     """Loss falls and test error beats chance (0.9) by a wide margin after a few epochs."""
-    results = training.train_and_evaluate(small_config(epochs=4), str(tmp_path), small_mnist,
-                                            progress=False)
+    results = training.train_and_evaluate(
+        small_config(epochs=4), str(tmp_path), small_mnist, progress=False
+    )
     rows = read_metrics(str(tmp_path))
     losses = [r["train/loss"] for r in rows]
     assert losses[-1] < losses[0]
@@ -44,7 +47,7 @@ def test_short_run_learns(small_mnist, tmp_path):
     assert any(p.startswith("events") for p in os.listdir(tmp_path / "tensorboard" / "model"))
 
 
-@pytest.mark.slow   # tests/test_faults.py checks bit-exact resume through the CLI in CI
+@pytest.mark.slow  # tests/test_faults.py checks bit-exact resume through the CLI in CI
 def test_resume_equals_uninterrupted(small_mnist, tmp_path):
     """Two epochs in one go and 1 + 1 epochs with a restart end with identical parameters."""
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
@@ -61,8 +64,9 @@ def test_resume_equals_uninterrupted(small_mnist, tmp_path):
 
 def test_evaluate_restores_checkpoint(small_mnist, tmp_path):
     """--mode=evaluate on a finished run reproduces its results from the checkpoint alone."""
-    trained = training.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
-                                            progress=False)
+    trained = training.train_and_evaluate(
+        small_config(epochs=1), str(tmp_path), small_mnist, progress=False
+    )
     again = saved_run.evaluate(str(tmp_path), dataset=small_mnist)
     for key in ("classification_error", "kl", "negative_ssim"):
         assert again["models"][0][key] == pytest.approx(trained["models"][0][key], rel=1e-5)
@@ -71,6 +75,7 @@ def test_evaluate_restores_checkpoint(small_mnist, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(small_mnist, tmp_path):
     """Evaluating an empty workdir names the problem instead of crashing inside orbax."""
     from exon_jax.checkpoints import CheckpointError
+
     with pytest.raises(CheckpointError, match="not found"):
         saved_run.evaluate(str(tmp_path), dataset=small_mnist)
 
@@ -78,8 +83,8 @@ def test_missing_checkpoint_is_a_clear_error(small_mnist, tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error(small_mnist, tmp_path):
     """A damaged checkpoint directory gives CheckpointError naming the checkpoint."""
     from exon_jax.checkpoints import CheckpointError
-    training.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist,
-                                  progress=False)
+
+    training.train_and_evaluate(small_config(epochs=1), str(tmp_path), small_mnist, progress=False)
     step_dir = tmp_path / "checkpoints" / "1"
     for root, _, files in os.walk(step_dir):
         for name in files:
@@ -112,15 +117,18 @@ def test_diverged_parameters_are_never_checkpointed(small_mnist, tmp_path):
     assert not os.path.exists(tmp_path / "checkpoints" / "1")
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("loss.lambda1", -1.0, "loss.lambda1"),
-    ("loss.lambda2", -0.1, "loss.lambda2"),
-    ("loss.epsilon", 0.0, "loss.epsilon"),
-    ("model.beta_mode", "sometimes", "model.beta_mode"),
-    ("prior.layout", "spiral", "prior.layout"),
-    ("data.source", "ftp", "data.source"),
-    ("model.latent_dim", 3, "model.latent_dim"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("loss.lambda1", -1.0, "loss.lambda1"),
+        ("loss.lambda2", -0.1, "loss.lambda2"),
+        ("loss.epsilon", 0.0, "loss.epsilon"),
+        ("model.beta_mode", "sometimes", "model.beta_mode"),
+        ("prior.layout", "spiral", "prior.layout"),
+        ("data.source", "ftp", "data.source"),
+        ("model.latent_dim", 3, "model.latent_dim"),
+    ],
+)
 def test_invalid_config_names_the_field(field, value, message):
     """Each bad value is refused before compiling, with the field's name in the message."""
     config = mnist_config.get_config()

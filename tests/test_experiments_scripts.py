@@ -5,6 +5,7 @@ Each script's `main(workdir, out, dataset)` restores a checkpoint written by
 figures and JSON without training; numbers are checked against the training run's
 own results.json / sweep_results.json and against NumPy.
 """
+
 import csv
 import json
 import os
@@ -32,7 +33,7 @@ def tiny_config():
     config = mnist.get_config("tiny")
     config.train.epochs = 1
     config.analysis.figures = False
-    config.analysis.grid_size = 7   # eq. 19 over 49 decodings instead of 169: faster evaluation
+    config.analysis.grid_size = 7  # eq. 19 over 49 decodings instead of 169: faster evaluation
     return config
 
 
@@ -79,8 +80,14 @@ def test_mnist_figures_rebuilds_run_figures(single_run, dataset):
     out = mnist_figures.main(workdir, dataset=dataset)
     assert checkpoint_listing(workdir) == before  # restored, not trained
     directory = os.path.join(workdir, "figures")
-    for name in ("prior_samples.png", "posterior.png", "manifold.png", "label_map.png",
-                 "figure3.png", "interpolation.png"):
+    for name in (
+        "prior_samples.png",
+        "posterior.png",
+        "manifold.png",
+        "label_map.png",
+        "figure3.png",
+        "interpolation.png",
+    ):
         assert os.path.join(directory, name) in out["figures"]
         assert os.path.getsize(os.path.join(directory, name)) > 0
         assert os.path.getsize(os.path.join(directory, name[:-4] + ".pdf")) > 0
@@ -96,9 +103,15 @@ def test_mnist_figures_rebuilds_run_figures(single_run, dataset):
 def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
     workdir, results = grid_run
     out = sweep_figures.main(workdir, out=str(tmp_path), dataset=dataset)
-    for name in ("heatmap_kl.png", "heatmap_negative_ssim.png",
-                 "heatmap_classification_error.png", "posterior_panel.png",
-                 "heatmap_values.json", "seed_table.csv", "seed_table.md"):
+    for name in (
+        "heatmap_kl.png",
+        "heatmap_negative_ssim.png",
+        "heatmap_classification_error.png",
+        "posterior_panel.png",
+        "heatmap_values.json",
+        "seed_table.csv",
+        "seed_table.md",
+    ):
         assert os.path.getsize(tmp_path / name) > 0, name
     with open(tmp_path / "heatmap_values.json") as f:
         heat = json.load(f)
@@ -109,9 +122,16 @@ def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
 
     # Independent oracle: the per-model numbers written by training, grouped here.
     trained = results["models"]
+
     def over_seeds(metric, lambda1, lambda2):
-        return np.array([m[metric] for m in trained
-                         if m["point"]["lambda1"] == lambda1 and m["point"]["lambda2"] == lambda2])
+        return np.array(
+            [
+                m[metric]
+                for m in trained
+                if m["point"]["lambda1"] == lambda1 and m["point"]["lambda2"] == lambda2
+            ]
+        )
+
     for metric in ("kl", "negative_ssim", "classification_error"):
         expected = [[over_seeds(metric, a, b).mean() for b in heat["cols"]] for a in heat["rows"]]
         np.testing.assert_allclose(heat["metrics"][metric], expected, rtol=1e-4, atol=1e-6)
@@ -124,10 +144,12 @@ def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
         for metric in ("classification_error", "kl", "negative_ssim"):
             values = over_seeds(metric, float(row["lambda1"]), float(row["lambda2"]))
             assert values.size == 2
-            np.testing.assert_allclose(float(row[f"{metric}_mean"]), values.mean(),
-                                       rtol=1e-4, atol=1e-6)
-            np.testing.assert_allclose(float(row[f"{metric}_std"]), values.std(ddof=1),
-                                       rtol=1e-3, atol=1e-6)
+            np.testing.assert_allclose(
+                float(row[f"{metric}_mean"]), values.mean(), rtol=1e-4, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                float(row[f"{metric}_std"]), values.std(ddof=1), rtol=1e-3, atol=1e-6
+            )
     # The std is over seeds, not over the whole grid: the KLs of lambda1 = 1 and 10 differ a lot.
     all_kl = np.array([m["kl"] for m in trained])
     assert max(float(r["kl_std"]) for r in rows) < all_kl.std(ddof=1)
@@ -135,7 +157,7 @@ def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
     assert out["seed_table"] is not None and len(out["seed_table"]) == 4
 
 
-@pytest.mark.slow   # ~1 min: trains its own 4-model sweep; strips are also tested in test_plots
+@pytest.mark.slow  # ~1 min: trains its own 4-model sweep; strips are also tested in test_plots
 def test_sweep_figures_predesign_strips(tmp_path_factory, tmp_path):
     """A two-component distance sweep gets the Figure 9 strips (rows by ascending distance)
     and distance-indexed tables."""
@@ -162,8 +184,9 @@ def test_sweep_figures_predesign_strips(tmp_path_factory, tmp_path):
 def subspace(blocks_run, dataset, tmp_path_factory):
     """activated_subspace.main on the blocks run, once for the tests below: (out, directory)."""
     directory = tmp_path_factory.mktemp("subspace")
-    out = activated_subspace.main(blocks_run[0], out=str(directory), dataset=dataset,
-                                  per_class=60, num_noise=4)
+    out = activated_subspace.main(
+        blocks_run[0], out=str(directory), dataset=dataset, per_class=60, num_noise=4
+    )
     return out, directory
 
 
@@ -174,7 +197,7 @@ def test_activated_subspace_json_and_figures(subspace, dataset):
     assert report["latent_dim"] == 16 and report["threshold"] == pytest.approx(0.1)
     assert set(report["train_inputs_per_class"].values()) == {60}
     names = list(dataset.class_names)
-    assert report["classes"] == [names[1], names[7]]       # the paper's automobile, horse slots
+    assert report["classes"] == [names[1], names[7]]  # the paper's automobile, horse slots
     assert [m["epsilon"] for m in report["models"]] == pytest.approx([0.02, 0.5])
     for model in report["models"]:
         assert list(model["activated_counts"]) == names
@@ -187,12 +210,17 @@ def test_activated_subspace_json_and_figures(subspace, dataset):
         change = model["pixel_change"]
         assert len(change["per_probe"]) == 2
         for probe in change["per_probe"]:
-            assert probe["control_dims"] >= 1      # the control always noises some dims
-            if probe["active_dims"] == 0:          # no activated dims: that noise changes nothing
+            assert probe["control_dims"] >= 1  # the control always noises some dims
+            if probe["active_dims"] == 0:  # no activated dims: that noise changes nothing
                 assert probe["active"] == 0.0
         sub = tmp_path / configuration.point_name(model["point"])
-        for name in ("activation_bars_train", f"activation_bars_{names[1]}", "noise_probe",
-                     "interpolation", "traversal"):
+        for name in (
+            "activation_bars_train",
+            f"activation_bars_{names[1]}",
+            "noise_probe",
+            "interpolation",
+            "traversal",
+        ):
             assert os.path.getsize(sub / f"{name}.png") > 0, name
             assert os.path.getsize(sub / f"{name}.pdf") > 0, name
     trend = report["epsilon_trend"]
@@ -210,13 +238,14 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     workdir, _ = blocks_run
     exp, states, _ = saved_run.restore_run(workdir, dataset=dataset)
     out, _ = subspace
-    k = 1                                         # config.analysis.classes = (1, 7)
+    k = 1  # config.analysis.classes = (1, 7)
     assert out["classes"] == [dataset.class_names[1], dataset.class_names[7]]
     state = figures.model_state(states, 0)
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
     images = exp.dataset.train.images[np.asarray(exp.dataset.train.labels) == k][:49]
-    _, mean, _ = exp.model.apply(variables, batching.scale_images(images), train=False,
-                                 method=exp.model.encode)
+    _, mean, _ = exp.model.apply(
+        variables, batching.scale_images(images), train=False, method=exp.model.encode
+    )
     decoded = exp.model.apply(variables, mean[:, k], train=False, method=exp.model.decode)
     expected = float(metrics.negative_ssim(decoded))
     model = out["models"][0]
@@ -224,10 +253,15 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     np.testing.assert_allclose(model["diversity"]["negative_ssim"], expected, rtol=1e-4)
     # Not the test-set measure the figure used to report.
     test_images = batching.scale_images(exp.dataset.test.images[:49])
-    logits, test_mean, _ = exp.model.apply(variables, test_images, train=False,
-                                           method=exp.model.encode)
-    mixed = exp.model.apply(variables, metrics.posterior_mean_code(logits, test_mean),
-                            train=False, method=exp.model.decode)
+    logits, test_mean, _ = exp.model.apply(
+        variables, test_images, train=False, method=exp.model.encode
+    )
+    mixed = exp.model.apply(
+        variables,
+        metrics.posterior_mean_code(logits, test_mean),
+        train=False,
+        method=exp.model.decode,
+    )
     assert abs(float(metrics.negative_ssim(mixed)) - expected) > 1e-6
 
 
@@ -237,9 +271,19 @@ def test_activated_subspace_refuses_2d_latent(single_run, dataset, tmp_path):
 
 
 def test_focus_classes_by_index_or_name():
-    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-             "truck")
-    assert activated_subspace.focus_classes((1, 7), names) == [1, 7]     # the paper's default
+    names = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+    assert activated_subspace.focus_classes((1, 7), names) == [1, 7]  # the paper's default
     assert activated_subspace.focus_classes(("horse", 3), names) == [7, 3]
     with pytest.raises(configuration.ConfigError, match="analysis.classes"):
         activated_subspace.focus_classes(("automobil",), names)
@@ -273,7 +317,12 @@ def test_trend_direction_from_numbers():
 @pytest.mark.parametrize("script", ["mnist_figures", "sweep_figures", "activated_subspace"])
 def test_cli_wrappers(script):
     """Each script runs as `python experiments/<script>.py` (imports resolve from any cwd)."""
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", f"{script}.py"),
-                           "--help"], capture_output=True, text=True, timeout=120, cwd="/")
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", f"{script}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--workdir" in done.stdout and "--out" in done.stdout

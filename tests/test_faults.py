@@ -10,6 +10,7 @@ XLA's persistent compilation cache writes its entries non-atomically, so a proce
 only killed where it cannot be compiling: during a save, or once the uninterrupted
 reference run (same programs) has filled the cache.
 """
+
 import glob
 import json
 import os
@@ -25,23 +26,38 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 6
-ARGS = ["--config=configs/mnist.py:tiny", f"--config.train.epochs={EPOCHS}",
-        "--config.train.batch_unlabelled=250", "--config.train.batch_labelled=50",
-        "--config.train.checkpoint_every=1", "--config.train.eval_every=100",
-        "--config.data.max_unlabelled=1000", "--config.data.max_test=200",
-        "--config.analysis.figures=False", "--config.analysis.tensorboard_images=False"]
+ARGS = [
+    "--config=configs/mnist.py:tiny",
+    f"--config.train.epochs={EPOCHS}",
+    "--config.train.batch_unlabelled=250",
+    "--config.train.batch_labelled=50",
+    "--config.train.checkpoint_every=1",
+    "--config.train.eval_every=100",
+    "--config.data.max_unlabelled=1000",
+    "--config.data.max_test=200",
+    "--config.analysis.figures=False",
+    "--config.analysis.tensorboard_images=False",
+]
 TMP = ".orbax-checkpoint-tmp"
-RUN_TIMEOUT = 300   # seconds for any one process: a hang fails the test instead of CI
+RUN_TIMEOUT = 300  # seconds for any one process: a hang fails the test instead of CI
 
 
 def start(workdir, log):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-               JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache", "xla-faults"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *ARGS,
-                             f"--workdir={workdir}"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache", "xla-faults"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "main.py"), *ARGS, f"--workdir={workdir}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def listing(workdir):
@@ -113,8 +129,7 @@ def damage_newest(workdir):
     """
     directory = os.path.join(workdir, "checkpoints")
     newest = max(steps(os.listdir(directory)))
-    files = glob.glob(os.path.join(directory, str(newest), "state", "**", "d", "*"),
-                      recursive=True)
+    files = glob.glob(os.path.join(directory, str(newest), "state", "**", "d", "*"), recursive=True)
     biggest = max(files, key=os.path.getsize)
     with open(biggest, "r+b") as f:
         f.seek(os.path.getsize(biggest) // 2)
@@ -143,12 +158,14 @@ def final_checkpoint(workdir):
     path = os.path.join(workdir, "checkpoints", str(EPOCHS))
     with ocp.StandardCheckpointer() as checkpointer:
         state = checkpointer.restore(os.path.join(path, "state"))
-    flat = {"/".join(str(k) for k in key): np.asarray(v)
-            for key, v in ocp.tree.to_flat_dict(state).items()}
+    flat = {
+        "/".join(str(k) for k in key): np.asarray(v)
+        for key, v in ocp.tree.to_flat_dict(state).items()
+    }
     with open(os.path.join(path, "meta", "metadata")) as f:
         meta = json.load(f)
     meta.pop("train_seconds")
-    meta["_integrity"].pop("meta_sha256")   # a digest of the meta, train_seconds included
+    meta["_integrity"].pop("meta_sha256")  # a digest of the meta, train_seconds included
     return flat, meta
 
 
@@ -162,6 +179,7 @@ def results_numbers(workdir):
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
+
     return strip(results)
 
 

@@ -1,6 +1,7 @@
 """The host loop's own machinery: phase timing, ahead-of-time compilation, figures drawn in
 worker processes, the TensorBoard writer's background images, and main.py's timings.json and
 figures drawn from the trained states (identical to --mode=analyze from the checkpoint)."""
+
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ def test_stopwatch_sums_each_phase_on_a_fake_clock(monkeypatch, tmp_path):
     with stopwatch.phase("train"):
         pass
     with pytest.raises(ValueError):
-        with stopwatch.phase("train"):   # a phase that raises still counts
+        with stopwatch.phase("train"):  # a phase that raises still counts
             raise ValueError
     assert stopwatch.seconds == {"compile": 1.5, "train": 0.25 + 2.0}
     record = json.load(open(stopwatch.write(str(tmp_path), total_seconds=5.0)))
@@ -35,10 +36,13 @@ def test_stopwatch_sums_each_phase_on_a_fake_clock(monkeypatch, tmp_path):
 
 
 def test_process_age_counts_from_the_process_start():
-    code = ("import time; time.sleep(0.6); from exon_jax import timing; "
-            "print(timing.process_age_seconds())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    code = (
+        "import time; time.sleep(0.6); from exon_jax import timing; "
+        "print(timing.process_age_seconds())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     age = float(out.stdout)
     assert 0.6 <= age < 60.0
 
@@ -46,26 +50,38 @@ def test_process_age_counts_from_the_process_start():
 def test_compile_ahead_is_the_jitted_function_compiled_once():
     def f(x):
         return jnp.tanh(x @ x.T).sum(axis=1)
+
     x = jnp.arange(12.0).reshape(3, 4) / 10
     compiled, memory = parallel.compile_ahead(jax.jit(f), x)
-    np.testing.assert_allclose(np.asarray(compiled(x)), np.tanh(np.asarray(x) @ np.asarray(x).T).sum(1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(compiled(x)), np.tanh(np.asarray(x) @ np.asarray(x).T).sum(1), rtol=1e-6
+    )
     assert memory["gib_per_device"] > 0
-    assert not hasattr(compiled, "lower")        # an executable, not a function that compiles again
+    assert not hasattr(compiled, "lower")  # an executable, not a function that compiles again
 
     def python_loop(x):
         return x + 1
+
     same, none = parallel.compile_ahead(python_loop, x)
     assert same is python_loop and none == {}
 
 
 def _jobs(directory):
     rng = np.random.default_rng(0)
-    return [plots.FigureJob("heatmap", os.path.join(directory, "heat.png"),
-                            (rng.random((2, 3)), [1, 2], [0.1, 0.5, 1.0]),
-                            dict(title="t", ylabel="a", xlabel="b")),
-            plots.FigureJob("image_grid", os.path.join(directory, "grid.png"),
-                            (rng.random((4, 8, 8, 1)), 2, 2), dict(title="images"))]
+    return [
+        plots.FigureJob(
+            "heatmap",
+            os.path.join(directory, "heat.png"),
+            (rng.random((2, 3)), [1, 2], [0.1, 0.5, 1.0]),
+            dict(title="t", ylabel="a", xlabel="b"),
+        ),
+        plots.FigureJob(
+            "image_grid",
+            os.path.join(directory, "grid.png"),
+            (rng.random((4, 8, 8, 1)), 2, 2),
+            dict(title="images"),
+        ),
+    ]
 
 
 def test_figures_drawn_in_worker_processes_equal_those_drawn_here(tmp_path):
@@ -88,11 +104,14 @@ def test_writer_images_reach_tensorboard_by_close(tmp_path):
     writer.close()
     for run in ("a", "b"):
         directory = tmp_path / "tensorboard" / run
-        events = [e for name in os.listdir(directory)
-                  for e in _read_events(str(directory / name))]
+        events = [e for name in os.listdir(directory) for e in _read_events(str(directory / name))]
         steps = sorted(e.step for e in events for v in e.summary.value if v.HasField("image"))
-        losses = sorted((e.step, v.simple_value) for e in events for v in e.summary.value
-                        if v.tag == "train/loss")
+        losses = sorted(
+            (e.step, v.simple_value)
+            for e in events
+            for v in e.summary.value
+            if v.tag == "train/loss"
+        )
         assert steps == [1, 2, 3]
         assert losses == [(1, 1.0), (2, 2.0), (3, 3.0)]
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -103,20 +122,40 @@ def test_main_writes_timings_and_draws_the_figures_analyze_draws(tmp_path):
     """Figures drawn from the states in memory after training are byte-identical to those
     --mode=analyze draws from the checkpoint; timings.json names every phase."""
     workdir = str(tmp_path / "run")
-    main = [sys.executable, os.path.join(ROOT, "main.py"), f"--workdir={workdir}",
-            f"--compilation_cache={tmp_path / 'cache'}"]
-    subprocess.run(main + ["--config=configs/mnist.py:tiny", "--config.train.epochs=1",
-                           "--config.data.max_test=500"],
-                   check=True, capture_output=True, cwd=ROOT)
-    trained = {name: open(os.path.join(workdir, "figures", name), "rb").read()
-               for name in os.listdir(os.path.join(workdir, "figures")) if name.endswith(".png")}
+    main = [
+        sys.executable,
+        os.path.join(ROOT, "main.py"),
+        f"--workdir={workdir}",
+        f"--compilation_cache={tmp_path / 'cache'}",
+    ]
+    subprocess.run(
+        main
+        + [
+            "--config=configs/mnist.py:tiny",
+            "--config.train.epochs=1",
+            "--config.data.max_test=500",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    trained = {
+        name: open(os.path.join(workdir, "figures", name), "rb").read()
+        for name in os.listdir(os.path.join(workdir, "figures"))
+        if name.endswith(".png")
+    }
     timings = json.load(open(os.path.join(workdir, "timings.json")))
-    assert {"startup", "setup", "compile", "train", "evaluate", "checkpoints",
-            "figures"} <= set(timings["phases"])
+    assert {"startup", "setup", "compile", "train", "evaluate", "checkpoints", "figures"} <= set(
+        timings["phases"]
+    )
     assert timings["total"] >= sum(timings["phases"].values()) - 1e-3
-    assert os.listdir(tmp_path / "cache")                       # the compilation cache is used
-    subprocess.run(main + ["--mode=analyze", "--config.analysis.figure_workers=1"],
-                   check=True, capture_output=True, cwd=ROOT)
+    assert os.listdir(tmp_path / "cache")  # the compilation cache is used
+    subprocess.run(
+        main + ["--mode=analyze", "--config.analysis.figure_workers=1"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert len(trained) == 6
     for name, content in trained.items():
         assert open(os.path.join(workdir, "figures", name), "rb").read() == content, name
@@ -144,8 +183,14 @@ def test_host_allocator_keeps_large_blocks_off_mmap(tuning):
     """glibc's own statistics: after `tune()` a 64 MiB malloc comes from the heap (no mmap'd
     bytes); untouched (EXON_MALLOC_TUNING=0), glibc mmaps it."""
     env = dict(os.environ, EXON_MALLOC_TUNING=tuning)
-    out = subprocess.run([sys.executable, "-c", _MMAP_PROBE], capture_output=True, text=True,
-                         check=True, cwd=ROOT, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _MMAP_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
     probe = json.loads(out.stdout)
     if tuning == "1":
         assert probe == {"tuned": True, "mmapped_bytes": 0}

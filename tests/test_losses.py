@@ -1,4 +1,5 @@
 """Tests for exon_jax.losses against float64 NumPy/SciPy re-derivations of paper eqs. 3, 12, 13, 14."""
+
 import math
 
 import jax
@@ -16,8 +17,16 @@ from exon_jax.priors import MixturePrior
 kl_upper_bound = jax.jit(losses.kl_upper_bound)
 exon_objective = jax.jit(losses.exon_objective, static_argnames=("likelihood",))
 
-TERM_KEYS = {"loss", "elbo", "log_likelihood", "kl", "cross_entropy", "beta_penalty", "beta",
-             "labelled_accuracy"}
+TERM_KEYS = {
+    "loss",
+    "elbo",
+    "log_likelihood",
+    "kl",
+    "cross_entropy",
+    "beta_penalty",
+    "beta",
+    "labelled_accuracy",
+}
 
 
 # ---------------------------------------------------------------- numpy oracles
@@ -54,9 +63,12 @@ def mc_kl(rng, logits, mean, logvar, p_means, p_vars, p_log_weights, n):
     comp = rng.choice(len(log_w), size=n, p=np.exp(log_w))
     z = mean[comp] + std[comp] * rng.standard_normal((n, mean.shape[-1]))
     log_q = np_mixture_logpdf(z, log_w, mean, std)
-    log_p = np_mixture_logpdf(z, np.asarray(p_log_weights, np.float64),
-                              np.asarray(p_means, np.float64),
-                              np.sqrt(np.asarray(p_vars, np.float64)))
+    log_p = np_mixture_logpdf(
+        z,
+        np.asarray(p_log_weights, np.float64),
+        np.asarray(p_means, np.float64),
+        np.sqrt(np.asarray(p_vars, np.float64)),
+    )
     ratio = log_q - log_p
     return ratio.mean(), ratio.std(ddof=1) / math.sqrt(n)
 
@@ -76,8 +88,11 @@ def random_posterior(rng, b, k, d, logit_scale=1.5):
 
 
 def prior_np(prior):
-    return (np.asarray(prior.means, np.float64), np.asarray(prior.variances, np.float64),
-            np.asarray(prior.log_weights, np.float64))
+    return (
+        np.asarray(prior.means, np.float64),
+        np.asarray(prior.variances, np.float64),
+        np.asarray(prior.log_weights, np.float64),
+    )
 
 
 def np_weighted_loglik(x, x_hat, eps):
@@ -101,15 +116,17 @@ def images(rng, shape):
 # ---------------------------------------------------------------- KL upper bound
 
 
-@pytest.mark.parametrize("k,d,uniform",
-                         [(2, 2, True), (10, 2, True), (3, 5, False), (4, 300, False)])
+@pytest.mark.parametrize(
+    "k,d,uniform", [(2, 2, True), (10, 2, True), (3, 5, False), (4, 300, False)]
+)
 def test_kl_upper_bound_vs_numpy(k, d, uniform):
     """Oracle: NumPy float64 eq. 14 (rel_entr + std-form Gaussian KL) on random batched inputs."""
     rng = np.random.default_rng(k * 100 + d)
     prior = random_prior(rng, k, d, uniform)
     logits, mean, logvar = random_posterior(rng, 7, k, d)
-    got = np.asarray(kl_upper_bound(jnp.asarray(logits), jnp.asarray(mean),
-                                           jnp.asarray(logvar), prior))
+    got = np.asarray(
+        kl_upper_bound(jnp.asarray(logits), jnp.asarray(mean), jnp.asarray(logvar), prior)
+    )
     assert got.shape == (7,)
     expected = np_kl_bound(logits, mean, logvar, *prior_np(prior))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
@@ -133,7 +150,8 @@ def test_kl_upper_bound_vmap_over_models():
 def test_kl_upper_bound_dominates_monte_carlo_kl(case):
     """Oracle: Monte-Carlo KL(q||p) between the two mixtures (logsumexp log-densities, scipy) <= bound + 5 s.e."""
     rng = np.random.default_rng(
-        {"d2_two_component": 1, "d2_circle": 2, "d5_random": 3, "d2_near_prior": 4}[case])
+        {"d2_two_component": 1, "d2_circle": 2, "d5_random": 3, "d2_near_prior": 4}[case]
+    )
     if case == "d2_two_component":
         prior = priors.two_component_prior(8.0)
         logits, mean, logvar = random_posterior(rng, 3, 2, 2)
@@ -151,8 +169,9 @@ def test_kl_upper_bound_dominates_monte_carlo_kl(case):
         logits = (p_lw + 0.3 * rng.standard_normal((3, 10))).astype(np.float32)
         mean = (p_means + 0.5 * rng.standard_normal((3, 10, 2))).astype(np.float32)
         logvar = (np.log(p_vars) + 0.2 * rng.standard_normal((3, 10, 2))).astype(np.float32)
-    bound = np.asarray(kl_upper_bound(jnp.asarray(logits), jnp.asarray(mean),
-                                             jnp.asarray(logvar), prior))
+    bound = np.asarray(
+        kl_upper_bound(jnp.asarray(logits), jnp.asarray(mean), jnp.asarray(logvar), prior)
+    )
     for b in range(len(logits)):
         est, se = mc_kl(rng, logits[b], mean[b], logvar[b], *prior_np(prior), n=20_000)
         assert est > -5 * se  # a KL is non-negative
@@ -179,8 +198,9 @@ def test_kl_bound_equals_gaussian_kl_when_k_is_one():
     d = 3
     prior = random_prior(rng, 1, d)
     logits, mean, logvar = random_posterior(rng, 2, 1, d)
-    got = np.asarray(kl_upper_bound(jnp.asarray(logits), jnp.asarray(mean),
-                                           jnp.asarray(logvar), prior))
+    got = np.asarray(
+        kl_upper_bound(jnp.asarray(logits), jnp.asarray(mean), jnp.asarray(logvar), prior)
+    )
     p_means, p_vars, _ = prior_np(prior)
     for b in range(2):
         total = 0.0
@@ -188,8 +208,14 @@ def test_kl_bound_equals_gaussian_kl_when_k_is_one():
             q = stats.norm(mean[b, 0, j], math.exp(0.5 * logvar[b, 0, j]))
             p = stats.norm(p_means[0, j], math.sqrt(p_vars[0, j]))
             lo, hi = q.mean() - 12 * q.std(), q.mean() + 12 * q.std()
-            total += integrate.quad(lambda t: q.pdf(t) * (q.logpdf(t) - p.logpdf(t)), lo, hi,
-                                    epsabs=1e-12, epsrel=1e-10, limit=200)[0]
+            total += integrate.quad(
+                lambda t: q.pdf(t) * (q.logpdf(t) - p.logpdf(t)),
+                lo,
+                hi,
+                epsabs=1e-12,
+                epsrel=1e-10,
+                limit=200,
+            )[0]
         np.testing.assert_allclose(got[b], total, rtol=1e-5, atol=1e-5)
 
 
@@ -213,19 +239,26 @@ def test_weighted_gaussian_log_likelihood_vs_scipy(eps):
     x, x_hat = images(rng, (5, 4, 4, 3))
     x[0, 0, 0] = [0.0, 1.0, 0.5]  # the extremes of x(1-x)
     full = np.asarray(
-        losses.weighted_gaussian_log_likelihood(jnp.asarray(x), jnp.asarray(x_hat), eps))
+        losses.weighted_gaussian_log_likelihood(jnp.asarray(x), jnp.asarray(x_hat), eps)
+    )
     assert full.shape == (5,)
     np.testing.assert_allclose(full, np_weighted_loglik(x, x_hat, eps), rtol=1e-5)
 
-    no_const = np.asarray(losses.weighted_gaussian_log_likelihood(
-        jnp.asarray(x), jnp.asarray(x_hat), eps, include_constant=False))
+    no_const = np.asarray(
+        losses.weighted_gaussian_log_likelihood(
+            jnp.asarray(x), jnp.asarray(x_hat), eps, include_constant=False
+        )
+    )
     s = x.reshape(5, -1).astype(np.float64) * (1 - x.reshape(5, -1)) + eps
     constant = 0.5 * np.log(2 * np.pi * s).sum(-1)
     np.testing.assert_allclose(full - no_const, -constant, rtol=1e-5, atol=1e-5)
 
     def total(xh, include_constant):
-        return jnp.sum(losses.weighted_gaussian_log_likelihood(
-            jnp.asarray(x), xh, eps, include_constant=include_constant))
+        return jnp.sum(
+            losses.weighted_gaussian_log_likelihood(
+                jnp.asarray(x), xh, eps, include_constant=include_constant
+            )
+        )
 
     g_full = np.asarray(jax.grad(total)(jnp.asarray(x_hat), True))
     g_none = np.asarray(jax.grad(total)(jnp.asarray(x_hat), False))
@@ -242,10 +275,12 @@ def _beta_objective(sq_err, m, lambda2, xp):
 
     sq_err: [B] per-example squared errors; beta: any shape, f broadcasts over it.
     """
+
     def f(beta):
         b = xp.asarray(beta)[..., None]
         per_example = -sq_err / (2 * b) - 0.5 * m * xp.log(2 * np.pi * b)
         return xp.mean(per_example, axis=-1) - lambda2 * m / (2 * xp.asarray(beta))
+
     return f
 
 
@@ -286,9 +321,19 @@ def test_optimal_beta_stationary_point_of_exon_objective():
     beta_hat = losses.optimal_beta(jnp.asarray(x), jnp.asarray(x_hat), lambda2)
 
     def loss(beta):
-        return exon_objective(jnp.asarray(x), jnp.asarray(x_hat), jnp.asarray(logits),
-                                     jnp.asarray(mean), jnp.asarray(logvar), labels, labelled,
-                                     prior, lambda1=100.0, lambda2=lambda2, beta=beta)[0]
+        return exon_objective(
+            jnp.asarray(x),
+            jnp.asarray(x_hat),
+            jnp.asarray(logits),
+            jnp.asarray(mean),
+            jnp.asarray(logvar),
+            labels,
+            labelled,
+            prior,
+            lambda1=100.0,
+            lambda2=lambda2,
+            beta=beta,
+        )[0]
 
     slope = float(jax.grad(loss)(beta_hat))
     assert abs(slope) < 1e-4 * 25 / (2 * float(beta_hat)), slope
@@ -307,14 +352,31 @@ def _objective_inputs(seed, b=8, k=3, d=2, shape=(6, 6)):
     # make sure some labelled predictions are right and some wrong
     logits[np.flatnonzero(labelled)[0], labels[np.flatnonzero(labelled)[0]]] += 10.0
     prior = random_prior(rng, k, d)
-    return dict(x=x, x_hat=x_hat, logits=logits, mean=mean, logvar=logvar, labels=labels,
-                labelled=labelled, prior=prior)
+    return dict(
+        x=x,
+        x_hat=x_hat,
+        logits=logits,
+        mean=mean,
+        logvar=logvar,
+        labels=labels,
+        labelled=labelled,
+        prior=prior,
+    )
 
 
 def _call(inp, **kw):
     j = {key: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for key, v in inp.items()}
-    return exon_objective(j["x"], j["x_hat"], j["logits"], j["mean"], j["logvar"],
-                                 j["labels"], j["labelled"], j["prior"], **kw)
+    return exon_objective(
+        j["x"],
+        j["x_hat"],
+        j["logits"],
+        j["mean"],
+        j["logvar"],
+        j["labels"],
+        j["labelled"],
+        j["prior"],
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "weighted_gaussian"])
@@ -322,8 +384,9 @@ def test_exon_objective_vs_numpy_eq12(likelihood):
     """Oracle: -(eq. 12) in NumPy float64: mean(loglik - KLu) + (l1+1) mean_labelled log w(y|x) - l2 m/(2 beta)."""
     inp = _objective_inputs(12)
     lambda1, lambda2, beta, eps = 100.0, 1.1, 0.7, 0.05
-    loss, terms = _call(inp, lambda1=lambda1, lambda2=lambda2, beta=beta, epsilon=eps,
-                        likelihood=likelihood)
+    loss, terms = _call(
+        inp, lambda1=lambda1, lambda2=lambda2, beta=beta, epsilon=eps, likelihood=likelihood
+    )
     m = 36
     if likelihood == "gaussian":
         loglik = np_gaussian_loglik(inp["x"], inp["x_hat"], beta)
@@ -343,8 +406,15 @@ def test_exon_objective_vs_numpy_eq12(likelihood):
 
     np.testing.assert_allclose(float(loss), -objective, rtol=1e-5)
     assert set(terms) == TERM_KEYS
-    expected = {"loss": -objective, "elbo": elbo, "log_likelihood": loglik.mean(), "kl": kl.mean(),
-                "cross_entropy": ce, "beta_penalty": penalty, "labelled_accuracy": accuracy}
+    expected = {
+        "loss": -objective,
+        "elbo": elbo,
+        "log_likelihood": loglik.mean(),
+        "kl": kl.mean(),
+        "cross_entropy": ce,
+        "beta_penalty": penalty,
+        "labelled_accuracy": accuracy,
+    }
     for key, value in expected.items():
         np.testing.assert_allclose(float(terms[key]), value, rtol=1e-5, atol=1e-6, err_msg=key)
     if likelihood == "gaussian":
@@ -374,8 +444,9 @@ def test_cross_entropy_uses_only_labelled(likelihood):
     k = inp["logits"].shape[1]
     base_loss, base_terms = _call(inp, lambda1=100.0, lambda2=1.1, beta=0.5, likelihood=likelihood)
     other = dict(inp)
-    other["labels"] = np.where(inp["labelled"], inp["labels"],
-                               (inp["labels"] + 1) % k).astype(np.int32)
+    other["labels"] = np.where(inp["labelled"], inp["labels"], (inp["labels"] + 1) % k).astype(
+        np.int32
+    )
     assert np.any(other["labels"] != inp["labels"])
     loss, terms = _call(other, lambda1=100.0, lambda2=1.1, beta=0.5, likelihood=likelihood)
     assert float(loss) == float(base_loss)
@@ -383,12 +454,16 @@ def test_cross_entropy_uses_only_labelled(likelihood):
         assert float(terms[key]) == float(base_terms[key]), key
     # bool mask and {0, 1} float mask agree
     as_float = dict(inp, labelled=inp["labelled"].astype(np.float32))
-    np.testing.assert_allclose(float(_call(as_float, lambda1=100.0, lambda2=1.1, beta=0.5,
-                                           likelihood=likelihood)[0]), float(base_loss), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(_call(as_float, lambda1=100.0, lambda2=1.1, beta=0.5, likelihood=likelihood)[0]),
+        float(base_loss),
+        rtol=1e-6,
+    )
     # while relabelling a labelled example does change the loss
     flipped = dict(inp)
-    flipped["labels"] = np.where(inp["labelled"], (inp["labels"] + 1) % k,
-                                 inp["labels"]).astype(np.int32)
+    flipped["labels"] = np.where(inp["labelled"], (inp["labels"] + 1) % k, inp["labels"]).astype(
+        np.int32
+    )
     flipped_loss = _call(flipped, lambda1=100.0, lambda2=1.1, beta=0.5, likelihood=likelihood)[0]
     assert float(flipped_loss) != float(base_loss)
 
@@ -404,13 +479,23 @@ def test_unlabelled_sentinel_labels_are_ignored(sentinel, mode):
     fn = losses.exon_objective if mode == "eager" else exon_objective
 
     def loss_of(d):
-        return float(fn(*(jnp.asarray(d[key]) for key in ("x", "x_hat", "logits", "mean", "logvar",
-                                                           "labels", "labelled")),
-                        d["prior"], lambda1=100.0, lambda2=1.1, beta=0.5)[0])
+        return float(
+            fn(
+                *(
+                    jnp.asarray(d[key])
+                    for key in ("x", "x_hat", "logits", "mean", "logvar", "labels", "labelled")
+                ),
+                d["prior"],
+                lambda1=100.0,
+                lambda2=1.1,
+                beta=0.5,
+            )[0]
+        )
 
     base_loss, loss = loss_of(inp), loss_of(other)
     assert np.isfinite(loss) and loss == base_loss, (
-        f"unlabelled rows with label {value} changed the loss ({mode}): {loss} != {base_loss}")
+        f"unlabelled rows with label {value} changed the loss ({mode}): {loss} != {base_loss}"
+    )
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "weighted_gaussian"])
@@ -441,18 +526,32 @@ def test_check_grads_x64():
     rng = np.random.default_rng(18)
     with jax.enable_x64(True):
         k, d = 3, 2
-        prior = MixturePrior(jnp.asarray(rng.normal(size=(k, d))),
-                             jnp.asarray(rng.uniform(0.5, 2.0, size=(k, d))),
-                             jnp.asarray(np.log(np.full(k, 1.0 / k))))
+        prior = MixturePrior(
+            jnp.asarray(rng.normal(size=(k, d))),
+            jnp.asarray(rng.uniform(0.5, 2.0, size=(k, d))),
+            jnp.asarray(np.log(np.full(k, 1.0 / k))),
+        )
         logits = jnp.asarray(rng.normal(size=(2, k)))
         mean = jnp.asarray(rng.normal(size=(2, k, d)))
         logvar = jnp.asarray(rng.uniform(-1, 1, size=(2, k, d)))
         assert logits.dtype == jnp.float64
-        check_grads(jax.jit(lambda a, b, c: losses.kl_upper_bound(a, b, c, prior)),
-                    (logits, mean, logvar), order=1, modes=["rev"])
+        check_grads(
+            jax.jit(lambda a, b, c: losses.kl_upper_bound(a, b, c, prior)),
+            (logits, mean, logvar),
+            order=1,
+            modes=["rev"],
+        )
         x = jnp.asarray(rng.uniform(0.1, 0.9, size=(2, 3, 3)))
         x_hat = jnp.asarray(rng.uniform(0.0, 1.0, size=(2, 3, 3)))
-        check_grads(jax.jit(lambda a, b: losses.weighted_gaussian_log_likelihood(a, b, 0.02)),
-                    (x, x_hat), order=1, modes=["rev"])
-        check_grads(jax.jit(lambda b: losses.gaussian_log_likelihood(x, b, 0.4)), (x_hat,),
-                    order=1, modes=["rev"])
+        check_grads(
+            jax.jit(lambda a, b: losses.weighted_gaussian_log_likelihood(a, b, 0.02)),
+            (x, x_hat),
+            order=1,
+            modes=["rev"],
+        )
+        check_grads(
+            jax.jit(lambda b: losses.gaussian_log_likelihood(x, b, 0.4)),
+            (x_hat,),
+            order=1,
+            modes=["rev"],
+        )

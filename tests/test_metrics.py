@@ -4,6 +4,7 @@ Oracles: NumPy re-derivations (eqs. 14, 18, 20, the activated-subspace ratio),
 scikit-image's SSIM (eq. 19), SciPy's chi-square quantile, and distributions
 whose statistics are known (codes drawn from the prior itself).
 """
+
 import functools
 
 import jax
@@ -20,8 +21,9 @@ from exon_jax.priors import blocks_prior, circle_prior, make_prior
 
 # Whole-function jit: one compile per test instead of one per eager op.
 design_fidelity = jax.jit(metrics.design_fidelity)
-activated_subspace_by_class = jax.jit(metrics.activated_subspace_by_class,
-                                      static_argnames="num_classes")
+activated_subspace_by_class = jax.jit(
+    metrics.activated_subspace_by_class, static_argnames="num_classes"
+)
 
 
 def _random_posterior(rng, num_examples, num_classes, latent_dim):
@@ -66,8 +68,9 @@ def _numpy_kl_upper_bound(logits, mean, logvar, prior):
     log_w = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     w = np.exp(log_w)
     label_term = np.sum(w * (log_w - log_w0), axis=1)
-    gauss = 0.5 * np.sum((mean - mu0) ** 2 / v0 - 1 + np.log(v0) - logvar + np.exp(logvar) / v0,
-                         axis=2)
+    gauss = 0.5 * np.sum(
+        (mean - mu0) ** 2 / v0 - 1 + np.log(v0) - logvar + np.exp(logvar) / v0, axis=2
+    )
     return label_term + np.sum(w * gauss, axis=1)
 
 
@@ -133,8 +136,9 @@ def test_pairwise_ssim_is_symmetric_with_unit_diagonal():
 
 def test_pairwise_ssim_row_blocks_give_same_matrix():
     images = jnp.asarray(np.random.default_rng(4).random((6, 16, 16, 1)), jnp.float32)
-    np.testing.assert_allclose(metrics.pairwise_ssim(images, rows_per_block=3),
-                               metrics.pairwise_ssim(images), atol=1e-6)
+    np.testing.assert_allclose(
+        metrics.pairwise_ssim(images, rows_per_block=3), metrics.pairwise_ssim(images), atol=1e-6
+    )
 
 
 def test_negative_ssim_is_zero_for_identical_images():
@@ -168,12 +172,14 @@ def test_activated_subspace_recovers_designed_dimensions():
     unit = (unit - unit.mean()) / unit.std()  # mean 0, population variance 1
     mean = 1.0 + unit * np.sqrt(spread)
     logvar = np.full_like(mean, logvar_value)
-    ratio, mask = metrics.activated_subspace(jnp.asarray(mean, jnp.float32),
-                                             jnp.asarray(logvar, jnp.float32))
+    ratio, mask = metrics.activated_subspace(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(logvar, jnp.float32)
+    )
     np.testing.assert_allclose(ratio, spread / 2.0, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(mask, [True, False, True, False, True, False])
-    _, loose_mask = metrics.activated_subspace(jnp.asarray(mean, jnp.float32),
-                                               jnp.asarray(logvar, jnp.float32), threshold=0.01)
+    _, loose_mask = metrics.activated_subspace(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(logvar, jnp.float32), threshold=0.01
+    )
     np.testing.assert_array_equal(loose_mask, [True, True, True, False, True, True])
 
 
@@ -182,8 +188,9 @@ def test_activated_subspace_matches_numpy():
     mean = rng.normal(scale=rng.uniform(0.1, 3.0, size=8), size=(300, 8))
     logvar = rng.normal(size=(300, 8))
     expected = np.var(mean, axis=0) / np.mean(np.exp(logvar), axis=0)
-    ratio, mask = metrics.activated_subspace(jnp.asarray(mean, jnp.float32),
-                                             jnp.asarray(logvar, jnp.float32))
+    ratio, mask = metrics.activated_subspace(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(logvar, jnp.float32)
+    )
     np.testing.assert_allclose(ratio, expected, rtol=1e-5)
     np.testing.assert_array_equal(mask, expected > 0.1)
 
@@ -194,16 +201,19 @@ def test_activated_subspace_by_class_matches_per_class_loop():
     _, mean, logvar = _random_posterior(rng, 120, num_classes, latent_dim)
     labels = rng.integers(0, num_classes - 1, size=120)  # the last class has no inputs
     ratio, mask = activated_subspace_by_class(
-        jnp.asarray(mean), jnp.asarray(logvar), jnp.asarray(labels), num_classes=num_classes)
+        jnp.asarray(mean), jnp.asarray(logvar), jnp.asarray(labels), num_classes=num_classes
+    )
     assert ratio.shape == mask.shape == (num_classes, latent_dim)
     for k in range(num_classes - 1):
         rows = labels == k
-        expected = (np.var(mean[rows, k].astype(np.float64), axis=0)
-                    / np.mean(np.exp(logvar[rows, k].astype(np.float64)), axis=0))
+        expected = np.var(mean[rows, k].astype(np.float64), axis=0) / np.mean(
+            np.exp(logvar[rows, k].astype(np.float64)), axis=0
+        )
         np.testing.assert_allclose(ratio[k], expected, rtol=1e-5)
         np.testing.assert_array_equal(mask[k], expected > 0.1)
-        single_ratio, _ = metrics.activated_subspace(jnp.asarray(mean[rows, k]),
-                                                     jnp.asarray(logvar[rows, k]))
+        single_ratio, _ = metrics.activated_subspace(
+            jnp.asarray(mean[rows, k]), jnp.asarray(logvar[rows, k])
+        )
         np.testing.assert_allclose(ratio[k], single_ratio, rtol=1e-5)
     assert np.all(np.isnan(ratio[-1])) and not np.any(mask[-1])
 
@@ -215,21 +225,27 @@ def test_posterior_mean_code_and_expected_code_match_numpy():
     rng = np.random.default_rng(10)
     logits, mean, _ = _random_posterior(rng, 50, 6, 3)
     best = np.argmax(logits, axis=1)
-    np.testing.assert_array_equal(metrics.posterior_mean_code(jnp.asarray(logits),
-                                                              jnp.asarray(mean)),
-                                  mean[np.arange(50), best])
+    np.testing.assert_array_equal(
+        metrics.posterior_mean_code(jnp.asarray(logits), jnp.asarray(mean)),
+        mean[np.arange(50), best],
+    )
     w = np.exp(logits - logits.max(axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(metrics.expected_code(jnp.asarray(logits), jnp.asarray(mean)),
-                               np.einsum("nk,nkd->nd", w, mean), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        metrics.expected_code(jnp.asarray(logits), jnp.asarray(mean)),
+        np.einsum("nk,nkd->nd", w, mean),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("dof", [1, 2, 10, 300])
 def test_chi2_quantile_matches_scipy(dof):
     probabilities = np.array([0.05, 0.5, 0.95, 0.999], np.float32)
     quantile = jax.jit(jax.vmap(metrics.chi2_quantile, in_axes=(0, None)), static_argnums=1)
-    np.testing.assert_allclose(quantile(probabilities, dof), chi2.ppf(probabilities, dof),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        quantile(probabilities, dof), chi2.ppf(probabilities, dof), rtol=1e-5
+    )
 
 
 def _prior_codes(prior, per_class, seed):
@@ -242,8 +258,9 @@ def _prior_codes(prior, per_class, seed):
     return codes, labels
 
 
-@pytest.mark.parametrize("prior", [circle_prior(), blocks_prior(3, 4, 6, max_mean=3.0)],
-                         ids=["circle", "blocks"])
+@pytest.mark.parametrize(
+    "prior", [circle_prior(), blocks_prior(3, 4, 6, max_mean=3.0)], ids=["circle", "blocks"]
+)
 def test_design_fidelity_of_codes_drawn_from_the_prior(prior):
     per_class = 4000
     codes, labels = _prior_codes(prior, per_class, seed=11)
@@ -278,12 +295,14 @@ def test_design_fidelity_empty_class_is_nan_and_skipped():
     prior = circle_prior(num_classes=4)
     codes, labels = _prior_codes(prior, 200, seed=13)
     keep = labels != 2
-    result = design_fidelity(jnp.asarray(codes[keep], jnp.float32),
-                                     jnp.asarray(labels[keep]), prior)
+    result = design_fidelity(
+        jnp.asarray(codes[keep], jnp.float32), jnp.asarray(labels[keep]), prior
+    )
     assert np.isnan(result["centre_distance"][2]) and np.isnan(result["inside_95"][2])
     assert np.isfinite(result["max_centre_distance"]) and np.isfinite(result["mean_inside_95"])
-    np.testing.assert_allclose(result["mean_inside_95"],
-                               np.mean(np.asarray(result["inside_95"])[[0, 1, 3]]), rtol=1e-6)
+    np.testing.assert_allclose(
+        result["mean_inside_95"], np.mean(np.asarray(result["inside_95"])[[0, 1, 3]]), rtol=1e-6
+    )
 
 
 def test_design_fidelity_rejects_wrong_latent_dim():
@@ -319,5 +338,4 @@ def test_metrics_jit_and_vmap_over_model_axis():
     for m in range(num_models):
         single = evaluate_one(logits[m], mean[m], logvar[m], images[m])
         for name, value in single.items():
-            np.testing.assert_allclose(batched[name][m], value, rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+            np.testing.assert_allclose(batched[name][m], value, rtol=1e-5, atol=1e-6, err_msg=name)

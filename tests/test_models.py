@@ -1,4 +1,5 @@
 """Tests for exon_jax.models: shapes, dtypes, parameter counts, BatchNorm, bf16 mode."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,9 +58,7 @@ def test_mlp_encoder_shapes_and_params(initialised):
     logits, mean, logvar = module.apply(variables, x)
     assert logits.shape == (3, K) and mean.shape == (3, K, 2) and logvar.shape == (3, K, 2)
     assert logits.dtype == mean.dtype == logvar.dtype == jnp.float32
-    expected = (dense_params(784, 200)
-                + dense_params(200, 400)
-                + dense_params(400, K + 2 * K * 2))
+    expected = dense_params(784, 200) + dense_params(200, 400) + dense_params(400, K + 2 * K * 2)
     assert expected == 784 * 200 + 200 + 200 * 400 + 400 + 400 * 50 + 50
     assert count(variables["params"]) == expected
     assert set(variables) == {"params"}
@@ -96,12 +95,19 @@ def test_conv_encoder_shapes_and_params(initialised):
     mean, logvar = module.apply(variables, x)
     assert mean.shape == logvar.shape == (3, K, 300)
     assert mean.dtype == logvar.dtype == jnp.float32
-    expected = (conv_params(5, 3, 32) + norm_params(32)
-                + conv_params(5, 32, 64) + norm_params(64)
-                + conv_params(3, 64, 128) + norm_params(128)
-                + conv_params(3, 128, 256) + norm_params(256)
-                + dense_params(2 * 2 * 256, 1024) + norm_params(1024)
-                + dense_params(1024, 2 * K * 300))
+    expected = (
+        conv_params(5, 3, 32)
+        + norm_params(32)
+        + conv_params(5, 32, 64)
+        + norm_params(64)
+        + conv_params(3, 64, 128)
+        + norm_params(128)
+        + conv_params(3, 128, 256)
+        + norm_params(256)
+        + dense_params(2 * 2 * 256, 1024)
+        + norm_params(1024)
+        + dense_params(1024, 2 * K * 300)
+    )
     assert count(variables["params"]) == expected
     assert count(variables["batch_stats"]) == 2 * (32 + 64 + 128 + 256 + 1024)
 
@@ -114,13 +120,21 @@ def test_conv_decoder_shapes_range_and_params(initialised):
     inter = state["intermediates"]
     sizes = [inter[f"deconv_{i}"]["__call__"][0].shape[1:] for i in range(5)]
     assert sizes == [(4, 4, 256), (4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32)]
-    expected = (dense_params(300, 1024) + norm_params(1024)
-                + conv_params(5, 256, 256) + norm_params(256)
-                + conv_params(5, 256, 256) + norm_params(256)
-                + conv_params(5, 256, 128) + norm_params(128)
-                + conv_params(5, 128, 64) + norm_params(64)
-                + conv_params(5, 64, 32) + norm_params(32)
-                + conv_params(1, 32, 3))
+    expected = (
+        dense_params(300, 1024)
+        + norm_params(1024)
+        + conv_params(5, 256, 256)
+        + norm_params(256)
+        + conv_params(5, 256, 256)
+        + norm_params(256)
+        + conv_params(5, 256, 128)
+        + norm_params(128)
+        + conv_params(5, 128, 64)
+        + norm_params(64)
+        + conv_params(5, 64, 32)
+        + norm_params(32)
+        + conv_params(1, 32, 3)
+    )
     assert count(variables["params"]) == expected
     assert count(variables["batch_stats"]) == 2 * (1024 + 256 + 256 + 128 + 64 + 32)
 
@@ -129,10 +143,16 @@ def test_classifier_shapes_and_params(initialised):
     module, variables, x = initialised["classifier"]
     logits = module.apply(variables, x)
     assert logits.shape == (3, K) and logits.dtype == jnp.float32
-    expected = (conv_params(3, 3, 32) + conv_params(3, 32, 32)
-                + conv_params(3, 32, 64) + conv_params(3, 64, 64)
-                + conv_params(3, 64, 128) + conv_params(3, 128, 128)
-                + dense_params(4 * 4 * 128, 128) + dense_params(128, K))
+    expected = (
+        conv_params(3, 3, 32)
+        + conv_params(3, 32, 32)
+        + conv_params(3, 32, 64)
+        + conv_params(3, 64, 64)
+        + conv_params(3, 64, 128)
+        + conv_params(3, 128, 128)
+        + dense_params(4 * 4 * 128, 128)
+        + dense_params(128, K)
+    )
     assert count(variables["params"]) == expected
     assert set(variables) == {"params"}
 
@@ -200,7 +220,7 @@ def test_bfloat16_gradients_are_float32():
 
     def loss(params, inputs, mod):
         logits, mean, logvar = mod.apply({"params": params}, inputs)
-        return jnp.sum(logits ** 2) + jnp.sum(mean ** 2) + jnp.sum(logvar)
+        return jnp.sum(logits**2) + jnp.sum(mean**2) + jnp.sum(logvar)
 
     def round_bf16(tree):
         return jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), tree)
@@ -240,13 +260,16 @@ def test_exon_model_with_classifier(initialised):
     assert set(variables["params"]) == {"encoder", "decoder", "classifier"}
     assert set(variables["batch_stats"]) == {"encoder", "decoder"}
     variables = {
-        "params": {"encoder": enc_vars["params"], "decoder": dec_vars["params"],
-                   "classifier": cls_vars["params"]},
-        "batch_stats": {"encoder": enc_vars["batch_stats"],
-                        "decoder": dec_vars["batch_stats"]},
+        "params": {
+            "encoder": enc_vars["params"],
+            "decoder": dec_vars["params"],
+            "classifier": cls_vars["params"],
+        },
+        "batch_stats": {"encoder": enc_vars["batch_stats"], "decoder": dec_vars["batch_stats"]},
     }
     (logits, mean, logvar), updates = model.apply(
-        variables, x, True, method=models.EXoNModel.encode, mutable=["batch_stats"])
+        variables, x, True, method=models.EXoNModel.encode, mutable=["batch_stats"]
+    )
     np.testing.assert_array_equal(logits, classifier.apply(cls_vars, x))
     want_mean, want_logvar = encoder.apply(enc_vars, x, train=True, mutable=["batch_stats"])[0]
     np.testing.assert_allclose(mean, want_mean, rtol=1e-6, atol=1e-6)
@@ -271,17 +294,21 @@ def test_bad_arguments_raise():
         models.Classifier().init(jax.random.key(0), jnp.zeros((2, 32, 32)))
 
 
-@pytest.mark.parametrize("size, stride, cin, cout, kernel", [
-    (2, 2, 16, 8, 5), (4, 1, 8, 8, 5), (4, 2, 8, 4, 5), (8, 2, 4, 4, 5), (3, 1, 4, 3, 1)])
+@pytest.mark.parametrize(
+    "size, stride, cin, cout, kernel",
+    [(2, 2, 16, 8, 5), (4, 1, 8, 8, 5), (4, 2, 8, 4, 5), (8, 2, 4, 4, 5), (3, 1, 4, 3, 1)],
+)
 def test_conv_transpose_matches_flax(size, stride, cin, cout, kernel):
     """Oracle: flax's nn.ConvTranspose (padding SAME) with the same parameters, both paths."""
     from exon_jax.backend import PatchConvTranspose as ConvTranspose
+
     x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
     reference = nn.ConvTranspose(cout, (kernel, kernel), strides=(stride, stride), padding="SAME")
     variables = reference.init(jax.random.key(1), x)
-    variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape),
-                             variables)
+    variables = jax.tree.map(
+        lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables
+    )
     expected = reference.apply(variables, x)
-    for patch_max_size in (0, 64):   # 0: lax.conv_transpose path; 64: patch-matmul path
+    for patch_max_size in (0, 64):  # 0: lax.conv_transpose path; 64: patch-matmul path
         ours = ConvTranspose(cout, kernel, stride, patch_max_size=patch_max_size)
         np.testing.assert_allclose(ours.apply(variables, x), expected, rtol=1e-4, atol=1e-4)

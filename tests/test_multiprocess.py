@@ -9,6 +9,7 @@ then. One of the two processes killed mid-run and both restarted resume from the
 checkpoint and end bit for bit where the uninterrupted two-process run ends; a process
 that fails ends the other within the heartbeat timeout.
 """
+
 import csv
 import io
 import os
@@ -22,13 +23,20 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_NPZ = os.path.join(ROOT, "data", "mnist", "mnist.npz")
-pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
-                                reason="run `python scripts/fetch_mnist.py` first")
-SWEEP = ["--config=configs/mnist_predesign.py", "--config.train.epochs=2",
-         "--config.train.checkpoint_every=1", "--config.data.max_unlabelled=1500",
-         "--config.train.batch_unlabelled=500", "--config.train.batch_labelled=100",
-         "--config.data.max_test=300", "--config.analysis.figures=False",
-         "--config.analysis.tensorboard_images=False"]
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(MNIST_NPZ), reason="run `python scripts/fetch_mnist.py` first"
+)
+SWEEP = [
+    "--config=configs/mnist_predesign.py",
+    "--config.train.epochs=2",
+    "--config.train.checkpoint_every=1",
+    "--config.data.max_unlabelled=1500",
+    "--config.train.batch_unlabelled=500",
+    "--config.train.batch_labelled=100",
+    "--config.data.max_test=300",
+    "--config.analysis.figures=False",
+    "--config.analysis.tensorboard_images=False",
+]
 TIMEOUT = 300
 
 
@@ -39,17 +47,25 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
 
 
 def _start(workdir, devices, extra=(), process=None, port=None):
     args = [sys.executable, os.path.join(ROOT, "main.py"), *SWEEP, f"--workdir={workdir}", *extra]
     if process is not None:
-        args += [f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                 f"--process_id={process}", "--heartbeat_timeout=10"]
-    return subprocess.Popen(args, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+        args += [
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            f"--process_id={process}",
+            "--heartbeat_timeout=10",
+        ]
+    return subprocess.Popen(
+        args, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _two_processes(workdir, extra=()):
@@ -96,8 +112,7 @@ def test_two_processes_equal_one_process(one_process_four_devices, two_processes
     _assert_same_numbers(two_processes[1], one_process_four_devices[1])
     workdir = two_processes[0]
     assert not os.path.exists(workdir / "figures")
-    assert sorted(os.listdir(workdir / "tensorboard")) == [
-        f"distance={d}" for d in (16, 24, 32, 8)]
+    assert sorted(os.listdir(workdir / "tensorboard")) == [f"distance={d}" for d in (16, 24, 32, 8)]
 
 
 @pytest.mark.slow
@@ -106,7 +121,7 @@ def test_one_device_equals_four_devices(one_process_four_devices, tmp_path):
     _assert_same_numbers(_csv(tmp_path), one_process_four_devices[1])
 
 
-@pytest.mark.slow   # ~50 s: four more process starts; run with -m slow
+@pytest.mark.slow  # ~50 s: four more process starts; run with -m slow
 def test_killed_process_resumes_to_the_same_numbers(two_processes, tmp_path):
     """SIGKILL process 1 once epoch 1 is saved; process 0 stops within the heartbeat timeout."""
     workdir = tmp_path / "killed"
@@ -117,7 +132,7 @@ def test_killed_process_resumes_to_the_same_numbers(two_processes, tmp_path):
         assert time.monotonic() < deadline and processes[1].poll() is None, "no checkpoint"
         time.sleep(0.05)
     processes[1].send_signal(signal.SIGKILL)
-    processes[0].communicate(timeout=60)            # ended by the coordination service
+    processes[0].communicate(timeout=60)  # ended by the coordination service
     assert processes[0].returncode != 0
     outputs = _finish(_two_processes(workdir))
     assert "resumed from epoch" in outputs[0][0] + outputs[0][1]
@@ -129,15 +144,39 @@ def test_a_failing_process_ends_the_other(one_process_four_devices, tmp_path):
     port = _free_port()
     trained = one_process_four_devices[0]
     good = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate", f"--workdir={trained}",
-         f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0",
-         "--heartbeat_timeout=10"], cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            os.path.join(ROOT, "main.py"),
+            "--mode=evaluate",
+            f"--workdir={trained}",
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            "--process_id=0",
+            "--heartbeat_timeout=10",
+        ],
+        cwd=ROOT,
+        env=_env(2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     bad = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate",
-         f"--workdir={tmp_path / 'missing'}", f"--coordinator_address=localhost:{port}",
-         "--num_processes=2", "--process_id=1", "--heartbeat_timeout=10"],
-        cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=TIMEOUT)
+        [
+            sys.executable,
+            os.path.join(ROOT, "main.py"),
+            "--mode=evaluate",
+            f"--workdir={tmp_path / 'missing'}",
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            "--process_id=1",
+            "--heartbeat_timeout=10",
+        ],
+        cwd=ROOT,
+        env=_env(2),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert bad.returncode == 1 and "error: " in bad.stderr and "Traceback" not in bad.stderr
     good.communicate(timeout=60)
     assert good.returncode != 0

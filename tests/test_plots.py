@@ -1,4 +1,5 @@
 """Tests for exon_jax.plots: every figure draws on small inputs and saves a PNG."""
+
 import sys
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_tile_images_matches_loop(rng, count, nrows, ncols, channels):
     expected = np.zeros((nrows * height, ncols * width, channels))
     for index in range(count):
         row, col = divmod(index, ncols)
-        expected[row * height:(row + 1) * height, col * width:(col + 1) * width] = images[index]
+        expected[row * height : (row + 1) * height, col * width : (col + 1) * width] = images[index]
     tiled = plots.tile_images(images, nrows, ncols)
     assert tiled.shape == (nrows * height, ncols * width, channels)
     np.testing.assert_array_equal(tiled, expected)
@@ -133,8 +134,9 @@ def test_interpolation_strips(rng, tmp_path):
 
 def test_heatmap_writes_every_cell(rng, tmp_path):
     values = rng.uniform(size=(3, 4))
-    fig = plots.heatmap(values, [1, 10, 100], [0.1, 0.5, 1.1, 2.0], "kl", xlabel="lambda2",
-                        ylabel="lambda1")
+    fig = plots.heatmap(
+        values, [1, 10, 100], [0.1, 0.5, 1.1, 2.0], "kl", xlabel="lambda2", ylabel="lambda1"
+    )
     texts = {text.get_text() for text in fig.axes[0].texts}
     assert texts == {f"{value:.3g}" for value in values.reshape(-1)}
     _save_and_check(fig, tmp_path, "heatmap")
@@ -156,9 +158,15 @@ def test_trend_single_multiple_and_secondary(tmp_path):
     single = plots.trend(x, [3.0, 5.0, 8.0, 9.0], "epsilon", "activated dims", "trend")
     assert len(single.axes[0].lines) == 1
     _save_and_check(single, tmp_path, "trend1")
-    several = plots.trend(x, {"automobile": [3, 5, 8, 9], "horse": [2, 4, 6, 7]}, "epsilon",
-                          "activated dims", secondary={"negative SSIM": [0.1, 0.2, 0.25, 0.3]},
-                          secondary_ylabel="negative SSIM", logx=True)
+    several = plots.trend(
+        x,
+        {"automobile": [3, 5, 8, 9], "horse": [2, 4, 6, 7]},
+        "epsilon",
+        "activated dims",
+        secondary={"negative SSIM": [0.1, 0.2, 0.25, 0.3]},
+        secondary_ylabel="negative SSIM",
+        logx=True,
+    )
     assert len(several.axes) == 2
     assert several.axes[0].get_legend() is not None
     _save_and_check(several, tmp_path, "trend2")
@@ -180,8 +188,12 @@ def _inside_canvas(fig, slack=0.01):
     fig.draw_without_rendering()
     box = fig.get_tightbbox()
     width, height = fig.get_size_inches()
-    return (box.x0 >= -slack and box.y0 >= -slack and box.x1 <= width + slack
-            and box.y1 <= height + slack)
+    return (
+        box.x0 >= -slack
+        and box.y0 >= -slack
+        and box.x1 <= width + slack
+        and box.y1 <= height + slack
+    )
 
 
 def test_save_writes_pdf_beside_png(tmp_path):
@@ -197,20 +209,41 @@ def test_long_titles_and_row_labels_stay_inside_canvas(rng, means):
     and the pre-design strip row labels."""
     codes, labels = _codes(rng, means)
     long_title = "Test posterior (mean of the most probable component) of every test image"
-    strips = plots.interpolation_strips([rng.uniform(size=(11, 8, 8, 1)) for _ in range(4)],
-                                        ["distance=8", "distance=16", "distance=24",
-                                         "distance=32"])
-    panel = plots.posterior_panel([(codes, labels, "lambda1=100_lambda2=1.1_seed=0")] * 3, means,
-                                  NAMES, ncols=3, title=long_title)
-    bars = plots.activation_bars(rng.uniform(size=(3, 40)), NAMES[:3], ncols=2,
-                                 title="activation ratio F per class (training inputs)")
-    figures = {"posterior": plots.posterior_scatter(codes, labels, means, NAMES, title=long_title),
-               "strips": strips, "panel": panel, "bars": bars,
-               "figure3": plots.figure3(codes, labels, rng.uniform(size=(16, 8, 8, 1)),
-                                        rng.integers(0, NUM_CLASSES, size=(10, 10)), 15.0,
-                                        means, NAMES, titles=(long_title, "b", "c"))}
+    strips = plots.interpolation_strips(
+        [rng.uniform(size=(11, 8, 8, 1)) for _ in range(4)],
+        ["distance=8", "distance=16", "distance=24", "distance=32"],
+    )
+    panel = plots.posterior_panel(
+        [(codes, labels, "lambda1=100_lambda2=1.1_seed=0")] * 3,
+        means,
+        NAMES,
+        ncols=3,
+        title=long_title,
+    )
+    bars = plots.activation_bars(
+        rng.uniform(size=(3, 40)),
+        NAMES[:3],
+        ncols=2,
+        title="activation ratio F per class (training inputs)",
+    )
+    figures = {
+        "posterior": plots.posterior_scatter(codes, labels, means, NAMES, title=long_title),
+        "strips": strips,
+        "panel": panel,
+        "bars": bars,
+        "figure3": plots.figure3(
+            codes,
+            labels,
+            rng.uniform(size=(16, 8, 8, 1)),
+            rng.integers(0, NUM_CLASSES, size=(10, 10)),
+            15.0,
+            means,
+            NAMES,
+            titles=(long_title, "b", "c"),
+        ),
+    }
     for name, fig in figures.items():
-        assert _inside_canvas(plots.fit_canvas(fig)), name   # what `save` writes
+        assert _inside_canvas(plots.fit_canvas(fig)), name  # what `save` writes
 
 
 def test_fit_canvas_grows_a_clipped_figure():
@@ -223,8 +256,8 @@ def test_fit_canvas_grows_a_clipped_figure():
 
 def test_activation_bars_threshold_line_and_axis_labels(rng):
     threshold = 0.1
-    ratios = rng.uniform(0.0, 0.05, size=(2, 12))     # every bar below delta
-    ratios[1, 3] = 4.0                                 # one far above it
+    ratios = rng.uniform(0.0, 0.05, size=(2, 12))  # every bar below delta
+    ratios[1, 3] = 4.0  # one far above it
     fig = plots.activation_bars(ratios, NAMES[:2], threshold=threshold, ncols=2)
     for ax in fig.axes:
         lines = [line for line in ax.lines if np.allclose(line.get_ydata(), threshold)]
@@ -254,8 +287,13 @@ def test_posterior_panel_own_centres_and_square_window(rng, means):
 
 def test_grid_table_against_hand_computed_cells():
     from exon_jax import figures
-    points = [{"lambda1": 1.0, "lambda2": 0.5, "seed": 0}, {"lambda1": 1.0, "lambda2": 0.5, "seed": 1},
-              {"lambda1": 10.0, "lambda2": 0.5, "seed": 0}, {"lambda1": 1.0, "lambda2": 2.0, "seed": 0}]
+
+    points = [
+        {"lambda1": 1.0, "lambda2": 0.5, "seed": 0},
+        {"lambda1": 1.0, "lambda2": 0.5, "seed": 1},
+        {"lambda1": 10.0, "lambda2": 0.5, "seed": 0},
+        {"lambda1": 1.0, "lambda2": 2.0, "seed": 0},
+    ]
     values = {"kl": [1.0, 3.0, 5.0, 7.0]}
     assert figures.heatmap_fields(points) == ("lambda1", "lambda2")
     rows, cols, mean, std, count = figures.grid_table(points, values, "lambda1", "lambda2")
@@ -264,9 +302,12 @@ def test_grid_table_against_hand_computed_cells():
     np.testing.assert_allclose(mean["kl"], [[2.0, 7.0], [5.0, np.nan]])
     np.testing.assert_allclose(std["kl"], [[np.sqrt(2.0), np.nan], [np.nan, np.nan]])
     assert figures.heatmap_fields([{"distance": 8.0}, {"distance": 16.0}]) == ("distance", None)
-    rows, cols, mean, _, count = figures.grid_table([{"distance": 16.0}, {"distance": 8.0}],
-                                                    values={"kl": [2.0, 1.0]}, row_field="distance",
-                                                    col_field=None)
+    rows, cols, mean, _, count = figures.grid_table(
+        [{"distance": 16.0}, {"distance": 8.0}],
+        values={"kl": [2.0, 1.0]},
+        row_field="distance",
+        col_field=None,
+    )
     assert rows == [8.0, 16.0] and cols == ["all"]
     np.testing.assert_allclose(mean["kl"], [[1.0], [2.0]])
 
@@ -277,8 +318,14 @@ def test_to_jsonable_is_strict_json():
     import jax.numpy as jnp
 
     from exon_jax.writers import to_jsonable
-    value = {1: np.float32(0.5), "a": np.array([[1, 2]], np.int64), "b": (np.bool_(True), None),
-             "c": [float("nan"), np.inf, jnp.asarray(2.5)], "d": "text"}
+
+    value = {
+        1: np.float32(0.5),
+        "a": np.array([[1, 2]], np.int64),
+        "b": (np.bool_(True), None),
+        "c": [float("nan"), np.inf, jnp.asarray(2.5)],
+        "d": "text",
+    }
     expected = {"1": 0.5, "a": [[1, 2]], "b": [True, None], "c": [None, None, 2.5], "d": "text"}
     assert to_jsonable(value) == expected
     assert json.loads(json.dumps(to_jsonable(value), allow_nan=False)) == expected
@@ -286,10 +333,12 @@ def test_to_jsonable_is_strict_json():
 
 
 def test_title_wrapping_keeps_math_and_words_whole():
-    wrapped = plots._wrap("test posterior samples $z \\sim q(z|x)$ lambda1=10_lambda2=1.1_seed=0",
-                          1.5)
+    wrapped = plots._wrap(
+        "test posterior samples $z \\sim q(z|x)$ lambda1=10_lambda2=1.1_seed=0", 1.5
+    )
     assert "\n" in wrapped
-    assert wrapped.replace("\n", " ") == ("test posterior samples $z \\sim q(z|x)$ "
-                                          "lambda1=10_lambda2=1.1_seed=0")
+    assert wrapped.replace("\n", " ") == (
+        "test posterior samples $z \\sim q(z|x)$ lambda1=10_lambda2=1.1_seed=0"
+    )
     for line in wrapped.split("\n"):
         assert line.count("$") % 2 == 0

@@ -1,4 +1,5 @@
 """Priors as data: files, inline arrays, the grid / groups builders and their validation."""
+
 import json
 import math
 
@@ -19,11 +20,13 @@ def test_file_prior_json_and_npz_build_the_same_mixture(tmp_path):
     """A .json and an .npz with the same arrays give one prior; its log density matches scipy."""
     rng = np.random.default_rng(0)
     means = rng.normal(size=(10, 2)) * 10
-    variances = rng.uniform(0.5, 3.0, size=(10,))          # one variance per component
+    variances = rng.uniform(0.5, 3.0, size=(10,))  # one variance per component
     weights = rng.dirichlet(np.ones(10))
     with open(tmp_path / "p.json", "w") as f:
-        json.dump({"means": means.tolist(), "variances": variances.tolist(),
-                   "weights": weights.tolist()}, f)
+        json.dump(
+            {"means": means.tolist(), "variances": variances.tolist(), "weights": weights.tolist()},
+            f,
+        )
     np.savez(tmp_path / "p.npz", means=means, variances=variances, weights=weights)
     built = []
     for name in ("p.json", "p.npz"):
@@ -34,8 +37,12 @@ def test_file_prior_json_and_npz_build_the_same_mixture(tmp_path):
         built.append(configuration.build_prior(config, 10))
     np.testing.assert_array_equal(built[0].means, built[1].means)
     z = rng.normal(size=(50, 2)) * 8
-    expected = np.log(sum(w * scipy.stats.multivariate_normal(m, v * np.eye(2)).pdf(z)
-                          for m, v, w in zip(means, variances, weights)))
+    expected = np.log(
+        sum(
+            w * scipy.stats.multivariate_normal(m, v * np.eye(2)).pdf(z)
+            for m, v, w in zip(means, variances, weights)
+        )
+    )
     np.testing.assert_allclose(priors.prior_log_density(z, built[0]), expected, rtol=2e-5)
 
 
@@ -49,16 +56,22 @@ def test_custom_prior_inline_scalar_variance_uniform_weights():
     np.testing.assert_allclose(np.exp(prior.log_weights), np.full(10, 0.1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p.update(means=p["means"][:9]), "K = 9 components but the data has 10"),
-    (lambda p: p.update(means=[m + [0.0] for m in p["means"]]), "d = 3 but model.latent_dim = 2"),
-    (lambda p: p.update(variances=-1.0), "variances must be > 0"),
-    (lambda p: p.update(variances=[1.0, 2.0]), "variances must be"),
-    (lambda p: p.update(weights=[0.2] * 10), "weights must sum to 1"),
-    (lambda p: p.update(weights=[0.0] + [1 / 9] * 9), "weights must be > 0"),
-    (lambda p: p.update(means=[[float("nan"), 0.0]] + p["means"][1:]), "means must be finite"),
-    (lambda p: p.pop("variances"), "missing variances"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.update(means=p["means"][:9]), "K = 9 components but the data has 10"),
+        (
+            lambda p: p.update(means=[m + [0.0] for m in p["means"]]),
+            "d = 3 but model.latent_dim = 2",
+        ),
+        (lambda p: p.update(variances=-1.0), "variances must be > 0"),
+        (lambda p: p.update(variances=[1.0, 2.0]), "variances must be"),
+        (lambda p: p.update(weights=[0.2] * 10), "weights must sum to 1"),
+        (lambda p: p.update(weights=[0.0] + [1 / 9] * 9), "weights must be > 0"),
+        (lambda p: p.update(means=[[float("nan"), 0.0]] + p["means"][1:]), "means must be finite"),
+        (lambda p: p.pop("variances"), "missing variances"),
+    ],
+)
 def test_bad_prior_file_names_the_file_and_the_problem(tmp_path, change, message):
     arrays = {"means": [[float(k), 0.0] for k in range(10)], "variances": 1.0}
     change(arrays)
@@ -96,11 +109,12 @@ def test_grid_prior_geometry():
 
 
 def test_groups_prior_puts_members_close_and_groups_far():
-    prior = priors.groups_prior(10, ((4, 9), (3, 5, 8)), group_radius=30.0,
-                                within_distance=6.0, variance=4.0)
+    prior = priors.groups_prior(
+        10, ((4, 9), (3, 5, 8)), group_radius=30.0, within_distance=6.0, variance=4.0
+    )
     d = _pairwise(prior.means)
     assert d[4, 9] == pytest.approx(6.0, abs=1e-4)
-    for a, b in ((3, 5), (5, 8), (3, 8)):                   # an equilateral triangle
+    for a, b in ((3, 5), (5, 8), (3, 8)):  # an equilateral triangle
         assert d[a, b] == pytest.approx(6.0, abs=1e-4)
     others = [c for c in range(10) if c not in (4, 9)]
     assert d[4, others].min() > 6.0 * 2 and d[9, others].min() > 6.0 * 2
@@ -121,8 +135,7 @@ def test_groups_and_grid_layouts_from_config():
 
 
 def test_prior_arrays_round_trip_exactly():
-    prior = priors.make_prior(np.random.default_rng(1).normal(size=(3, 4)), 0.3,
-                              [0.2, 0.3, 0.5])
+    prior = priors.make_prior(np.random.default_rng(1).normal(size=(3, 4)), 0.3, [0.2, 0.3, 0.5])
     back = priors.prior_from_arrays(json.loads(json.dumps(priors.prior_to_arrays(prior))))
     np.testing.assert_array_equal(back.means, prior.means)
     np.testing.assert_array_equal(back.variances, prior.variances)
@@ -132,20 +145,31 @@ def test_prior_arrays_round_trip_exactly():
 def test_worked_example_prior_file_is_valid():
     path = configuration.resolve_path("configs/priors/mnist_4_9_apart.json")
     arrays = priors.load_prior_file(path)
-    means, _, _ = priors.check_prior_arrays(arrays["means"], arrays["variances"],
-                                            arrays.get("weights"), 10, 2)
+    means, _, _ = priors.check_prior_arrays(
+        arrays["means"], arrays["variances"], arrays.get("weights"), 10, 2
+    )
     d = _pairwise(means)
     others = [c for c in range(10) if c not in (4, 9)]
     assert d[4, 9] <= d[np.ix_(others, others)][np.triu_indices(8, 1)].min() + 1e-3
     assert d[np.ix_([4, 9], others)].min() > 2 * d[4, 9]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("train.max_checkpoints", 0), ("data.max_test", -5), ("sweep.seed", (1.5, 1.7)),
-    ("sweep.seed", (1, 1)), ("optimizer.learning_rate", 1e39), ("loss.lambda1", 1e39),
-    ("loss.lambda2", float("inf")), ("model.beta", float("nan")), ("train.epochs", 2.5),
-    ("data.validation", -1), ("seed", -3),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("train.max_checkpoints", 0),
+        ("data.max_test", -5),
+        ("sweep.seed", (1.5, 1.7)),
+        ("sweep.seed", (1, 1)),
+        ("optimizer.learning_rate", 1e39),
+        ("loss.lambda1", 1e39),
+        ("loss.lambda2", float("inf")),
+        ("model.beta", float("nan")),
+        ("train.epochs", 2.5),
+        ("data.validation", -1),
+        ("seed", -3),
+    ],
+)
 def test_silent_config_mistakes_are_refused(field, value):
     config = mnist_config.get_config()
     *path, name = field.split(".")
@@ -158,8 +182,9 @@ def test_silent_config_mistakes_are_refused(field, value):
         configuration.validate_config(config)
 
 
-@pytest.mark.parametrize("field, value", [("analysis.posterior", "median"),
-                                          ("analysis.classes", ())])
+@pytest.mark.parametrize(
+    "field, value", [("analysis.posterior", "median"), ("analysis.classes", ())]
+)
 def test_analysis_options_are_checked(field, value):
     config = mnist_config.get_config()
     section, name = field.split(".")

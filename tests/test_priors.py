@@ -1,4 +1,5 @@
 """Tests for exon_jax.priors: layouts from first principles, densities vs scipy."""
+
 import math
 
 import jax
@@ -18,11 +19,15 @@ prior_log_density = jax.jit(priors.prior_log_density)
 def _numpy_mixture_log_density(z, means, variances, weights):
     """log sum_k w_k N(z; mu_k, diag(v_k)) in float64 via scipy."""
     z = np.asarray(z, np.float64)
-    comps = np.stack([
-        stats.multivariate_normal(mean=np.asarray(m, np.float64),
-                                  cov=np.diag(np.asarray(v, np.float64))).logpdf(z)
-        for m, v in zip(means, variances)
-    ], axis=-1)
+    comps = np.stack(
+        [
+            stats.multivariate_normal(
+                mean=np.asarray(m, np.float64), cov=np.diag(np.asarray(v, np.float64))
+            ).logpdf(z)
+            for m, v in zip(means, variances)
+        ],
+        axis=-1,
+    )
     return logsumexp(np.log(np.asarray(weights, np.float64)) + comps, axis=-1)
 
 
@@ -82,8 +87,9 @@ def test_circle_explicit_radius():
 def test_two_component_layout(distance):
     """Oracle: Appendix 6.3.2 -- centres (-d/2, 0), (+d/2, 0), variance 4, weights 1/2."""
     prior = priors.two_component_prior(distance)
-    np.testing.assert_allclose(np.asarray(prior.means),
-                               [[-distance / 2, 0.0], [distance / 2, 0.0]], rtol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(prior.means), [[-distance / 2, 0.0], [distance / 2, 0.0]], rtol=1e-7
+    )
     np.testing.assert_allclose(np.asarray(prior.variances), np.full((2, 2), 4.0))
     np.testing.assert_allclose(np.exp(np.asarray(prior.log_weights)), [0.5, 0.5], rtol=1e-6)
     assert prior.num_classes == 2 and prior.latent_dim == 2
@@ -97,8 +103,9 @@ def test_blocks_layout():
     assert means.shape == (10, 300) and variances.shape == (10, 300)
     levels = np.array([6.0 - 12.0 * k / 9.0 for k in range(10)])
     assert levels[0] == 6.0 and levels[-1] == -6.0
-    np.testing.assert_allclose(means[:, :100], np.repeat(levels[:, None], 100, axis=1),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        means[:, :100], np.repeat(levels[:, None], 100, axis=1), rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_array_equal(means[:, 100:], 0.0)
     np.testing.assert_allclose(variances[:, :100], 0.1, rtol=1e-7)
     np.testing.assert_allclose(variances[:, 100:], 1.0, rtol=1e-7)
@@ -109,8 +116,9 @@ def test_make_prior_normalises_weights():
     """Oracle: w / sum(w) computed in numpy; scalar variance broadcast to [K, d]."""
     weights = np.array([1.0, 3.0, 4.0])
     prior = priors.make_prior(np.zeros((3, 2)), 2.0, weights)
-    np.testing.assert_allclose(np.asarray(prior.log_weights), np.log(weights / weights.sum()),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(prior.log_weights), np.log(weights / weights.sum()), rtol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(prior.variances), np.full((3, 2), 2.0))
     with pytest.raises(ValueError):
         priors.make_prior(np.zeros((3, 2)), 1.0, np.ones(4))
@@ -132,8 +140,9 @@ def test_prior_is_pytree_and_vmaps():
     z = np.random.default_rng(0).normal(scale=6.0, size=(5, 2)).astype(np.float32)
     got = jax.jit(jax.vmap(priors.prior_log_density, in_axes=(None, 0)))(z, batched)
     for i, d in enumerate([8.0, 24.0]):
-        expected = _numpy_mixture_log_density(z, [[-d / 2, 0.0], [d / 2, 0.0]],
-                                              [[4.0, 4.0]] * 2, [0.5, 0.5])
+        expected = _numpy_mixture_log_density(
+            z, [[-d / 2, 0.0], [d / 2, 0.0]], [[4.0, 4.0]] * 2, [0.5, 0.5]
+        )
         np.testing.assert_allclose(np.asarray(got[i]), expected, rtol=1e-5)
     # the batch also flows through tree_map like any other pytree
     doubled = jax.tree_util.tree_map(lambda a: 2 * a, batched)

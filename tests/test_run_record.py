@@ -2,6 +2,7 @@
 
 Small slices of the real MNIST, 1-2 epochs each: seconds per test.
 """
+
 import json
 import os
 import re
@@ -18,8 +19,9 @@ from tests.synthetic import mnist_slice, small_mnist_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_NPZ = os.path.join(ROOT, "data", "mnist", "mnist.npz")
-pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ),
-                                reason="run `python scripts/fetch_mnist.py` first")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(MNIST_NPZ), reason="run `python scripts/fetch_mnist.py` first"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,13 @@ def file_prior_run(tmp_path_factory, small_mnist):
     root = tmp_path_factory.mktemp("file_prior")
     data_dir = root / "data" / "mnist_slice"
     data_dir.mkdir(parents=True)
-    np.savez(data_dir / "mnist_slice.npz", train_images=small_mnist.train.images,
-             train_labels=small_mnist.train.labels, test_images=small_mnist.test.images,
-             test_labels=small_mnist.test.labels)
+    np.savez(
+        data_dir / "mnist_slice.npz",
+        train_images=small_mnist.train.images,
+        train_labels=small_mnist.train.labels,
+        test_images=small_mnist.test.images,
+        test_labels=small_mnist.test.labels,
+    )
     prior_path = root / "prior.json"
     shutil.copy(os.path.join(ROOT, "configs", "priors", "mnist_4_9_apart.json"), prior_path)
     config = tiny_config()
@@ -57,9 +63,13 @@ def test_file_prior_evaluated_in_a_fresh_process_gives_identical_numbers(file_pr
     """evaluate uses the stored prior: the prior file may even change after training."""
     workdir, trained, prior_path = file_prior_run
     prior_path.write_text(json.dumps({"means": [[0.0, 0.0]] * 10, "variances": 1.0}))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate",
-                          f"--workdir={workdir}"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), "--mode=evaluate", f"--workdir={workdir}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     with open(os.path.join(workdir, "results.json")) as f:
         evaluated = json.load(f)
@@ -74,16 +84,20 @@ def test_checkpoint_and_record_hold_the_exact_prior_and_data_identity(file_prior
         record = json.load(f)
     with open(os.path.join(ROOT, "configs", "priors", "mnist_4_9_apart.json")) as f:
         design = json.load(f)
-    np.testing.assert_array_equal(np.asarray(record["priors"][0]["means"], np.float32),
-                                  np.asarray(design["means"], np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(record["priors"][0]["means"], np.float32),
+        np.asarray(design["means"], np.float32),
+    )
     assert record["config"]["prior"]["layout"] == "file"
     assert record["dataset"]["name"] == "mnist_slice"
 
 
 def test_changed_training_field_is_refused_before_anything_is_written(file_prior_run):
     workdir, _, prior_path = file_prior_run
-    before = {name: open(os.path.join(workdir, name), "rb").read()
-              for name in ("config.json", "metrics.jsonl")}
+    before = {
+        name: open(os.path.join(workdir, name), "rb").read()
+        for name in ("config.json", "metrics.jsonl")
+    }
     with open(os.path.join(workdir, "config.json")) as f:
         stored = json.load(f)
     config = run_record.stored_config(workdir)
@@ -104,7 +118,8 @@ def test_evaluate_accepts_only_run_option_overrides(file_prior_run):
         saved_run.evaluate(workdir, {"loss.lambda1": 1.0})
     results = saved_run.evaluate(workdir, {"data.max_test": 100})
     assert results["models"][0]["classification_error"] * 100 == pytest.approx(
-        round(results["models"][0]["classification_error"] * 100))
+        round(results["models"][0]["classification_error"] * 100)
+    )
 
 
 def test_longer_training_resumes_without_duplicate_metric_rows(small_mnist, tmp_path):
@@ -112,7 +127,7 @@ def test_longer_training_resumes_without_duplicate_metric_rows(small_mnist, tmp_
     config = tiny_config(epochs=2)
     workdir = str(tmp_path)
     training.train_and_evaluate(config, workdir, small_mnist, progress=False)
-    shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))   # as if killed before saving 2
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))  # as if killed before saving 2
     config.train.epochs = 3
     training.train_and_evaluate(config, workdir, small_mnist, progress=False)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -122,7 +137,7 @@ def test_longer_training_resumes_without_duplicate_metric_rows(small_mnist, tmp_
         resume = json.loads(f.read().splitlines()[-1])
     assert resume["from_epoch"] == 1 and resume["changed"]["train.epochs"] == [2, 3]
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["train"]["epochs"] == 2        # written once, by the first run
+        assert json.load(f)["train"]["epochs"] == 2  # written once, by the first run
 
 
 def test_data_passed_from_python_is_recorded(small_mnist, tmp_path):
@@ -133,9 +148,14 @@ def test_data_passed_from_python_is_recorded(small_mnist, tmp_path):
     training.train_and_evaluate(config, workdir, small_mnist, progress=False)
     with pytest.raises(run_record.DataMismatch, match="trained on data set 'mnist_slice'"):
         saved_run.evaluate(workdir)
-    other = data_lib.ImageDataset(small_mnist.train, data_lib.ImageSplit(
-        small_mnist.test.images[::-1].copy(), small_mnist.test.labels[::-1].copy()),
-        "mydigits", small_mnist.class_names)
+    other = data_lib.ImageDataset(
+        small_mnist.train,
+        data_lib.ImageSplit(
+            small_mnist.test.images[::-1].copy(), small_mnist.test.labels[::-1].copy()
+        ),
+        "mydigits",
+        small_mnist.class_names,
+    )
     with pytest.raises(run_record.DataMismatch, match="differs"):
         saved_run.evaluate(workdir, dataset=other)
     assert saved_run.evaluate(workdir, dataset=small_mnist)["dataset"] == "mnist_slice"
@@ -166,14 +186,14 @@ def test_readme_python_snippet_runs(file_prior_run, small_mnist, monkeypatch):
     assert errors == pytest.approx(trained["models"][0]["classification_error"], abs=1e-6)
     drawn = run.sample(jax.random.key(0), [4, 9])
     assert drawn.shape == (2, 28, 28, 1) and 0.0 <= drawn.min() and drawn.max() <= 1.0
-    np.testing.assert_array_equal(np.asarray(run.prior.means),
-                                  np.asarray(scope["run"].prior.means))
+    np.testing.assert_array_equal(np.asarray(run.prior.means), np.asarray(scope["run"].prior.means))
 
 
 def test_curves_and_tensorboard_of_a_run(file_prior_run, tmp_path):
     """experiments/curves.py draws metrics.jsonl (nulls as gaps); TensorBoard has the run's
     scalars and images under tensorboard/<point>/."""
     from experiments import curves
+
     workdir, _, _ = file_prior_run
     read = curves.read_curves(workdir)
     epochs, losses = read["train/loss"]["model"]
@@ -194,10 +214,11 @@ def _read_events(path):
     """Events of a TensorBoard file: records of (u64 length, u32 crc, data, u32 crc)."""
     import struct
     from tensorboardX.proto import event_pb2
+
     with open(path, "rb") as f:
         blob = f.read()
     offset = 0
     while offset + 12 <= len(blob):
-        (length,) = struct.unpack("<Q", blob[offset:offset + 8])
-        yield event_pb2.Event.FromString(blob[offset + 12:offset + 12 + length])
+        (length,) = struct.unpack("<Q", blob[offset : offset + 8])
+        yield event_pb2.Event.FromString(blob[offset + 12 : offset + 12 + length])
         offset += 12 + length + 4

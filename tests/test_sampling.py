@@ -1,4 +1,5 @@
 """Tests for exon_jax.sampling: Gumbel-Softmax and the reparameterised mixture sample."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,8 +60,11 @@ def test_logits_shift_invariance():
     """Oracle: softmax(logits) is shift invariant, so logits + c gives the same sample for the same key."""
     logits = _logits(2, (16, 4))
     key = jax.random.key(5)
-    np.testing.assert_allclose(np.asarray(gumbel_softmax(key, logits)),
-                               np.asarray(gumbel_softmax(key, logits + 37.0)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(gumbel_softmax(key, logits)),
+        np.asarray(gumbel_softmax(key, logits + 37.0)),
+        atol=1e-5,
+    )
 
 
 def test_hard_samples_are_one_hot_and_match_soft_argmax():
@@ -81,8 +85,7 @@ def test_hard_samples_are_exact_one_hots():
     hard = np.asarray(gumbel_softmax(key, logits, hard=True))
     expected = np.eye(7, dtype=np.float32)[soft.argmax(-1)]
     bad = np.flatnonzero(np.any(hard != expected, axis=-1))
-    assert bad.size == 0, (
-        f"hard samples are not exact one-hots in {bad.size}/{len(hard)} rows")
+    assert bad.size == 0, f"hard samples are not exact one-hots in {bad.size}/{len(hard)} rows"
 
 
 def test_hard_gradient_equals_soft_gradient():
@@ -105,8 +108,10 @@ def test_small_temperature_concentrates():
     """Oracle: tau -> 0 gives near one-hots; fraction with max > 0.99 is large and decreasing in tau."""
     logits = _logits(5, (20_000, 5))
     key = jax.random.key(9)
-    frac = {t: float(np.mean(np.asarray(gumbel_softmax(key, logits, t)).max(-1) > 0.99))
-            for t in (0.05, 0.2, 1.0)}
+    frac = {
+        t: float(np.mean(np.asarray(gumbel_softmax(key, logits, t)).max(-1) > 0.99))
+        for t in (0.05, 0.2, 1.0)
+    }
     assert frac[0.05] > 0.75, frac
     assert frac[0.05] > frac[0.2] > frac[1.0], frac
 
@@ -118,8 +123,9 @@ def test_temperature_is_honoured(temperature):
     key = jax.random.key(13)
     y1 = np.asarray(gumbel_softmax(key, logits, 1.0), np.float64)
     y_tau = np.asarray(gumbel_softmax(key, logits, temperature), np.float64)
-    np.testing.assert_allclose(y_tau, softmax(np.log(y1) / temperature, axis=-1),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        y_tau, softmax(np.log(y1) / temperature, axis=-1), rtol=1e-4, atol=1e-6
+    )
     # and higher temperature flattens: the entropy is monotone in tau
     ent = lambda p: -(p * np.log(np.clip(p, 1e-30, None))).sum(-1).mean()
     assert (ent(y_tau) > ent(y1)) == (temperature > 1.0)
@@ -174,8 +180,9 @@ def test_sample_latent_is_convex_combination_of_components():
     mean, _ = _posterior(2, batch, k, d)
     logits = _logits(7, (batch, k))
     logvar = jnp.full((batch, k, d), -30.0, jnp.float32)
-    z = np.asarray(sample_latent_jit(jax.random.key(21), logits, mean, logvar, temperature=0.8),
-                   np.float64)
+    z = np.asarray(
+        sample_latent_jit(jax.random.key(21), logits, mean, logvar, temperature=0.8), np.float64
+    )
     mean_np = np.asarray(mean, np.float64)
     for b in range(batch):
         y, *_ = np.linalg.lstsq(mean_np[b].T, z[b], rcond=None)
@@ -192,12 +199,19 @@ def test_sample_latent_shapes_jit_vmap():
     key = jax.random.key(5)
     eager = sample_latent(key, jnp.asarray(logits), jnp.asarray(mean), jnp.asarray(logvar))
     assert eager.shape == (batch, d) and eager.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(sample_latent_jit(key, logits, mean, logvar)),
-                               np.asarray(eager), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(sample_latent_jit(key, logits, mean, logvar)),
+        np.asarray(eager),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
     keys = [jax.random.key(i) for i in range(3)]
-    by_key = np.asarray(jax.jit(jax.vmap(sample_latent, in_axes=(0, None, None, None)))(
-        jnp.stack(keys), logits, mean, logvar))
+    by_key = np.asarray(
+        jax.jit(jax.vmap(sample_latent, in_axes=(0, None, None, None)))(
+            jnp.stack(keys), logits, mean, logvar
+        )
+    )
     assert by_key.shape == (3, batch, d)
     assert not np.allclose(by_key[0], by_key[1])  # different keys, different draws
     for i in range(3):
@@ -209,7 +223,8 @@ def test_sample_latent_shapes_jit_vmap():
     logvars = np.stack([s[1] for s in stacked])
     logits2 = np.stack([logits, -logits])
     by_model = np.asarray(
-        jax.jit(jax.vmap(sample_latent))(jnp.stack(keys[:2]), logits2, means, logvars))
+        jax.jit(jax.vmap(sample_latent))(jnp.stack(keys[:2]), logits2, means, logvars)
+    )
     assert by_model.shape == (2, batch, d)
     for i in range(2):
         single = np.asarray(sample_latent_jit(keys[i], logits2[i], means[i], logvars[i]))

@@ -8,6 +8,7 @@
   bench/common.py finds the TensorFlow reference from options, environment or the
   repository layout, not from a path of one machine.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,9 @@ def assert_close(actual, desired, rtol=1e-5, scale_tol=1e-6):
     """float32-tight: relative 1e-5 per element, absolute 1e-6 of the array's largest
     magnitude (a sum of many terms has absolute, not relative, rounding error)."""
     desired = np.asarray(desired)
-    np.testing.assert_allclose(actual, desired, rtol=rtol,
-                               atol=scale_tol * max(float(np.abs(desired).max()), 1e-30))
+    np.testing.assert_allclose(
+        actual, desired, rtol=rtol, atol=scale_tol * max(float(np.abs(desired).max()), 1e-30)
+    )
 
 
 @contextlib.contextmanager
@@ -48,6 +50,7 @@ def _loss(module):
     def loss(variables, x):
         y = module.apply(variables, x)
         return jnp.sum(jnp.sin(y) * jnp.arange(y.shape[-1], dtype=y.dtype))
+
     return loss
 
 
@@ -57,7 +60,7 @@ def test_dense_matches_flax_dense(name, shape):
     x = jax.random.normal(jax.random.key(0), shape)
     reference = nn.Dense(23, kernel_init=nn.initializers.glorot_uniform())
     variables = reference.init(jax.random.key(1), x)
-    variables = jax.tree.map(lambda v: v + 0.1, variables)    # non-zero bias
+    variables = jax.tree.map(lambda v: v + 0.1, variables)  # non-zero bias
     with layout(name):
         module = models.dense(23)
         fast_y = jax.jit(module.apply)(variables, x)
@@ -79,7 +82,8 @@ def test_dense_under_vmap_matches_flax_dense(name):
     with layout(name):
         module = models.dense(17)
         fast = jax.jit(jax.vmap(jax.grad(_loss(module), argnums=(0, 1)), in_axes=(0, None)))(
-            stacked, x)
+            stacked, x
+        )
         fast_b = jax.jit(jax.vmap(jax.grad(_loss(module), argnums=(0, 1))))(stacked, xs)
     ref = jax.vmap(jax.grad(_loss(reference), argnums=(0, 1)), in_axes=(0, None))(stacked, x)
     ref_b = jax.vmap(jax.grad(_loss(reference), argnums=(0, 1)))(stacked, xs)
@@ -98,9 +102,12 @@ def test_bfloat16_dense_gradients_are_float32_products_of_the_rounded_operands()
     p = variables["params"]
     bf = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
     y = jnp.dot(bf(x), bf(p["kernel"]), precision="highest") + p["bias"]
-    g = jnp.cos(y) * jnp.arange(11, dtype=jnp.float32)         # d loss / d y of _loss
-    expected = {"bias": g.sum(0), "kernel": jnp.dot(bf(x).T, g, precision="highest"),
-                "x": jnp.dot(g, bf(p["kernel"]).T, precision="highest")}
+    g = jnp.cos(y) * jnp.arange(11, dtype=jnp.float32)  # d loss / d y of _loss
+    expected = {
+        "bias": g.sum(0),
+        "kernel": jnp.dot(bf(x).T, g, precision="highest"),
+        "x": jnp.dot(g, bf(p["kernel"]).T, precision="highest"),
+    }
     results = {}
     for name in ("xla", "smaller"):
         with layout(name):
@@ -113,8 +120,9 @@ def test_bfloat16_dense_gradients_are_float32_products_of_the_rounded_operands()
     for name, value in expected.items():
         assert fast[name].dtype == jnp.float32
         assert_close(fast[name], value)
-        np.testing.assert_allclose(stock[name], value, rtol=2e-2,
-                                   atol=1e-2 * float(jnp.abs(value).max()))
+        np.testing.assert_allclose(
+            stock[name], value, rtol=2e-2, atol=1e-2 * float(jnp.abs(value).max())
+        )
 
 
 def test_layout_changes_only_the_gradient_program():
@@ -131,8 +139,13 @@ def test_unknown_layout_and_unsupported_product_are_refused():
     with pytest.raises(ValueError, match="layout must be one of"):
         models.set_weight_gradient_layout("fast")
     with pytest.raises(ValueError, match="nn.Dense"):
-        models._layout_dot_general(jnp.ones((2, 3)), jnp.ones((2, 4)), (((0,), (0,)), ((), ())),
-                                   compute_dtype=None, layout="transpose_x")
+        models._layout_dot_general(
+            jnp.ones((2, 3)),
+            jnp.ones((2, 4)),
+            (((0,), (0,)), ((), ())),
+            compute_dtype=None,
+            layout="transpose_x",
+        )
 
 
 def test_train_step_gradients_match_stock_layout():
@@ -141,22 +154,30 @@ def test_train_step_gradients_match_stock_layout():
     import optax
     from exon_jax import priors, train
 
-    settings = train.TrainSettings(batch_unlabelled=24, batch_labelled=8, num_unlabelled=24,
-                                   num_labelled=8, beta_mode="fixed")
+    settings = train.TrainSettings(
+        batch_unlabelled=24, batch_labelled=8, num_unlabelled=24, num_labelled=8, beta_mode="fixed"
+    )
     prior = priors.circle_prior(num_classes=10, variance=4.0)
-    hparams = train.HParams(lambda1=jnp.float32(100.0), lambda2=jnp.float32(1.1),
-                            epsilon=jnp.float32(0.0), beta=jnp.float32(1.1), prior=prior)
+    hparams = train.HParams(
+        lambda1=jnp.float32(100.0),
+        lambda2=jnp.float32(1.1),
+        epsilon=jnp.float32(0.0),
+        beta=jnp.float32(1.1),
+        prior=prior,
+    )
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(32, 12, 12, 1)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, size=32), jnp.int32)
     labelled = jnp.arange(32) >= 24
-    model = models.EXoNModel(models.MLPEncoder(hidden=(24, 40)),
-                             models.MLPDecoder((12, 12, 1), hidden=(24, 40)))
+    model = models.EXoNModel(
+        models.MLPEncoder(hidden=(24, 40)), models.MLPDecoder((12, 12, 1), hidden=(24, 40))
+    )
     optimizer = optax.rmsprop(1e-3, decay=0.9, eps=1e-7)
-    state = jax.jit(lambda key: train.create_train_state(key, model, optimizer, hparams, settings,
-                                                         (12, 12, 1)))(jax.random.key(0))
+    state = jax.jit(
+        lambda key: train.create_train_state(key, model, optimizer, hparams, settings, (12, 12, 1))
+    )(jax.random.key(0))
     out = {}
-    for name in ("xla", "smaller"):        # "smaller" uses both transposes in this network
+    for name in ("xla", "smaller"):  # "smaller" uses both transposes in this network
         with layout(name):
             step = jax.jit(train.make_train_step(model, optimizer, settings))
             out[name] = step(state, hparams, (x, labels, labelled))
@@ -165,7 +186,7 @@ def test_train_step_gradients_match_stock_layout():
         np.testing.assert_allclose(metrics["loss"], base_metrics["loss"], rtol=1e-6)
         for a, b in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(base_state.opt_state)):
             if jnp.issubdtype(jnp.asarray(b).dtype, jnp.floating):
-                assert_close(a, b, rtol=1e-4)      # RMSprop's nu: squared gradients
+                assert_close(a, b, rtol=1e-4)  # RMSprop's nu: squared gradients
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(base_state.params)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -178,30 +199,51 @@ def bench_modules(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
     import common
     import run_all
+
     return common, run_all
 
 
 def _result(common, machine: dict, name: str, value) -> dict:
     machine = dict(machine, machine_id=common.machine_id(machine))
-    return {"benchmark": name, "machine": machine, "quick": True,
-            "table": [common.row(f"{name} figure", value, "ms", "")]}
+    return {
+        "benchmark": name,
+        "machine": machine,
+        "quick": True,
+        "table": [common.row(f"{name} figure", value, "ms", "")],
+    }
 
 
 def test_table_never_mixes_machines(bench_modules, tmp_path, monkeypatch):
     common, run_all = bench_modules
-    base = {"cpu_count": 2, "ram_gib": 8.0, "jax": "0", "jaxlib": "0", "devices": ["cpu:0"],
-            "cpu_flags": ["avx2"], "date_utc": "2026-01-01T00:00:00Z",
-            "loadavg_1_5_15_at_start": [1.0, 1.0, 1.0]}
-    zen4 = dict(base, cpu_model="AMD EPYC", cpu_vendor="AuthenticAMD", cpu_family=25,
-                cpu_model_number=17)
-    zen5 = dict(base, cpu_model="AMD EPYC", cpu_vendor="AuthenticAMD", cpu_family=26,
-                cpu_model_number=2, date_utc="2026-02-01T00:00:00Z")
+    base = {
+        "cpu_count": 2,
+        "ram_gib": 8.0,
+        "jax": "0",
+        "jaxlib": "0",
+        "devices": ["cpu:0"],
+        "cpu_flags": ["avx2"],
+        "date_utc": "2026-01-01T00:00:00Z",
+        "loadavg_1_5_15_at_start": [1.0, 1.0, 1.0],
+    }
+    zen4 = dict(
+        base, cpu_model="AMD EPYC", cpu_vendor="AuthenticAMD", cpu_family=25, cpu_model_number=17
+    )
+    zen5 = dict(
+        base,
+        cpu_model="AMD EPYC",
+        cpu_vendor="AuthenticAMD",
+        cpu_family=26,
+        cpu_model_number=2,
+        date_utc="2026-02-01T00:00:00Z",
+    )
     id4, id5 = common.machine_id(zen4), common.machine_id(zen5)
     assert id4 != id5 and id4.startswith("amd-epyc-f25m17-2c-")
-    files = {(id4, "train_step"): _result(common, zen4, "train_step", 1.0),
-             (id5, "train_step"): _result(common, zen5, "train_step", 2.0),
-             (id5, "epoch"): _result(common, zen5, "epoch", 3.0),
-             (id4, "epoch"): _result(common, zen5, "epoch", 4.0)}        # misfiled
+    files = {
+        (id4, "train_step"): _result(common, zen4, "train_step", 1.0),
+        (id5, "train_step"): _result(common, zen5, "train_step", 2.0),
+        (id5, "epoch"): _result(common, zen5, "epoch", 3.0),
+        (id4, "epoch"): _result(common, zen5, "epoch", 4.0),
+    }  # misfiled
     for (folder, name), doc in files.items():
         (tmp_path / folder).mkdir(exist_ok=True)
         (tmp_path / folder / f"{name}.json").write_text(json.dumps(doc))
@@ -210,7 +252,7 @@ def test_table_never_mixes_machines(bench_modules, tmp_path, monkeypatch):
 
     text = run_all.build_table(["train_step", "epoch", "sweep"], current=id4)
     tables = text.split("Machine `")[1:]
-    assert [t.split("`")[0] for t in tables] == [id4, id5]          # current machine first
+    assert [t.split("`")[0] for t in tables] == [id4, id5]  # current machine first
     for machine, table in zip((id4, id5), tables):
         rows = [l for l in table.splitlines() if l.startswith("| ") and "---" not in l][1:]
         assert rows and all(r.startswith(f"| {machine} |") for r in rows)
@@ -222,8 +264,9 @@ def test_table_never_mixes_machines(bench_modules, tmp_path, monkeypatch):
     assert f"| {id4} |" not in only
 
 
-def test_tf_reference_found_from_options_environment_or_layout(bench_modules, tmp_path,
-                                                                monkeypatch):
+def test_tf_reference_found_from_options_environment_or_layout(
+    bench_modules, tmp_path, monkeypatch
+):
     common, _ = bench_modules
     for var in ("TFREF", "TFREF_PYTHON", "REFBENCH_SCRIPT"):
         monkeypatch.delenv(var, raising=False)
@@ -241,8 +284,9 @@ def test_tf_reference_found_from_options_environment_or_layout(bench_modules, tm
     monkeypatch.setenv("REFBENCH_SCRIPT", str(script))
     assert common.tf_reference(args)[1:] == (str(script), None)
     monkeypatch.delenv("REFBENCH_SCRIPT")
-    layout_script = os.path.abspath(os.path.join(REPO, "..", "shared", "refbench",
-                                                 "tf_keras_step.py"))
+    layout_script = os.path.abspath(
+        os.path.join(REPO, "..", "shared", "refbench", "tf_keras_step.py")
+    )
     assert common.tf_reference(args)[1] in (layout_script, None)
     for name in os.listdir(os.path.join(REPO, "bench")):
         if name.endswith(".py"):

@@ -1,4 +1,5 @@
 """A vmapped grid equals separate runs; sharded runs equal single-device runs."""
+
 import json
 import os
 import subprocess
@@ -22,7 +23,9 @@ def train_two_epochs(config, dataset):
     data, hparams = experiment.device_data(exp), experiment.sharded_hparams(exp)
     history = []
     for e in range(2):
-        states, metrics = epoch(states, hparams, data, jax.random.fold_in(experiment.data_key(config), e))
+        states, metrics = epoch(
+            states, hparams, data, jax.random.fold_in(experiment.data_key(config), e)
+        )
         history.append(np.asarray(metrics["loss"]))
     return exp, states, np.stack(history, axis=1)
 
@@ -62,21 +65,31 @@ def test_sweep_points_product_and_zip():
     config.sweep.lambda2 = (0.5, 1.5)
     points = configuration.sweep_points(config)
     assert len(points) == 6 and {(p["lambda1"], p["lambda2"]) for p in points} == {
-        (a, b) for a in (1.0, 2.0, 3.0) for b in (0.5, 1.5)}
+        (a, b) for a in (1.0, 2.0, 3.0) for b in (0.5, 1.5)
+    }
     config.sweep.mode = "zip"
     config.sweep.lambda2 = (0.5, 1.5, 2.5)
     assert configuration.sweep_points(config) == [
-        {"lambda1": 1.0, "lambda2": 0.5}, {"lambda1": 2.0, "lambda2": 1.5},
-        {"lambda1": 3.0, "lambda2": 2.5}]
+        {"lambda1": 1.0, "lambda2": 0.5},
+        {"lambda1": 2.0, "lambda2": 1.5},
+        {"lambda1": 3.0, "lambda2": 2.5},
+    ]
 
 
-@pytest.mark.slow   # ~30 s; tests/test_multiprocess.py covers 4 devices in CI
+@pytest.mark.slow  # ~30 s; tests/test_multiprocess.py covers 4 devices in CI
 def test_sharded_equals_single_device():
     """On 4 fake CPU devices, model-sharded and data-parallel runs equal one-device runs."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharding_check.py")],
-                         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "sharding_check.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["devices"] == 4

@@ -1,4 +1,5 @@
 """Unit checks of the compiled pieces in exon_jax.train."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,9 +12,14 @@ def test_eval_forward_chunks_and_padding_match_one_apply():
     model = models.EXoNModel(models.MLPEncoder(), models.MLPDecoder())
     images = jax.random.randint(jax.random.key(0), (20, 28, 28, 1), 0, 256).astype(jnp.uint8)
     variables = model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params={"model": variables["params"]},
-                             batch_stats={}, opt_state=(), key=jax.random.key(2),
-                             beta=jnp.ones(()))
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params={"model": variables["params"]},
+        batch_stats={},
+        opt_state=(),
+        key=jax.random.key(2),
+        beta=jnp.ones(()),
+    )
     chunked = jax.jit(train.make_eval_forward(model, chunk_size=7))(state, images)
     direct = model.apply(variables, images.astype(jnp.float32) / 255.0, method=model.encode)
     for a, b in zip(chunked, direct):
@@ -23,13 +29,16 @@ def test_eval_forward_chunks_and_padding_match_one_apply():
 
 def test_over_models_modes_agree():
     """vmap, lax.map and the squeezed one-model path compute the same per-model function."""
+
     def fn(a, b, shared):
         return {"out": jnp.sin(a) * b + shared}
+
     a, b = jnp.arange(3.0), jnp.array([1.0, 2.0, 3.0])
     expected = np.sin(np.arange(3.0)) * np.array([1.0, 2.0, 3.0]) + 0.5
     for mode in ("vmap", "map"):
-        np.testing.assert_allclose(train.over_models(fn, 3, mode)(a, b, 0.5)["out"], expected,
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            train.over_models(fn, 3, mode)(a, b, 0.5)["out"], expected, rtol=1e-6
+        )
     single = train.over_models(fn, 1)(a[:1], b[:1], 0.5)["out"]
     np.testing.assert_allclose(single, expected[:1], rtol=1e-6)
 
@@ -57,8 +66,11 @@ def _small_experiment(**changes):
 
 
 def _on_device(exp):
-    return (experiment.init_states(exp), experiment.sharded_hparams(exp),
-            experiment.device_data(exp))
+    return (
+        experiment.init_states(exp),
+        experiment.sharded_hparams(exp),
+        experiment.device_data(exp),
+    )
 
 
 def test_scanned_epoch_moves_nothing_between_host_and_device():
@@ -67,7 +79,7 @@ def test_scanned_epoch_moves_nothing_between_host_and_device():
     states, hparams, data = _on_device(exp)
     epoch_fn = experiment.compile_epoch(exp)
     key = experiment.epoch_key(exp.config, 0, exp.mesh)
-    states, metrics = epoch_fn(states, hparams, data, key)       # compile outside the guard
+    states, metrics = epoch_fn(states, hparams, data, key)  # compile outside the guard
     key = experiment.epoch_key(exp.config, 1, exp.mesh)
     with jax.transfer_guard("disallow"):
         states, metrics = epoch_fn(states, hparams, data, key)
@@ -79,10 +91,12 @@ def test_step_and_epoch_trace_once():
     exp = _small_experiment()
     states, hparams, data = _on_device(exp)
     epoch = chex.assert_max_traces(
-        train.make_train_epoch(exp.model, exp.optimizer, exp.settings), n=1)
+        train.make_train_epoch(exp.model, exp.optimizer, exp.settings), n=1
+    )
     scanned = jax.jit(train.over_models(epoch, 1))
     step = chex.assert_max_traces(
-        train.make_indexed_step(exp.model, exp.optimizer, exp.settings), n=1)
+        train.make_indexed_step(exp.model, exp.optimizer, exp.settings), n=1
+    )
     stepwise = train.make_stepwise_epoch(jax.jit(train.over_models(step, 1)), exp.settings)
     for e in range(3):
         key = experiment.epoch_key(exp.config, e, exp.mesh)
@@ -95,10 +109,15 @@ def test_stepwise_epoch_equals_scanned_epoch():
     exp = _small_experiment()
     states, hparams, data = _on_device(exp)
     key = experiment.epoch_key(exp.config, 0, exp.mesh)
-    scanned = jax.jit(train.over_models(
-        train.make_train_epoch(exp.model, exp.optimizer, exp.settings), 1))
-    stepwise = train.make_stepwise_epoch(jax.jit(train.over_models(
-        train.make_indexed_step(exp.model, exp.optimizer, exp.settings), 1)), exp.settings)
+    scanned = jax.jit(
+        train.over_models(train.make_train_epoch(exp.model, exp.optimizer, exp.settings), 1)
+    )
+    stepwise = train.make_stepwise_epoch(
+        jax.jit(
+            train.over_models(train.make_indexed_step(exp.model, exp.optimizer, exp.settings), 1)
+        ),
+        exp.settings,
+    )
     a, metrics_a = scanned(states, hparams, data, key)
     b, metrics_b = stepwise(states, hparams, data, key)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
@@ -130,18 +149,22 @@ def test_supervised_objective_leaves_the_decoder_untouched():
     exp = _small_experiment(loss__objective="supervised")
     states, hparams, data = _on_device(exp)
     before = parallel.to_host(states.params["model"])
-    states, _ = experiment.compile_epoch(exp)(states, hparams, data,
-                                              experiment.epoch_key(exp.config, 0, exp.mesh))
+    states, _ = experiment.compile_epoch(exp)(
+        states, hparams, data, experiment.epoch_key(exp.config, 0, exp.mesh)
+    )
     after = parallel.to_host(states.params["model"])
     for x, y in zip(jax.tree.leaves(before["decoder"]), jax.tree.leaves(after["decoder"])):
         np.testing.assert_array_equal(x, y)
-    assert any(not np.array_equal(x, y) for x, y in
-               zip(jax.tree.leaves(before["encoder"]), jax.tree.leaves(after["encoder"])))
+    assert any(
+        not np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(before["encoder"]), jax.tree.leaves(after["encoder"]))
+    )
 
 
 def test_classifier_pretraining_changes_only_the_classifier():
     """One pre-training epoch (paper Sec. 4.2): classifier params move, nothing else does."""
     from configs import cifar10
+
     config = cifar10.get_config()
     config.data.labelled_per_class = 4
     config.train.batch_unlabelled, config.train.batch_labelled = 20, 8
@@ -149,8 +172,14 @@ def test_classifier_pretraining_changes_only_the_classifier():
     exp = experiment.build_experiment(config, synthetic_cifar(num_train=120, num_test=20))
     states, _, data = _on_device(exp)
     optimizer = optax.adam(1e-3)
-    epoch = jax.jit(train.over_models(train.make_classifier_pretrain_epoch(
-        exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size), 1))
+    epoch = jax.jit(
+        train.over_models(
+            train.make_classifier_pretrain_epoch(
+                exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size
+            ),
+            1,
+        )
+    )
     opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(states)
     before = parallel.to_host(states.params["model"])
     states, _, metrics = epoch(states, opt_state, data, experiment.epoch_key(config, 0, exp.mesh))
@@ -158,6 +187,8 @@ def test_classifier_pretraining_changes_only_the_classifier():
     for part in ("encoder", "decoder"):
         for x, y in zip(jax.tree.leaves(before[part]), jax.tree.leaves(after[part])):
             np.testing.assert_array_equal(x, y)
-    assert any(not np.array_equal(x, y) for x, y in
-               zip(jax.tree.leaves(before["classifier"]), jax.tree.leaves(after["classifier"])))
+    assert any(
+        not np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(before["classifier"]), jax.tree.leaves(after["classifier"]))
+    )
     assert np.isfinite(parallel.to_host(metrics["loss"])).all()

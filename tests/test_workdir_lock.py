@@ -1,4 +1,5 @@
 """WorkdirLock: one holder at a time, across real processes; a killed holder frees it."""
+
 import os
 import signal
 import socket
@@ -27,8 +28,12 @@ time.sleep(60)
 
 def start_holder(workdir):
     """A second python process that holds the lock (it has printed "held" on return)."""
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(root=ROOT, workdir=str(workdir))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER.format(root=ROOT, workdir=str(workdir))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -38,8 +43,9 @@ def test_second_process_is_refused_with_pid_and_host(tmp_path):
     try:
         with pytest.raises(WorkdirBusyError) as info:
             WorkdirLock(str(tmp_path)).acquire()
-        assert str(info.value) == (f"workdir {tmp_path} is in use by process {proc.pid} on "
-                                   f"{socket.gethostname()}")
+        assert str(info.value) == (
+            f"workdir {tmp_path} is in use by process {proc.pid} on {socket.gethostname()}"
+        )
         # the holder releases on leaving its `with`, while still alive
         proc.stdin.write("\n")
         proc.stdin.flush()
@@ -65,7 +71,7 @@ def test_sigkilled_holder_leaves_an_acquirable_lock(tmp_path):
 
 
 def test_same_process_twice_is_refused_and_release_frees(tmp_path):
-    first = WorkdirLock(str(tmp_path / "new"))   # a missing workdir is created
+    first = WorkdirLock(str(tmp_path / "new"))  # a missing workdir is created
     with first:
         with pytest.raises(WorkdirBusyError, match=f"in use by process {os.getpid()} on"):
             WorkdirLock(str(tmp_path / "new")).acquire()
@@ -89,7 +95,7 @@ def test_subprocess_children_do_not_inherit_the_lock(tmp_path):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         time.sleep(0.1)
-        with WorkdirLock(str(tmp_path)):   # the child still runs, yet the lock is free
+        with WorkdirLock(str(tmp_path)):  # the child still runs, yet the lock is free
             pass
     finally:
         child.kill()
@@ -97,15 +103,15 @@ def test_subprocess_children_do_not_inherit_the_lock(tmp_path):
 
 
 def test_held_elsewhere_sees_only_other_live_holders(tmp_path):
-    assert not held_elsewhere(str(tmp_path))            # no lock file yet
+    assert not held_elsewhere(str(tmp_path))  # no lock file yet
     with WorkdirLock(str(tmp_path)):
-        assert not held_elsewhere(str(tmp_path))        # held here
+        assert not held_elsewhere(str(tmp_path))  # held here
     proc = start_holder(tmp_path)
     try:
         assert held_elsewhere(str(tmp_path))
     finally:
         proc.kill()
         proc.wait()
-    assert not held_elsewhere(str(tmp_path))            # its holder died
-    with WorkdirLock(str(tmp_path)):                    # and the probe left it acquirable
+    assert not held_elsewhere(str(tmp_path))  # its holder died
+    with WorkdirLock(str(tmp_path)):  # and the probe left it acquirable
         pass

@@ -4,6 +4,7 @@ host loop plugs in when `config.method == "revision"`: networks (`networks`), mi
 straight-through Gumbel-max (`mixup`), on-device augmentation (`augment`), epoch schedules
 (`schedules`), and the settings, optimiser and scanned epoch (`step`). See docs/revision.md.
 """
+
 from exon_jax.revision.networks import RevisionModel, cifar_revision_model, mnist_revision_model
 from exon_jax.revision.step import (
     RevisionSettings,

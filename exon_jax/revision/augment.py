@@ -12,6 +12,7 @@ CIFAR-10 (`augment` in mixup.py): random left-right flip, reflect-pad 2 pixels, 
 
 Every function maps one image [H, W, C]; the batch versions vmap over per-image keys.
 """
+
 from __future__ import annotations
 
 import jax
@@ -32,8 +33,9 @@ def rotate(image: jax.Array, degrees: jax.Array) -> jax.Array:
     h, w = image.shape[:2]
     theta = jnp.deg2rad(jnp.asarray(degrees, jnp.float32))
     ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
-    ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
-                          indexing="ij")
+    ii, jj = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
     di, dj = ii - ci, jj - cj
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     src_i = cos * di + sin * dj + ci
@@ -45,8 +47,9 @@ def rotate(image: jax.Array, degrees: jax.Array) -> jax.Array:
     return jax.vmap(one_channel, in_axes=-1, out_axes=-1)(image)
 
 
-def translate(image: jax.Array, shift_i: jax.Array, shift_j: jax.Array, pad: int,
-              fill: float) -> jax.Array:
+def translate(
+    image: jax.Array, shift_i: jax.Array, shift_j: jax.Array, pad: int, fill: float
+) -> jax.Array:
     """Pads [H, W, C] by `pad` with `fill` and crops H x W at offset (pad - shift_i, pad - shift_j).
 
     Content moves by (+shift_i, +shift_j) pixels; shifts lie in [-pad, pad].
@@ -69,8 +72,9 @@ def cifar_augment_one(key: jax.Array, image: jax.Array) -> jax.Array:
     flip_key, crop_key = jax.random.split(key)
     image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1, :], image)
     h, w, c = image.shape
-    padded = jnp.pad(image, ((CIFAR_PAD, CIFAR_PAD), (CIFAR_PAD, CIFAR_PAD), (0, 0)),
-                     mode="reflect")
+    padded = jnp.pad(
+        image, ((CIFAR_PAD, CIFAR_PAD), (CIFAR_PAD, CIFAR_PAD), (0, 0)), mode="reflect"
+    )
     offsets = jax.random.randint(crop_key, (2,), 0, 2 * CIFAR_PAD + 1)
     return jax.lax.dynamic_slice(padded, (offsets[0], offsets[1], 0), (h, w, c))
 

@@ -5,12 +5,13 @@ the mix-up cross-entropies in `train` (mnist/main.py, main.py), and
 `MixtureVAE.gumbel_max_sample` (mnist/model.py, model.py). Pure functions; the random
 draws are split from the pure maths so the maths can be checked by hand.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-_LOG_CLIP = 1e-10   # tf.clip_by_value(prob, 1e-10, 1.) before every log in their losses
+_LOG_CLIP = 1e-10  # tf.clip_by_value(prob, 1e-10, 1.) before every log in their losses
 _GUMBEL_EPS = 1e-8  # their log(prob + 1e-8) and -log(-log(U + 1e-8) + 1e-8)
 
 
@@ -35,8 +36,9 @@ def mixup(images: jax.Array, targets: jax.Array, weight: jax.Array, permutation:
     return weight * shuffled + (1.0 - weight) * images, targets[permutation]
 
 
-def mixup_cross_entropy(log_probs: jax.Array, targets: jax.Array, shuffled_targets: jax.Array,
-                        weight: jax.Array) -> jax.Array:
+def mixup_cross_entropy(
+    log_probs: jax.Array, targets: jax.Array, shuffled_targets: jax.Array, weight: jax.Array
+) -> jax.Array:
     """-sum_b [w <t_perm(b), log p_b> + (1 - w) <t_b, log p_b>], summed over the batch; [].
 
     Args:

@@ -14,6 +14,7 @@ Initialisation: Keras defaults (Glorot-uniform kernels, zero biases, BatchNorm m
 0.99 and epsilon 1e-3), as in `exon_jax.models`. Classifiers return logits; their
 softmax is applied in the losses.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,6 +37,7 @@ def _head_init(key, shape, dtype=jnp.float32):
 
 class ComponentHeads(nn.Module):
     """K separate linear heads (their lists of K Dense(d) layers), [B, n] -> [B, K, d]."""
+
     num_classes: int
     latent_dim: int
 
@@ -54,6 +56,7 @@ def spatial_dropout(rate: float, deterministic: bool, name: Optional[str] = None
 class MNISTEncoder(nn.Module):
     """mnist/model.py `Encoder`: flatten -> Dense 256 relu -> Dense 128 relu -> K mean heads,
     K log-variance heads (Dense d each). Returns mean, logvar [B, K, d]."""
+
     num_classes: int = 10
     latent_dim: int = 2
     hidden: Sequence[int] = (256, 128)
@@ -71,6 +74,7 @@ class MNISTEncoder(nn.Module):
 
 class MNISTDecoder(nn.Module):
     """mnist/model.py `Decoder`: Dense 128 relu -> Dense 256 relu -> Dense 784 tanh -> [B,28,28,1]."""
+
     output_shape: Sequence[int] = (28, 28, 1)
     hidden: Sequence[int] = (128, 256)
 
@@ -91,12 +95,14 @@ class MNISTClassifier(nn.Module):
     -> max-pool 2 (VALID: 28 -> 14 -> 7 -> 3) -> spatial dropout] -> global average pool
     -> Dense 64 -> BatchNorm -> ReLU -> Dense K.
     """
+
     num_classes: int = 10
     dropout_rate: float = 0.5
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False,
-                 dropout: Optional[bool] = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, dropout: Optional[bool] = None
+    ) -> jax.Array:
         """`dropout` defaults to `train`; with dropout on, apply needs rngs={'dropout': key}."""
         dropout = train if dropout is None else dropout
         h = x.astype(jnp.float32)
@@ -115,14 +121,16 @@ class CIFAREncoder(nn.Module):
     """model.py `Encoder`: conv 32 5x5 s2, 64 4x4 s2, 128 4x4 s2, 256 4x4 s1 (each BatchNorm,
     ReLU; SAME: 16, 8, 4, 4 pixels) -> flatten [B, 4096] -> Dense 1024 -> BatchNorm (no
     activation) -> K mean heads, K log-variance heads (Dense d each)."""
+
     num_classes: int = 10
     latent_dim: int = 256
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         h = x.astype(jnp.float32)
-        for i, (features, size, stride) in enumerate(((32, 5, 2), (64, 4, 2), (128, 4, 2),
-                                                      (256, 4, 1))):
+        for i, (features, size, stride) in enumerate(
+            ((32, 5, 2), (64, 4, 2), (128, 4, 2), (256, 4, 1))
+        ):
             h = conv(features, size, stride, name=f"conv_{i}")(h)
             h = nn.relu(batch_norm(train, name=f"norm_{i}")(h))
         h = jnp.reshape(h, (h.shape[0], -1))
@@ -136,6 +144,7 @@ class CIFARDecoder(nn.Module):
     """model.py `Decoder`: Dense 4*4*512 -> BatchNorm -> ReLU -> [B,4,4,512] -> conv-transpose
     5x5 256 s2, 128 s2, 64 s2, 32 s1 (each BatchNorm, ReLU; 8, 16, 32, 32 pixels) -> conv 4x4
     `output_channels` SAME -> tanh."""
+
     output_channels: int = 3
 
     @nn.compact
@@ -143,8 +152,14 @@ class CIFARDecoder(nn.Module):
         h = dense(4 * 4 * 512, name="hidden")(z.astype(jnp.float32))
         h = jnp.reshape(nn.relu(batch_norm(train, name="norm_hidden")(h)), (-1, 4, 4, 512))
         for i, (features, stride) in enumerate(((256, 2), (128, 2), (64, 2), (32, 1))):
-            h = nn.ConvTranspose(features, (5, 5), strides=(stride, stride), padding="SAME",
-                                 kernel_init=_GLOROT, name=f"deconv_{i}")(h)
+            h = nn.ConvTranspose(
+                features,
+                (5, 5),
+                strides=(stride, stride),
+                padding="SAME",
+                kernel_init=_GLOROT,
+                name=f"deconv_{i}",
+            )(h)
             h = nn.relu(batch_norm(train, name=f"norm_{i}")(h))
         return jnp.tanh(conv(self.output_channels, 4, 1, name="output")(h))
 
@@ -153,12 +168,14 @@ class CIFARClassifier(nn.Module):
     """model.py `Classifier`, logits [B, K]: 3 x conv 128, max-pool 2, spatial dropout,
     3 x conv 256, max-pool 2, spatial dropout, conv 512, conv 256, conv 128 (every conv 3x3
     stride 1 SAME -> BatchNorm -> leaky ReLU 0.1) -> global average pool -> Dense K."""
+
     num_classes: int = 10
     dropout_rate: float = 0.1
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False,
-                 dropout: Optional[bool] = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, dropout: Optional[bool] = None
+    ) -> jax.Array:
         """`dropout` defaults to `train`; with dropout on, apply needs rngs={'dropout': key}."""
         dropout = train if dropout is None else dropout
         h = x.astype(jnp.float32)
@@ -186,12 +203,14 @@ class RevisionModel(nn.Module):
       decoder: decoder(z, train) -> [B, H, W, C] in [-1, 1] (tanh).
       classifier: classifier(x, train, dropout) -> logits [B, K].
     """
+
     encoder: nn.Module
     decoder: nn.Module
     classifier: nn.Module
 
-    def classify_signed(self, x: jax.Array, train: bool = False,
-                        dropout: Optional[bool] = None) -> jax.Array:
+    def classify_signed(
+        self, x: jax.Array, train: bool = False, dropout: Optional[bool] = None
+    ) -> jax.Array:
         """Logits [B, K] of images [B, H, W, C] in [-1, 1]; `dropout` defaults to `train`."""
         return self.classifier(x, train=train, dropout=dropout)
 
@@ -226,18 +245,29 @@ class RevisionModel(nn.Module):
         return logits, mean, logvar, self.decode(mean[:, 0, :], train)
 
 
-def mnist_revision_model(num_classes: int = 10, latent_dim: int = 2,
-                         image_shape: Sequence[int] = (28, 28, 1),
-                         dropout_rate: float = 0.5) -> RevisionModel:
+def mnist_revision_model(
+    num_classes: int = 10,
+    latent_dim: int = 2,
+    image_shape: Sequence[int] = (28, 28, 1),
+    dropout_rate: float = 0.5,
+) -> RevisionModel:
     """The MNIST network of mnist/model.py."""
-    return RevisionModel(encoder=MNISTEncoder(num_classes, latent_dim),
-                         decoder=MNISTDecoder(tuple(image_shape)),
-                         classifier=MNISTClassifier(num_classes, dropout_rate))
+    return RevisionModel(
+        encoder=MNISTEncoder(num_classes, latent_dim),
+        decoder=MNISTDecoder(tuple(image_shape)),
+        classifier=MNISTClassifier(num_classes, dropout_rate),
+    )
 
 
-def cifar_revision_model(num_classes: int = 10, latent_dim: int = 256, output_channels: int = 3,
-                         dropout_rate: float = 0.1) -> RevisionModel:
+def cifar_revision_model(
+    num_classes: int = 10,
+    latent_dim: int = 256,
+    output_channels: int = 3,
+    dropout_rate: float = 0.1,
+) -> RevisionModel:
     """The CIFAR-10 network of model.py."""
-    return RevisionModel(encoder=CIFAREncoder(num_classes, latent_dim),
-                         decoder=CIFARDecoder(output_channels),
-                         classifier=CIFARClassifier(num_classes, dropout_rate))
+    return RevisionModel(
+        encoder=CIFAREncoder(num_classes, latent_dim),
+        decoder=CIFARDecoder(output_channels),
+        classifier=CIFARClassifier(num_classes, dropout_rate),
+    )

@@ -12,6 +12,7 @@ at 0), so they run inside jit / vmap / scan and inside optax schedules.
   milestone m: lr gamma^n * exp(-5 (1 - (E - e) / (E - m))^2).
 - `warmup_learning_rate`: the CIFAR-10 encoder/decoder learning rate (a factor at epoch 0).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -26,17 +27,23 @@ def rampup_weight(epoch, rampup_epochs: float, weight_max) -> jax.Array:
     return weight_max * jnp.exp(-5.0 * (1.0 - t) ** 2)
 
 
-def rampdown_learning_rate(epoch, learning_rate: float, epochs: int,
-                           rampdown_epoch: int) -> jax.Array:
+def rampdown_learning_rate(
+    epoch, learning_rate: float, epochs: int, rampdown_epoch: int
+) -> jax.Array:
     """lr for epoch < rampdown_epoch, else lr * exp(-5 (1 - (E - epoch) / E)^2); [] float32."""
     e = jnp.asarray(epoch, jnp.float32)
     decayed = learning_rate * jnp.exp(-5.0 * (1.0 - (epochs - e) / epochs) ** 2)
     return jnp.where(e >= rampdown_epoch, decayed, jnp.float32(learning_rate))
 
 
-def milestone_learning_rate(epoch, learning_rate: float, epochs: int,
-                            milestones: Sequence[int], gamma: float,
-                            warmup_factor: float = 1.0) -> jax.Array:
+def milestone_learning_rate(
+    epoch,
+    learning_rate: float,
+    epochs: int,
+    milestones: Sequence[int],
+    gamma: float,
+    warmup_factor: float = 1.0,
+) -> jax.Array:
     """The CIFAR-10 classifier schedule of main.py; [] float32.
 
     Epoch 0: lr * warmup_factor. Epoch e >= 1 before the last milestone: lr * gamma^i,
@@ -50,8 +57,11 @@ def milestone_learning_rate(epoch, learning_rate: float, epochs: int,
     passed = jnp.sum(e >= jnp.asarray(milestones, jnp.float32))
     stepped = learning_rate * jnp.asarray(gamma, jnp.float32) ** passed
     last = milestones[-1]
-    tail = (learning_rate * gamma ** len(milestones)
-            * jnp.exp(-5.0 * (1.0 - (epochs - e) / (epochs - last)) ** 2))
+    tail = (
+        learning_rate
+        * gamma ** len(milestones)
+        * jnp.exp(-5.0 * (1.0 - (epochs - e) / (epochs - last)) ** 2)
+    )
     lr = jnp.where(e >= last, tail, stepped)
     return jnp.where(e < 1, jnp.float32(learning_rate * warmup_factor), lr)
 
@@ -59,5 +69,4 @@ def milestone_learning_rate(epoch, learning_rate: float, epochs: int,
 def warmup_learning_rate(epoch, learning_rate: float, warmup_factor: float = 1.0) -> jax.Array:
     """lr * warmup_factor at epoch 0, lr afterwards; [] float32."""
     e = jnp.asarray(epoch, jnp.float32)
-    return jnp.where(e < 1, jnp.float32(learning_rate * warmup_factor),
-                     jnp.float32(learning_rate))
+    return jnp.where(e < 1, jnp.float32(learning_rate * warmup_factor), jnp.float32(learning_rate))

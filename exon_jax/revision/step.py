@@ -21,6 +21,7 @@ decoupled weight decay on the classifier (their `weight_decay_decoupled`: after 
 update, theta -= wd * lr * theta_before, i.e. optax.adamw) with the classifier learning
 rate schedule; Keras' epsilon 1e-7.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,6 +71,7 @@ class RevisionSettings:
       warmup_autoencoder, warmup_classifier: learning-rate factors in epoch 0 (CIFAR-10 0.1,
         0.2; 1 = none).
     """
+
     network: str = "mnist"
     latent_dim: int = 2
     dropout_rate: float = 0.5
@@ -91,12 +93,16 @@ class RevisionSettings:
     warmup_classifier: float = 1.0
 
     def __post_init__(self):
-        for name, allowed in (("network", NETWORKS), ("augmentation", AUGMENTATIONS),
-                              ("straight_through", STRAIGHT_THROUGH),
-                              ("classifier_schedule", CLASSIFIER_SCHEDULES)):
+        for name, allowed in (
+            ("network", NETWORKS),
+            ("augmentation", AUGMENTATIONS),
+            ("straight_through", STRAIGHT_THROUGH),
+            ("classifier_schedule", CLASSIFIER_SCHEDULES),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"config.revision.{name} must be one of {allowed}, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"config.revision.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         if self.rampup_epochs <= 0 or self.epochs <= 0:
             raise ValueError("config.revision.rampup_epochs and config.train.epochs must be > 0")
         if self.mixup_alpha_labelled <= 0 or self.mixup_alpha_unlabelled <= 0:
@@ -104,9 +110,11 @@ class RevisionSettings:
         if not 0 <= self.dropout_rate < 1:
             raise ValueError("config.revision.dropout_rate must lie in [0, 1)")
         if list(self.milestones) != sorted(self.milestones) or (
-                self.milestones and self.milestones[-1] >= self.epochs):
-            raise ValueError("config.revision.milestones must increase and end before "
-                             "config.train.epochs")
+            self.milestones and self.milestones[-1] >= self.epochs
+        ):
+            raise ValueError(
+                "config.revision.milestones must increase and end before config.train.epochs"
+            )
 
 
 def revision_settings(config: ml_collections.ConfigDict) -> RevisionSettings:
@@ -114,38 +122,52 @@ def revision_settings(config: ml_collections.ConfigDict) -> RevisionSettings:
     config.optimizer.learning_rate and config.train.epochs."""
     r = config.revision
     return RevisionSettings(
-        network=r.network, latent_dim=int(config.model.latent_dim),
-        dropout_rate=float(r.dropout_rate), augmentation=r.augmentation,
+        network=r.network,
+        latent_dim=int(config.model.latent_dim),
+        dropout_rate=float(r.dropout_rate),
+        augmentation=r.augmentation,
         mixup_alpha_labelled=float(r.mixup_alpha_labelled),
         mixup_alpha_unlabelled=float(r.mixup_alpha_unlabelled),
-        rampup_epochs=int(r.rampup_epochs), pseudo_label_augment=bool(r.pseudo_label_augment),
-        pseudo_label_dropout=bool(r.pseudo_label_dropout), straight_through=r.straight_through,
-        learning_rate=float(config.optimizer.learning_rate), epochs=int(config.train.epochs),
-        weight_decay=float(r.weight_decay), classifier_schedule=r.classifier_schedule,
-        rampdown_epoch=int(r.rampdown_epoch), milestones=tuple(int(m) for m in r.milestones),
-        lr_gamma=float(r.lr_gamma), warmup_autoencoder=float(r.warmup_autoencoder),
-        warmup_classifier=float(r.warmup_classifier))
+        rampup_epochs=int(r.rampup_epochs),
+        pseudo_label_augment=bool(r.pseudo_label_augment),
+        pseudo_label_dropout=bool(r.pseudo_label_dropout),
+        straight_through=r.straight_through,
+        learning_rate=float(config.optimizer.learning_rate),
+        epochs=int(config.train.epochs),
+        weight_decay=float(r.weight_decay),
+        classifier_schedule=r.classifier_schedule,
+        rampdown_epoch=int(r.rampdown_epoch),
+        milestones=tuple(int(m) for m in r.milestones),
+        lr_gamma=float(r.lr_gamma),
+        warmup_autoencoder=float(r.warmup_autoencoder),
+        warmup_classifier=float(r.warmup_classifier),
+    )
 
 
-def build_revision_model(rs: RevisionSettings, num_classes: int,
-                         image_shape: tuple[int, ...]) -> networks.RevisionModel:
+def build_revision_model(
+    rs: RevisionSettings, num_classes: int, image_shape: tuple[int, ...]
+) -> networks.RevisionModel:
     """The revised network for images [H, W, C] (MNIST: any H, W, C; CIFAR: 32 x 32)."""
     if rs.network == "mnist":
-        return networks.mnist_revision_model(num_classes, rs.latent_dim, image_shape,
-                                             rs.dropout_rate)
+        return networks.mnist_revision_model(
+            num_classes, rs.latent_dim, image_shape, rs.dropout_rate
+        )
     if tuple(image_shape[:2]) != (32, 32):
         raise ValueError(f"config.revision.network 'cifar' needs 32x32 images, got {image_shape}")
-    return networks.cifar_revision_model(num_classes, rs.latent_dim, image_shape[2],
-                                         rs.dropout_rate)
+    return networks.cifar_revision_model(
+        num_classes, rs.latent_dim, image_shape[2], rs.dropout_rate
+    )
 
 
 def classifier_learning_rate(rs: RevisionSettings, epoch) -> jax.Array:
     """The classifier's learning rate in `epoch`; [] float32."""
     if rs.classifier_schedule == "rampdown":
-        return schedules.rampdown_learning_rate(epoch, rs.learning_rate, rs.epochs,
-                                                rs.rampdown_epoch)
-    return schedules.milestone_learning_rate(epoch, rs.learning_rate, rs.epochs, rs.milestones,
-                                             rs.lr_gamma, rs.warmup_classifier)
+        return schedules.rampdown_learning_rate(
+            epoch, rs.learning_rate, rs.epochs, rs.rampdown_epoch
+        )
+    return schedules.milestone_learning_rate(
+        epoch, rs.learning_rate, rs.epochs, rs.milestones, rs.lr_gamma, rs.warmup_classifier
+    )
 
 
 def autoencoder_learning_rate(rs: RevisionSettings, epoch) -> jax.Array:
@@ -155,14 +177,17 @@ def autoencoder_learning_rate(rs: RevisionSettings, epoch) -> jax.Array:
 
 def _param_labels(params):
     """'classifier' for params['model']['classifier'], 'autoencoder' for everything else."""
+
     def label(path, _):
         keys = [getattr(p, "key", None) for p in path]
         return "classifier" if keys[:2] == ["model", "classifier"] else "autoencoder"
+
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def build_revision_optimizer(rs: RevisionSettings, steps_per_epoch: int
-                             ) -> optax.GradientTransformation:
+def build_revision_optimizer(
+    rs: RevisionSettings, steps_per_epoch: int
+) -> optax.GradientTransformation:
     """Adam (encoder, decoder) + AdamW (classifier) over params {'model': ...}, one opt_state.
 
     The schedules see optax's update count; epoch = count // steps_per_epoch (the count
@@ -170,11 +195,18 @@ def build_revision_optimizer(rs: RevisionSettings, steps_per_epoch: int
     """
     epoch = lambda count: count // steps_per_epoch
     return optax.multi_transform(
-        {"autoencoder": optax.adam(lambda c: autoencoder_learning_rate(rs, epoch(c)),
-                                   eps=ADAM_EPS),
-         "classifier": optax.adamw(lambda c: classifier_learning_rate(rs, epoch(c)),
-                                   eps=ADAM_EPS, weight_decay=rs.weight_decay)},
-        _param_labels)
+        {
+            "autoencoder": optax.adam(
+                lambda c: autoencoder_learning_rate(rs, epoch(c)), eps=ADAM_EPS
+            ),
+            "classifier": optax.adamw(
+                lambda c: classifier_learning_rate(rs, epoch(c)),
+                eps=ADAM_EPS,
+                weight_decay=rs.weight_decay,
+            ),
+        },
+        _param_labels,
+    )
 
 
 def _kl_terms(log_probs, mean, logvar, prior):
@@ -185,21 +217,32 @@ def _kl_terms(log_probs, mean, logvar, prior):
     probs = jnp.exp(log_probs)
     kl1 = jnp.sum(probs * (log_probs - prior.log_weights))
     v0 = prior.variances
-    per_component = 0.5 * jnp.sum((mean - prior.means) ** 2 / v0 - 1.0 + jnp.log(v0)
-                                  + jnp.exp(logvar) / v0 - logvar, axis=-1)
+    per_component = 0.5 * jnp.sum(
+        (mean - prior.means) ** 2 / v0 - 1.0 + jnp.log(v0) + jnp.exp(logvar) / v0 - logvar, axis=-1
+    )
     return kl1, jnp.sum(probs * per_component)
 
 
-def make_revision_train_step(model: networks.RevisionModel, optimizer: optax.GradientTransformation,
-                             settings: train_lib.TrainSettings, rs: RevisionSettings) -> Callable:
+def make_revision_train_step(
+    model: networks.RevisionModel,
+    optimizer: optax.GradientTransformation,
+    settings: train_lib.TrainSettings,
+    rs: RevisionSettings,
+) -> Callable:
     """Builds `(state, hparams, batch) -> (state, metrics)`; batch = `train.gather_batch` output
     (x [Bu + Bl, H, W, C] in [0, 1], unlabelled first; labels [B]; labelled mask [B])."""
     bu = settings.batch_unlabelled
 
     def classify(params, batch_stats, x, train, dropout, key):
-        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
-                                dropout=dropout, method=model.classify_signed,
-                                mutable=["batch_stats"], rngs={"dropout": key})
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            x,
+            train=train,
+            dropout=dropout,
+            method=model.classify_signed,
+            mutable=["batch_stats"],
+            rngs={"dropout": key},
+        )
         return logits
 
     def forward(module, xs, x_aug_l, x_mix_l, x_mix_u, gumbel_key, noise_key):
@@ -221,27 +264,45 @@ def make_revision_train_step(model: networks.RevisionModel, optimizer: optax.Gra
     def loss_fn(params, batch_stats, hparams, lambda2, inputs, keys):
         xs, y_l = inputs["xs"], inputs["y_l"]
         outputs, updates = model.apply(
-            {"params": params["model"], "batch_stats": batch_stats}, xs, inputs["x_aug_l"],
-            inputs["x_mix_l"], inputs["x_mix_u"], keys["gumbel"], keys["noise"], method=forward,
-            mutable=["batch_stats"], rngs={"dropout": keys["dropout"]})
+            {"params": params["model"], "batch_stats": batch_stats},
+            xs,
+            inputs["x_aug_l"],
+            inputs["x_mix_l"],
+            inputs["x_mix_u"],
+            keys["gumbel"],
+            keys["noise"],
+            method=forward,
+            mutable=["batch_stats"],
+            rngs={"dropout": keys["dropout"]},
+        )
         logits, mean, logvar, x_hat, logits_l, logits_mix_l, logits_mix_u = outputs
         log_probs = mixup.clipped_log_prob(logits)
         recon = 0.5 * jnp.sum((xs - x_hat) ** 2)
         kl1, kl2 = _kl_terms(log_probs, mean, logvar, hparams.prior)
         cce = -jnp.sum(y_l * mixup.clipped_log_prob(logits_l))
-        mixup_l = mixup.mixup_cross_entropy(mixup.clipped_log_prob(logits_mix_l), y_l,
-                                            inputs["y_mix_l"], inputs["w_l"])
-        mixup_u = mixup.mixup_cross_entropy(mixup.clipped_log_prob(logits_mix_u),
-                                            inputs["pseudo"], inputs["y_mix_u"], inputs["w_u"])
+        mixup_l = mixup.mixup_cross_entropy(
+            mixup.clipped_log_prob(logits_mix_l), y_l, inputs["y_mix_l"], inputs["w_l"]
+        )
+        mixup_u = mixup.mixup_cross_entropy(
+            mixup.clipped_log_prob(logits_mix_u), inputs["pseudo"], inputs["y_mix_u"], inputs["w_u"]
+        )
         beta = hparams.beta
-        loss = (recon + beta * (kl1 + kl2 + cce) + hparams.lambda1 * (cce + mixup_l)
-                + lambda2 * mixup_u)
+        loss = (
+            recon + beta * (kl1 + kl2 + cce) + hparams.lambda1 * (cce + mixup_l) + lambda2 * mixup_u
+        )
         n = xs.shape[0]
         correct = jnp.argmax(logits[bu:], -1) == jnp.argmax(y_l, -1)
-        metrics = {"loss": loss, "recon": recon / n, "kl_label": kl1 / n, "kl_latent": kl2 / n,
-                   "kl": (kl1 + kl2) / n, "cross_entropy": cce / y_l.shape[0],
-                   "mixup_labelled": mixup_l / n, "mixup_unlabelled": mixup_u / n,
-                   "labelled_accuracy": jnp.mean(correct.astype(jnp.float32))}
+        metrics = {
+            "loss": loss,
+            "recon": recon / n,
+            "kl_label": kl1 / n,
+            "kl_latent": kl2 / n,
+            "kl": (kl1 + kl2) / n,
+            "cross_entropy": cce / y_l.shape[0],
+            "mixup_labelled": mixup_l / n,
+            "mixup_unlabelled": mixup_u / n,
+            "labelled_accuracy": jnp.mean(correct.astype(jnp.float32)),
+        }
         return loss, (metrics, updates["batch_stats"])
 
     def train_step(state: train_lib.TrainState, hparams: train_lib.HParams, batch):
@@ -250,47 +311,89 @@ def make_revision_train_step(model: networks.RevisionModel, optimizer: optax.Gra
         x_u, x_l = xs[:bu], xs[bu:]
         num_classes = hparams.prior.means.shape[-2]
         y_l = jax.nn.one_hot(labels[bu:], num_classes, dtype=xs.dtype)
-        names = ("aug_l", "aug_u", "mix_w", "mix_l", "mix_u", "pseudo", "gumbel", "noise",
-                 "dropout")
-        keys = dict(zip(names, jax.random.split(jax.random.fold_in(state.key, state.step),
-                                                len(names))))
+        names = (
+            "aug_l",
+            "aug_u",
+            "mix_w",
+            "mix_l",
+            "mix_u",
+            "pseudo",
+            "gumbel",
+            "noise",
+            "dropout",
+        )
+        keys = dict(
+            zip(names, jax.random.split(jax.random.fold_in(state.key, state.step), len(names)))
+        )
         x_aug_l = augment.augment_batch(keys["aug_l"], x_l, rs.augmentation)
         x_aug_u = augment.augment_batch(keys["aug_u"], x_u, rs.augmentation)
         # Pseudo-labels: the current classifier (their buffer model), train-mode BatchNorm,
         # its running-average updates discarded, no gradient.
-        pseudo = jax.lax.stop_gradient(jax.nn.softmax(classify(
-            state.params["model"], state.batch_stats,
-            x_aug_u if rs.pseudo_label_augment else x_u, True, rs.pseudo_label_dropout,
-            keys["pseudo"]), -1))
-        w_l, w_u = mixup.beta_pair(keys["mix_w"], rs.mixup_alpha_labelled,
-                                   rs.mixup_alpha_unlabelled)
+        pseudo = jax.lax.stop_gradient(
+            jax.nn.softmax(
+                classify(
+                    state.params["model"],
+                    state.batch_stats,
+                    x_aug_u if rs.pseudo_label_augment else x_u,
+                    True,
+                    rs.pseudo_label_dropout,
+                    keys["pseudo"],
+                ),
+                -1,
+            )
+        )
+        w_l, w_u = mixup.beta_pair(
+            keys["mix_w"], rs.mixup_alpha_labelled, rs.mixup_alpha_unlabelled
+        )
         x_mix_l, y_mix_l = mixup.draw_mixup(keys["mix_l"], x_aug_l, y_l, w_l)
         x_mix_u, y_mix_u = mixup.draw_mixup(keys["mix_u"], x_aug_u, pseudo, w_u)
-        inputs = dict(xs=xs, x_aug_l=x_aug_l, y_l=y_l, x_mix_l=x_mix_l, y_mix_l=y_mix_l, w_l=w_l,
-                      x_mix_u=x_mix_u, y_mix_u=y_mix_u, w_u=w_u, pseudo=pseudo)
+        inputs = dict(
+            xs=xs,
+            x_aug_l=x_aug_l,
+            y_l=y_l,
+            x_mix_l=x_mix_l,
+            y_mix_l=y_mix_l,
+            w_l=w_l,
+            x_mix_u=x_mix_u,
+            y_mix_u=y_mix_u,
+            w_u=w_u,
+            pseudo=pseudo,
+        )
         epoch = state.step // settings.steps_per_epoch
         lambda2 = schedules.rampup_weight(epoch, rs.rampup_epochs, hparams.lambda1)
         grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, hparams, lambda2,
-            inputs, keys)
+            state.params, state.batch_stats, hparams, lambda2, inputs, keys
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         beta = jnp.asarray(hparams.beta, jnp.float32)
-        metrics.update(beta=beta, unlabelled_weight=lambda2,
-                       mixup_weight_labelled=w_l, mixup_weight_unlabelled=w_u,
-                       classifier_lr=classifier_learning_rate(rs, epoch),
-                       autoencoder_lr=autoencoder_learning_rate(rs, epoch))
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state, beta=beta)
+        metrics.update(
+            beta=beta,
+            unlabelled_weight=lambda2,
+            mixup_weight_labelled=w_l,
+            mixup_weight_unlabelled=w_u,
+            classifier_lr=classifier_learning_rate(rs, epoch),
+            autoencoder_lr=autoencoder_learning_rate(rs, epoch),
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            beta=beta,
+        )
         return new_state, metrics
 
     return train_step
 
 
-def make_revision_indexed_step(model: networks.RevisionModel,
-                               optimizer: optax.GradientTransformation,
-                               settings: train_lib.TrainSettings, rs: RevisionSettings,
-                               batch_sharding=None) -> Callable:
+def make_revision_indexed_step(
+    model: networks.RevisionModel,
+    optimizer: optax.GradientTransformation,
+    settings: train_lib.TrainSettings,
+    rs: RevisionSettings,
+    batch_sharding=None,
+) -> Callable:
     """`(state, hparams, data, unlabelled_batch, labelled_batch) -> (state, metrics)`, as
     `train.make_indexed_step` (usable with `train.make_stepwise_epoch`)."""
     train_step = make_revision_train_step(model, optimizer, settings, rs)
@@ -304,20 +407,30 @@ def make_revision_indexed_step(model: networks.RevisionModel,
     return indexed_step
 
 
-def make_revision_train_epoch(model: networks.RevisionModel,
-                              optimizer: optax.GradientTransformation,
-                              settings: train_lib.TrainSettings, revision_settings: RevisionSettings,
-                              batch_sharding=None) -> Callable:
+def make_revision_train_epoch(
+    model: networks.RevisionModel,
+    optimizer: optax.GradientTransformation,
+    settings: train_lib.TrainSettings,
+    revision_settings: RevisionSettings,
+    batch_sharding=None,
+) -> Callable:
     """`(state, hparams, data, epoch_key) -> (state, metrics)`: one epoch as a scan, with the
     batch order and metric summary of `train.make_train_epoch`."""
-    indexed_step = make_revision_indexed_step(model, optimizer, settings, revision_settings,
-                                              batch_sharding)
+    indexed_step = make_revision_indexed_step(
+        model, optimizer, settings, revision_settings, batch_sharding
+    )
 
     def train_epoch(state, hparams, data, epoch_key):
-        orders = epoch_batch_indices(epoch_key, settings.num_unlabelled, settings.num_labelled,
-                                     settings.batch_unlabelled, settings.batch_labelled)
+        orders = epoch_batch_indices(
+            epoch_key,
+            settings.num_unlabelled,
+            settings.num_labelled,
+            settings.batch_unlabelled,
+            settings.batch_labelled,
+        )
         state, per_step = jax.lax.scan(
-            lambda state, order: indexed_step(state, hparams, data, *order), state, orders)
+            lambda state, order: indexed_step(state, hparams, data, *order), state, orders
+        )
         return state, train_lib.summarise_steps(per_step)
 
     return train_epoch
