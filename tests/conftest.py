@@ -15,4 +15,5 @@ _CACHE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "xla"
 )
 jax.config.update("jax_compilation_cache_dir", _CACHE)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)  # main.py run as a subprocess
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

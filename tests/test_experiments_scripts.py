@@ -190,6 +190,7 @@ def subspace(blocks_run, dataset, tmp_path_factory):
     return out, directory
 
 
+@pytest.mark.slow  # ~40 s: a 16-D four-model run and its figures
 def test_activated_subspace_json_and_figures(subspace, dataset):
     out, tmp_path = subspace
     with open(tmp_path / "activated_subspace.json") as f:
@@ -232,6 +233,7 @@ def test_activated_subspace_json_and_figures(subspace, dataset):
     assert out["json_path"] == str(tmp_path / "activated_subspace.json")
 
 
+@pytest.mark.slow  # shares the activated-subspace run above
 def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspace, dataset):
     """Oracle: the first 49 (grid_size^2) class-k TRAINING images encoded and decoded through
     component k with the network applied directly, then eq. 19; k = config.analysis.classes[0]."""

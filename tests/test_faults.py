@@ -243,6 +243,12 @@ def test_killed_during_save_and_training_ends_bit_identical(tmp_path):
     reference, killed, events, logs = interrupted_run(tmp_path, kills=2, seed=0)
     assert events[0][0] == "save" and events[0][1]
     assert_same_run(reference, killed)
+    # main.py timed the uninterrupted run's phases (its figures are off here)
+    timings = json.load(open(os.path.join(reference, "timings.json")))
+    assert {"startup", "setup", "compile", "train", "evaluate", "checkpoints"} <= set(
+        timings["phases"]
+    )
+    assert timings["total"] >= sum(timings["phases"].values()) - 1e-3
     # the restart after the kill mid-save skipped the damaged checkpoints and resumed
     restart = read_log(logs[2])
     assert "empty directory" in restart, restart

@@ -1,6 +1,6 @@
 """The host loop's own machinery: phase timing, ahead-of-time compilation, figures drawn in
-worker processes, the TensorBoard writer's background images, and main.py's timings.json and
-figures drawn from the trained states (identical to --mode=analyze from the checkpoint)."""
+worker processes, the TensorBoard writer's background images, figures drawn from the trained
+states (identical to --mode=analyze from the checkpoint), the allocator settings."""
 
 import json
 import os
@@ -118,47 +118,33 @@ def test_writer_images_reach_tensorboard_by_close(tmp_path):
     assert [(r["epoch"], r["model"]) for r in rows] == [(e, m) for e in (1, 2, 3) for m in (0, 1)]
 
 
-def test_main_writes_timings_and_draws_the_figures_analyze_draws(tmp_path):
-    """Figures drawn from the states in memory after training are byte-identical to those
-    --mode=analyze draws from the checkpoint; timings.json names every phase."""
-    workdir = str(tmp_path / "run")
-    main = [
-        sys.executable,
-        os.path.join(ROOT, "main.py"),
-        f"--workdir={workdir}",
-        f"--compilation_cache={tmp_path / 'cache'}",
-    ]
-    subprocess.run(
-        main
-        + [
-            "--config=configs/mnist.py:tiny",
-            "--config.train.epochs=1",
-            "--config.data.max_test=500",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
+def test_figures_of_the_trained_states_equal_those_analyze_restores(tmp_path):
+    """main.py draws figures from the states training leaves in memory; they are
+    byte-identical to those --mode=analyze draws from the checkpoint. The run's phases are
+    timed."""
+    from configs import mnist
+    from exon_jax import saved_run, training
+    from tests.synthetic import synthetic_mnist
+
+    dataset = synthetic_mnist(num_train=1200, num_test=200)
+    config = mnist.get_config("tiny")
+    config.train.epochs = 1
+    config.analysis.grid_size = 7
+    config.analysis.label_map_size = 40
+    config.analysis.figure_workers = 1
+    workdir = str(tmp_path)
+    stopwatch = timing.Stopwatch()
+    trained = training.run(config, workdir, dataset, progress=False, stopwatch=stopwatch)
+    assert {"setup", "compile", "train", "evaluate", "logging", "checkpoints"} <= set(
+        stopwatch.seconds
     )
-    trained = {
-        name: open(os.path.join(workdir, "figures", name), "rb").read()
-        for name in os.listdir(os.path.join(workdir, "figures"))
-        if name.endswith(".png")
-    }
-    timings = json.load(open(os.path.join(workdir, "timings.json")))
-    assert {"startup", "setup", "compile", "train", "evaluate", "checkpoints", "figures"} <= set(
-        timings["phases"]
-    )
-    assert timings["total"] >= sum(timings["phases"].values()) - 1e-3
-    assert os.listdir(tmp_path / "cache")  # the compilation cache is used
-    subprocess.run(
-        main + ["--mode=analyze", "--config.analysis.figure_workers=1"],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-    )
-    assert len(trained) == 6
-    for name, content in trained.items():
-        assert open(os.path.join(workdir, "figures", name), "rb").read() == content, name
+    drawn = saved_run.write_figures(trained.exp, trained.states, trained.evaluated, workdir)
+    assert len(drawn) == 6
+    first = {path: open(path, "rb").read() for path in drawn}
+    again = saved_run.analyze(workdir, dataset=dataset)
+    assert sorted(again) == sorted(first)
+    for path, content in first.items():
+        assert open(path, "rb").read() == content, path
 
 
 _MMAP_PROBE = """
