@@ -32,6 +32,7 @@ def read_metrics(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # ~16 s: four epochs; the tiny end-to-end runs cover the loop
 def test_short_run_learns(small_mnist, tmp_path):
     """Loss falls and test error beats chance (0.9) by a wide margin after a few epochs."""
     results = training.train_and_evaluate(

@@ -74,6 +74,7 @@ def blocks_run(tmp_path_factory, dataset):
     return train(config, tmp_path_factory.mktemp("blocks"), dataset)
 
 
+@pytest.mark.slow  # ~10 s; figures after a restore: tests/test_host_loop.py
 def test_mnist_figures_rebuilds_run_figures(single_run, dataset):
     workdir, results = single_run
     before = checkpoint_listing(workdir)

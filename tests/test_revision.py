@@ -200,6 +200,7 @@ def test_cifar_augment_is_a_flip_and_crop_of_the_reflect_padded_image():
 # --------------------------------------------------------------------------- networks
 
 
+@pytest.mark.slow  # ~10 s: builds every network of the revision
 def test_mnist_networks_shapes_and_parameter_counts():
     model = networks.mnist_revision_model()
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
