@@ -94,7 +94,6 @@ def _use_compilation_cache() -> None:
 
     if _CACHE.value and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
-        jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # bytes; oldest go first
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 

@@ -42,12 +42,12 @@ TMP = ".orbax-checkpoint-tmp"
 RUN_TIMEOUT = 300  # seconds for any one process: a hang fails the test instead of CI
 
 
-def start(workdir, log):
+def start(workdir, log, cache="xla-faults"):
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",
         TF_CPP_MIN_LOG_LEVEL="3",
-        JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache", "xla-faults"),
+        JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache", cache),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
@@ -199,8 +199,10 @@ def interrupted_run(tmp_path, kills, seed):
 
     ref = start(reference, log_file("reference"))
     events = []
-    # 1: while a checkpoint is written (concurrently with the reference run)
-    proc = start(killed, log_file("run0"))
+    # 1: while a checkpoint is written (concurrently with the reference run, so with a cache
+    # of its own: a process can read an entry the other is still writing, which JAX reports
+    # and compiles anew)
+    proc = start(killed, log_file("run0"), cache="xla-faults-concurrent")
     left = kill_during_save(proc, killed, target_step=rng.randint(3, EPOCHS - 2))
     assert left, "the run ended before a save could be interrupted"
     events.append(("save", left))
