@@ -485,18 +485,6 @@ def cifar_dataset(num_train: int = 50_000, num_test: int = 1_000, seed: int = 0)
     from exon_jax import data as data_lib
 
     rng = np.random.default_rng(seed)
-    names = (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    )
 
     def split(n):
         images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
@@ -504,7 +492,10 @@ def cifar_dataset(num_train: int = 50_000, num_test: int = 1_000, seed: int = 0)
         return data_lib.ImageSplit(images=images, labels=labels)
 
     return data_lib.ImageDataset(
-        train=split(num_train), test=split(num_test), name="cifar10", class_names=names
+        train=split(num_train),
+        test=split(num_test),
+        name="cifar10",
+        class_names=data_lib.CIFAR10_CLASS_NAMES,
     )
 
 
@@ -578,6 +569,16 @@ def log(message: str) -> None:
 
 
 # ------------------------------------------------------------------ TensorFlow reference
+
+
+def write_tf_skipped(name: str, metric: str, reason: str) -> None:
+    """bench/results/<machine>/<name>.json saying why the TF comparison could not run."""
+    write_json(
+        name,
+        {"skipped": reason, "install": TF_INSTALL, "table": [row(metric, "skipped", "", reason)]},
+        f"skipped: {reason}",
+    )
+
 
 TF_INSTALL = (
     'TFREF=<a folder outside the repository>; python3 -m venv "$TFREF" && '

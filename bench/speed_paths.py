@@ -127,15 +127,7 @@ def main():
     rounds = max(3, common.repeats(args, full=6, quick=3))
     tf_python, script, reason = common.tf_reference(args)
     if reason:
-        common.write_json(
-            "speed_paths",
-            {
-                "skipped": reason,
-                "install": common.TF_INSTALL,
-                "table": [common.row("speed against TF Keras + XLA", "skipped", "", reason)],
-            },
-            f"skipped: {reason}",
-        )
+        common.write_tf_skipped("speed_paths", "speed against TF Keras + XLA", reason)
         return
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     runners: dict[str, object] = {}

@@ -77,15 +77,7 @@ def main():
     args = common.parse_args(__doc__, common.add_tf_options)
     tf_python, script, reason = common.tf_reference(args)
     if reason:
-        common.write_json(
-            "tf_reference",
-            {
-                "skipped": reason,
-                "install": common.TF_INSTALL,
-                "table": [common.row("TF Keras reference", "skipped", "", reason)],
-            },
-            f"skipped: {reason}",
-        )
+        common.write_tf_skipped("tf_reference", "TF Keras reference", reason)
         return
     rounds = common.repeats(args, full=3, quick=1)
     step_reps = 15 if args.quick else 30

@@ -32,18 +32,11 @@ from experiments import common
 
 import numpy as np
 
-from exon_jax import configuration, experiment, figures
+from exon_jax import configuration, evaluation, experiment, figures
 
 HEATMAP_METRICS = figures.HEATMAP_METRICS
 # Per-model scalars of `experiment.summarise` summarised over seeds.
-SEED_METRICS = (
-    "classification_error",
-    "kl",
-    "negative_ssim",
-    "max_centre_distance_sd",
-    "mean_inside_95",
-    "beta",
-)
+SEED_METRICS = evaluation.RESULT_SCALARS
 
 
 def heatmap_values(exp, evaluated) -> dict:

@@ -19,6 +19,7 @@ from configs import mnist, mnist_blocks
 from experiments import activated_subspace, mnist_figures, sweep_figures
 from exon_jax import configuration, figures, metrics, saved_run, training
 from exon_jax import batching
+from exon_jax import data as data_lib
 from tests.synthetic import synthetic_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,18 +275,7 @@ def test_activated_subspace_refuses_2d_latent(single_run, dataset, tmp_path):
 
 
 def test_focus_classes_by_index_or_name():
-    names = (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    )
+    names = data_lib.CIFAR10_CLASS_NAMES
     assert activated_subspace.focus_classes((1, 7), names) == [1, 7]  # the paper's default
     assert activated_subspace.focus_classes(("horse", 3), names) == [7, 3]
     with pytest.raises(configuration.ConfigError, match="analysis.classes"):
