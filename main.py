@@ -23,6 +23,7 @@ and `--process_id`, or `--distributed` alone to use JAX's cluster auto-detection
 Open MPI, Kubernetes / Cloud TPU).
 """
 
+import contextlib
 import os
 import sys
 import traceback
@@ -111,6 +112,17 @@ def _print_results(results) -> None:
     print(f"results in {os.path.join(_WORKDIR.value, 'results.json')}")
 
 
+def _figure_pool(config):
+    """The processes drawing the run's figures (process 0 draws them), or None."""
+    import jax
+
+    if not config.analysis.figures or jax.process_index() != 0:
+        return None
+    from exon_jax import plots
+
+    return plots.FigurePool(config.analysis.get("figure_workers", 0))
+
+
 def run() -> None:
     """Runs the chosen mode; raises the library's own errors on expected failures."""
     from exon_jax import saved_run, timing, training
@@ -120,12 +132,19 @@ def run() -> None:
         stopwatch = timing.Stopwatch()
         stopwatch.seconds["startup"] = timing.process_age_seconds() or 0.0
         config = _CONFIG.value
-        trained = training.run(config, workdir, stopwatch=stopwatch)
-        _print_results(trained.results)
-        if config.analysis.figures:
-            with stopwatch.phase("figures"):
-                saved_run.write_figures(trained.exp, trained.states, trained.evaluated, workdir)
-            print(f"figures in {os.path.join(workdir, 'figures')}")
+        with stopwatch.phase("setup"):  # starts the backend; the figure workers start now
+            pool = _figure_pool(config)  # and warm up while the model trains
+        with pool or contextlib.nullcontext():
+            trained = training.run(config, workdir, stopwatch=stopwatch)
+            _print_results(trained.results)
+            if config.analysis.figures:
+                with stopwatch.phase("figures"):
+                    saved_run.write_figures(
+                        trained.exp, trained.states, trained.evaluated, workdir, pool
+                    )
+                    if pool is not None:
+                        pool.close()  # joining the workers belongs to drawing
+                print(f"figures in {os.path.join(workdir, 'figures')}")
         import jax
 
         if jax.process_index() == 0:

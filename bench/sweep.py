@@ -7,7 +7,7 @@ The baseline is G single-model steps run one after another = G x the per-step ti
 the G = 1 program measured in the same run (same code path, same batches), its epochs
 timed just before and just after each G's, so that changing machine load hits both. The ratio
 per-model step(G) / single-model step is the sweep's gain (< 1 is faster; the target
-at G = 16 is <= 0.9).
+at G = 16 is <= 0.8, issue #15).
 
 Memory from compiled.memory_analysis() (arguments + outputs + temporaries - aliased):
 total, total / G, and the increment per added model ((total(G) - total(1)) / (G - 1)),
@@ -28,6 +28,9 @@ import common
 import jax
 
 from exon_jax import experiment
+
+# Issue #15: 16 models at <= 0.8x the single model's cost per model-step.
+TARGET_G16 = 0.8
 
 
 class Program:
@@ -142,7 +145,7 @@ def main():
         if r["G"] > 1:
             note += f" (+{common.sig(r['memory_increment_per_model_mib'], 3)} MiB per added model)"
         if r["G"] == 16:
-            note += "; target <= 0.9"
+            note += f"; target <= {TARGET_G16}"
         table.append(
             common.row(
                 f"sweep G={r['G']}: per-model step (ratio to single)",
@@ -165,10 +168,10 @@ def main():
     if 16 in by_g:
         ratio = by_g[16]["per_model_over_single"]
         targets["G16_per_model_over_single"] = {
-            "target": "<= 0.9",
+            "target": f"<= {TARGET_G16}",
             "measured": ratio,
-            "met": ratio <= 0.9,
-            "excess": max(0.0, ratio - 0.9),
+            "met": ratio <= TARGET_G16,
+            "excess": max(0.0, ratio - TARGET_G16),
         }
     common.write_json(
         "sweep",

@@ -346,21 +346,29 @@ def write_grid_figures(
     directory: str,
     fns: ModelFunctions | None = None,
     workers: int = 0,
+    pool: plots.FigurePool | None = None,
 ) -> list[str]:
     """Draws `grid_figure_jobs`; returns the PNG paths (PDFs beside them)."""
     return plots.save_all(
         grid_figure_jobs(exp, states, evaluated, directory, fns or ModelFunctions(exp.model)),
         workers,
+        pool,
     )
 
 
 def write_run_figures(
-    exp, states, evaluated: dict[str, np.ndarray], directory: str, workers: int = 0
+    exp,
+    states,
+    evaluated: dict[str, np.ndarray],
+    directory: str,
+    workers: int = 0,
+    pool: plots.FigurePool | None = None,
 ) -> list[str]:
     """All figures of a run (G models): per-model figures, plus grid figures when G > 1.
 
     The arrays are computed first (JAX, this process), then the figures drawn in `workers`
-    processes (`plots.save_all`; 0 = one per CPU core). Returns the PNG paths.
+    processes (`plots.save_all`; 0 = one per CPU core), or by `pool`, a `plots.FigurePool`
+    started earlier. Returns the PNG paths.
     """
     fns = ModelFunctions(exp.model)
     jobs = []
@@ -381,4 +389,4 @@ def write_run_figures(
         )
     if exp.num_models > 1:
         jobs += grid_figure_jobs(exp, states, evaluated, directory, fns)
-    return plots.save_all(jobs, workers)
+    return plots.save_all(jobs, workers, pool)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import io
 import multiprocessing
 import os
 import sys
@@ -120,24 +121,93 @@ def draw_job(job: FigureJob) -> str:
     return save(globals()[job.draw](*job.args, **job.kwargs), job.path)
 
 
-def save_all(jobs: Sequence[FigureJob], workers: int = 0) -> list[str]:
-    """Draws `jobs` (PNG + PDF each), in `workers` processes; returns the PNG paths in order.
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
-    Drawing is pure Matplotlib on host arrays, one CPU core per figure: with several
-    figures, worker processes (spawned, so no JAX state is forked) draw them side by side.
+
+def _array_bytes(job: FigureJob) -> int:
+    """Bytes of the arrays a job draws (a proxy for its drawing time)."""
+    leaves = [*job.args, *job.kwargs.values()]
+    return sum(leaf.nbytes for leaf in leaves if isinstance(leaf, np.ndarray))
+
+
+def _warm_up() -> None:
+    """Run by each new worker: loads Matplotlib's Agg and PDF backends and its fonts (what
+    the first figure of a process otherwise pays for)."""
+    fig = Figure(figsize=(1, 1))
+    FigureCanvasAgg(fig)
+    fig.text(0.5, 0.5, "warm-up $x$")
+    for fmt in ("png", "pdf"):
+        fig.savefig(io.BytesIO(), format=fmt)
+
+
+class FigurePool:
+    """Processes that draw `FigureJob`s, started ahead of the figures (e.g. before training).
+
+    Drawing is pure Matplotlib on host arrays, one CPU core per figure. Worker processes are
+    spawned (so no JAX state is forked) and warmed up (`_warm_up`) as soon as the pool is
+    made, so their start-up overlaps whatever the caller does next. With one worker (or one
+    usable core) nothing is started and figures are drawn in this process.
+
+    Use as a context manager; `draw(jobs)` may be called any number of times.
+
+    Args:
+      workers: processes; 0 = one per usable CPU core, at most `max_workers`; 1 = draw here.
+      max_workers: cap for `workers=0` (a 2-D run draws 6 figures a model).
+    """
+
+    def __init__(self, workers: int = 0, max_workers: int = 8):
+        self.workers = workers or min(_usable_cores(), max_workers)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_warm_up,
+            )
+            for _ in range(self.workers):  # each submit starts a process while none is idle
+                self._pool.submit(int)
+
+    def draw(self, jobs: Sequence[FigureJob]) -> list[str]:
+        """Draws `jobs` (PNG + PDF each); returns the PNG paths in the order of `jobs`."""
+        if self._pool is None or len(jobs) <= 1:
+            return [draw_job(job) for job in jobs]
+        # largest first, so that no big figure starts last while the other workers idle
+        order = sorted(range(len(jobs)), key=lambda i: -_array_bytes(jobs[i]))
+        futures = {i: self._pool.submit(draw_job, jobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(jobs))]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "FigurePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def save_all(
+    jobs: Sequence[FigureJob], workers: int = 0, pool: FigurePool | None = None
+) -> list[str]:
+    """Draws `jobs` (PNG + PDF each); returns the PNG paths in order.
 
     Args:
       jobs: the figures.
-      workers: processes to use; 0 = one per figure, at most the CPU cores; 1 = draw here.
+      workers: processes to start for them when no `pool` is given: 0 = one per figure, at
+        most the CPU cores; 1 = draw here.
+      pool: a `FigurePool` started earlier (its warm workers are used as they are).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(len(jobs), workers or cores or 1)
-    if workers <= 1:
-        return [draw_job(job) for job in jobs]
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
-        return list(pool.map(draw_job, jobs))
+    if pool is not None:
+        return pool.draw(jobs)
+    if not jobs:
+        return []
+    with FigurePool(min(len(jobs), workers or _usable_cores())) as fresh:
+        return fresh.draw(jobs)
 
 
 def pdf_path(path: str) -> str:

@@ -7,12 +7,15 @@ meta): its config, grid points and exact priors, checked against the data found 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
 from exon_jax import checkpoints, evaluation, experiment, parallel, priors, run_record, train
 from exon_jax import data as data_lib
+
+if TYPE_CHECKING:  # drawing (Matplotlib) is imported only when figures are drawn
+    from exon_jax import plots
 
 
 def restore_run(
@@ -82,13 +85,19 @@ def analyze(
 
 
 def write_figures(
-    exp: experiment.Experiment, states, evaluated: dict[str, Any], workdir: str
+    exp: experiment.Experiment,
+    states,
+    evaluated: dict[str, Any],
+    workdir: str,
+    pool: plots.FigurePool | None = None,
 ) -> list[str]:
     """The run's figures into workdir/figures, drawn by process 0; returns the PNG paths.
 
     Args:
       states: the G states (on device, possibly sharded over processes).
       evaluated: the evaluation of `states` on the host (`experiment.evaluate_states`).
+      pool: drawing processes started earlier (`plots.FigurePool`); None starts
+        `config.analysis.figure_workers` of them now.
     """
     from exon_jax import figures
 
@@ -96,5 +105,10 @@ def write_figures(
     if jax.process_index() != 0:
         return []
     return figures.write_run_figures(
-        exp, states, evaluated, os.path.join(workdir, "figures"), exp.analysis.figure_workers
+        exp,
+        states,
+        evaluated,
+        os.path.join(workdir, "figures"),
+        exp.analysis.figure_workers,
+        pool,
     )

@@ -3,6 +3,7 @@ worker processes, the TensorBoard writer's background images, figures drawn from
 states (identical to --mode=analyze from the checkpoint), the allocator settings."""
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -91,6 +92,22 @@ def test_figures_drawn_in_worker_processes_equal_those_drawn_here(tmp_path):
     for a, b in zip(here, there):
         assert open(a, "rb").read() == open(b, "rb").read()
         assert os.path.exists(plots.pdf_path(b))
+
+
+def test_figure_pool_starts_its_workers_ahead_and_draws_in_job_order(tmp_path):
+    before = set(multiprocessing.active_children())
+    with plots.FigurePool(2) as pool:
+        started = set(multiprocessing.active_children()) - before
+        assert len(started) == 2  # running before any figure is asked for
+        here = plots.save_all(_jobs(str(tmp_path / "here")), workers=1)
+        for round_ in ("first", "second"):  # the same warm workers draw both batches
+            # the big image grid is drawn first, yet the paths come back in job order
+            there = pool.draw(_jobs(str(tmp_path / round_)))
+            assert [os.path.basename(p) for p in there] == ["heat.png", "grid.png"]
+            for a, b in zip(here, there):
+                assert open(a, "rb").read() == open(b, "rb").read()
+        assert set(multiprocessing.active_children()) - before == started
+    assert not any(p.is_alive() for p in started)
 
 
 def test_writer_images_reach_tensorboard_by_close(tmp_path):
