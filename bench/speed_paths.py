@@ -141,6 +141,7 @@ def main():
     if args.tf_plain:
         runners["tf_plain"] = TfVariant(tf_python, script, False, steps)
     order = list(runners)
+    rates_before = common.matmul_rates(args.quick)
     seconds = {n: [] for n in order}
     loads = []
     for r in range(rounds):
@@ -152,6 +153,8 @@ def main():
             + ", ".join(f"{n} {steps / s[-1]:.2f}" for n, s in seconds.items())
             + f" steps/s; load {loads[-1]}"
         )
+    rates = common.bracket_rates(rates_before, args.quick)
+    bf16_over_f32 = rates["bfloat16"]["flops_per_s"] / rates["float32"]["flops_per_s"]
     tf_info = {n: runners[n].info for n in runners if n.startswith("tf_")}
     for n in tf_info:
         runners[n].close()
@@ -204,6 +207,17 @@ def main():
                 f"best {common.sig(max(speed['tf_plain']))}",
             )
         )
+    table.append(
+        common.row(
+            "matmul 2048^3 bf16 inputs (float32 accumulation) / float32, this machine",
+            common.sig(bf16_over_f32, 3),
+            "x rate",
+            f"{common.sig(rates['bfloat16']['flops_per_s'] / 1e9, 3)} vs "
+            f"{common.sig(rates['float32']['flops_per_s'] / 1e9, 3)} GFLOP/s "
+            "(higher of before/after the rounds); bfloat16 mode gains only what bf16 products "
+            "gain; CPU flags: " + " ".join(common.machine()["cpu_flags"]),
+        )
+    )
     for n in names:
         res = results[n]
         what = {"scan": "scanned epoch", "python": "one step per call"}[res["epoch_loop"]]
@@ -240,6 +254,8 @@ def main():
             "variants interleaved epoch by epoch, order rotated per round, one "
             "untimed warm-up epoch each",
             "allocator": common.ALLOCATOR,
+            "matmul_rates": rates,
+            "bf16_over_f32_matmul_rate": bf16_over_f32,
             "tf": {"python": tf_python, "script": script, **tf_info},
             "loadavg_per_round": loads,
             "seconds_per_epoch": seconds,

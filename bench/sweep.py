@@ -13,6 +13,11 @@ Memory from compiled.memory_analysis() (arguments + outputs + temporaries - alia
 total, total / G, and the increment per added model ((total(G) - total(1)) / (G - 1)),
 which excludes the data set shared by all models.
 
+The step's dense products are also timed alone (each product jitted by itself, G = 1
+unbatched and G = 16 vmapped, interleaved): their time per model at G = 16 over the single
+model's whole step is a floor under the G = 16 ratio that no arrangement of the rest of the
+step can go below.
+
 --quick: G = 1, 4, 16 and 8-step epochs (data.max_unlabelled = 16 000) instead of the
 full 28-step epoch; full: G = 1, 4, 16, 64, full epochs.
 
@@ -26,6 +31,7 @@ import time
 import common
 
 import jax
+import jax.numpy as jnp
 
 from exon_jax import experiment
 
@@ -64,6 +70,77 @@ class Program:
         stats = common.timeit(self.one_epoch, repeats=reps, warmup=warmup)
         self.times += stats["all_s"]
         return stats["all_s"]
+
+
+def dense_shapes(params) -> list[tuple[int, int]]:
+    """(inputs, outputs) of every dense kernel in `params` (leaves [G, i, o])."""
+    return [leaf.shape[-2:] for leaf in jax.tree.leaves(params) if leaf.ndim == 3]
+
+
+def product_programs(shapes, batch: int, data_dim: int, G: int):
+    """The step's dense products for G models, each jitted alone with its operands:
+    forward x.W, input gradient g.W^T (not for the data layer) and weight gradient x^T.g.
+    G = 1: the unbatched products of one model; G > 1: vmapped over per-model operands, the
+    data layer's x shared by all models (a grid trains every model on the same batches)."""
+    key = jax.random.key(0)
+    programs = []
+    for i, o in shapes:
+        shared = i == data_dim
+        lead = () if G == 1 else (G,)
+        x = jax.random.normal(key, (batch, i) if shared else (*lead, batch, i))
+        w = jax.random.normal(key, (*lead, i, o))
+        g = jax.random.normal(key, (*lead, batch, o))
+
+        def lift(fn, x_axis):
+            return jax.jit(fn if G == 1 else jax.vmap(fn, in_axes=(x_axis, 0)))
+
+        x_axis = None if shared else 0
+        programs.append((f"{i}x{o} forward", 2 * batch * i * o, lift(jnp.matmul, x_axis), (x, w)))
+        if not shared:
+            programs.append(
+                (
+                    f"{i}x{o} input gradient",
+                    2 * batch * i * o,
+                    lift(lambda g, w: g @ w.T, 0),
+                    (g, w),
+                )
+            )
+        programs.append(
+            (
+                f"{i}x{o} weight gradient",
+                2 * batch * i * o,
+                lift(lambda x, g: x.T @ g, x_axis),
+                (x, g),
+            )
+        )
+    return programs
+
+
+def time_products(exp, params, groups: list[int], repeats: int) -> dict[str, object]:
+    """Seconds per model of the step's dense products alone, for each G, interleaved by G."""
+    settings = exp.settings
+    batch = settings.batch_unlabelled + settings.batch_labelled
+    data_dim = int(exp.dataset.train.images[0].size)
+    shapes = dense_shapes(params)
+    programs = {G: product_programs(shapes, batch, data_dim, G) for G in groups}
+    times: dict[int, dict[str, list[float]]] = {G: {} for G in groups}
+    for _ in range(repeats):
+        for G in groups:
+            for name, _, fn, operands in programs[G]:
+                stats = common.timeit(lambda: fn(*operands), repeats=3, warmup=1)
+                times[G].setdefault(name, []).append(stats["min_s"])
+    out: dict[str, object] = {"batch": batch, "shapes": [list(s) for s in shapes]}
+    for G in groups:
+        medians = {name: common.summarize(t)["median_s"] for name, t in times[G].items()}
+        flop = sum(f for _, f, _, _ in programs[G])
+        per_model = sum(medians.values()) / G
+        out[str(G)] = {
+            "seconds_per_model": per_model,
+            "flop_per_model": flop,
+            "gflops_per_s": flop / per_model / 1e9,
+            "seconds_per_model_by_product": {k: v / G for k, v in medians.items()},
+        }
+    return out
 
 
 def main():
@@ -135,6 +212,11 @@ def main():
         )
         if G > 1:
             del program
+    product_groups = [G for G in (1, 16) if G in groups]
+    common.log(f"sweep: the step's dense products alone, G = {product_groups}")
+    products = time_products(
+        single.exp, single.states.params, product_groups, common.repeats(args, full=5, quick=3)
+    )
     single_ms = results[0]["per_model_step_s"]
     table = []
     for r in results:
@@ -152,6 +234,21 @@ def main():
                 f"{common.sig(r['per_model_step_s'] * 1e3)} ms ({common.sig(r['per_model_over_single'], 3)})",
                 "",
                 note,
+            )
+        )
+    if "16" in products:
+        p1, p16 = products["1"], products["16"]
+        products["ratio_16_over_1"] = p16["seconds_per_model"] / p1["seconds_per_model"]
+        products["floor_of_G16_ratio"] = p16["seconds_per_model"] / single_ms
+        table.append(
+            common.row(
+                "sweep: dense products alone, per model, G=16 vs G=1",
+                f"{common.sig(p16['seconds_per_model'] * 1e3)} vs "
+                f"{common.sig(p1['seconds_per_model'] * 1e3)} ms",
+                "",
+                f"{common.sig(p16['gflops_per_s'], 3)} vs {common.sig(p1['gflops_per_s'], 3)} "
+                f"GFLOP/s; G=16's products alone are "
+                f"{common.sig(products['floor_of_G16_ratio'], 3)} x the single model's whole step",
             )
         )
     by_g = {r["G"]: r for r in results}
@@ -185,6 +282,7 @@ def main():
             "timed just before and just after each G's (2 + 2), so drifting machine "
             "load hits both alike; sequential G steps = G x single",
             "results": results,
+            "products": products,
             "table": table,
         },
         summary,
