@@ -121,7 +121,7 @@ def get_config(arg=None):
     # Default (1, 7): automobile and horse in CIFAR-10's label order, as in the paper.
     config.analysis.classes = (1, 7)
     config.analysis.figures = True
-    config.analysis.figure_workers = 0  # processes drawing figures: 0 = one per CPU core
+    config.analysis.figure_workers = 0  # processes drawing figures: 0 = one per core, at most 8
     config.analysis.tensorboard_images = True  # reconstructions and decoded grid every eval_every
     if variant == "tiny":
         config.data.labelled_per_class = 50

@@ -277,7 +277,8 @@ class AnalysisSettings:
       posterior: "samples" (z ~ q(z|x), as the paper draws Figures 3-4) or "mean".
       classes: focus classes of Figures 5, 6, 10, 13: label indices or class names.
       figures: draw the run's figures after training.
-      figure_workers: processes drawing the figures (0 = one per CPU core, 1 = in-process).
+      figure_workers: processes drawing the figures (0 = one per CPU core, at most 8;
+        1 = in-process).
       tensorboard_images: reconstructions and the decoded probe in TensorBoard.
       seed: the run's seed (prior samples and posterior draws of the figures).
       latent_dim: d.

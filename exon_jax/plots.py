@@ -121,10 +121,13 @@ def draw_job(job: FigureJob) -> str:
     return save(globals()[job.draw](*job.args, **job.kwargs), job.path)
 
 
-def _usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+MAX_DEFAULT_WORKERS = 8  # a 2-D run draws 6 figures a model
+
+
+def default_workers() -> int:
+    """Drawing processes for `workers=0`: one per usable CPU core, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores or 1, MAX_DEFAULT_WORKERS)
 
 
 def _array_bytes(job: FigureJob) -> int:
@@ -154,12 +157,11 @@ class FigurePool:
     Use as a context manager; `draw(jobs)` may be called any number of times.
 
     Args:
-      workers: processes; 0 = one per usable CPU core, at most `max_workers`; 1 = draw here.
-      max_workers: cap for `workers=0` (a 2-D run draws 6 figures a model).
+      workers: processes; 0 = `default_workers()`; 1 = draw here.
     """
 
-    def __init__(self, workers: int = 0, max_workers: int = 8):
-        self.workers = workers or min(_usable_cores(), max_workers)
+    def __init__(self, workers: int = 0):
+        self.workers = workers or default_workers()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         if self.workers > 1:
             self._pool = concurrent.futures.ProcessPoolExecutor(
@@ -199,14 +201,14 @@ def save_all(
     Args:
       jobs: the figures.
       workers: processes to start for them when no `pool` is given: 0 = one per figure, at
-        most the CPU cores; 1 = draw here.
+        most `default_workers()`; 1 = draw here.
       pool: a `FigurePool` started earlier (its warm workers are used as they are).
     """
     if pool is not None:
         return pool.draw(jobs)
     if not jobs:
         return []
-    with FigurePool(min(len(jobs), workers or _usable_cores())) as fresh:
+    with FigurePool(min(len(jobs), workers or default_workers())) as fresh:
         return fresh.draw(jobs)
 
 

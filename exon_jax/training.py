@@ -86,7 +86,7 @@ def run(
         changes = run_record.check_resume(stored, config) if stored is not None else []
         exp = experiment.build_experiment(config, dataset)
         os.makedirs(workdir, exist_ok=True)
-    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+        lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
         return _train_locked(exp, workdir, stored is not None, changes, progress, stopwatch)
 
@@ -212,9 +212,10 @@ def _train_locked(
     config = exp.config
     epochs = config.train.epochs
     names = [configuration.point_name(p) for p in exp.points]
-    manager = checkpoints.make_manager(
-        os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
-    )
+    with stopwatch.phase("checkpoints"):
+        manager = checkpoints.make_manager(
+            os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
+        )
     writer, bar, evaluated = None, None, None
     try:
         with stopwatch.phase("setup"):
@@ -286,7 +287,8 @@ def _train_locked(
                 bar.close()
             if writer is not None:
                 writer.close()
-        manager.close()
+        with stopwatch.phase("checkpoints"):
+            manager.close()
 
     with stopwatch.phase("evaluate"):
         if evaluated is None:  # nothing trained now: the restored run's last epoch
