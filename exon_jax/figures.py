@@ -134,7 +134,7 @@ def model_figure_jobs(
     jobs = []
 
     def job(name, draw, *args, **kwargs):
-        jobs.append(plots.FigureJob(draw, os.path.join(directory, name), args, kwargs))
+        jobs.append(plots.FigureJob(draw, os.path.join(directory, name), args, kwargs, cfg.pdf))
 
     if prior.latent_dim == 2:
         shown = scatter_codes(exp, fns, state, index, codes)
@@ -310,6 +310,7 @@ def grid_figure_jobs(
                 os.path.join(directory, "posterior_panel.png"),
                 (panels, panels[0][3], names),
                 dict(ncols=min(5, len(panels)), title=POSTERIOR_TITLES[exp.analysis.posterior]),
+                exp.analysis.pdf,
             )
         )
     row_field, col_field = heatmap_fields(exp.points)
@@ -324,6 +325,7 @@ def grid_figure_jobs(
                     os.path.join(directory, f"heatmap_{metric}.png"),
                     (mean[metric], rows, cols),
                     dict(title=title, ylabel=row_field, xlabel=col_field or ""),
+                    exp.analysis.pdf,
                 )
             )
     if any("distance" in p for p in exp.points):
@@ -334,6 +336,7 @@ def grid_figure_jobs(
                 os.path.join(directory, "predesign_interpolation.png"),
                 (rows, titles),
                 dict(title=f"decoded (-10, 0) -> (10, 0), {rows[0].shape[0]} points"),
+                exp.analysis.pdf,
             )
         )
     return jobs

@@ -76,8 +76,8 @@ def fit_canvas(fig: Figure, pad: float = 0.04, tries: int = 4) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: str) -> str:
-    """Writes `fig` as a PNG at 120 dpi and as a PDF beside it, then closes it.
+def save(fig: Figure, path: str, pdf: bool = True) -> str:
+    """Writes `fig` as a PNG at 120 dpi and (with `pdf`) as a PDF beside it, then closes it.
 
     The canvas is first grown to hold every artist (`fit_canvas`), so no title or
     label is cut. The PDF has the PNG's name with `.pdf` (vector text and lines;
@@ -96,7 +96,8 @@ def save(fig: Figure, path: str) -> str:
     os.makedirs(directory, exist_ok=True)
     fit_canvas(fig)
     fig.savefig(path, dpi=SAVE_DPI, format="png")
-    fig.savefig(pdf_path(path), dpi=SAVE_DPI, format="pdf")
+    if pdf:
+        fig.savefig(pdf_path(path), dpi=SAVE_DPI, format="pdf")
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)
@@ -105,7 +106,8 @@ def save(fig: Figure, path: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class FigureJob:
-    """One figure to draw from host arrays: `plots.<draw>(*args, **kwargs)` saved to `path`.
+    """One figure to draw from host arrays: `plots.<draw>(*args, **kwargs)` saved to `path`
+    (and, with `pdf`, to a PDF beside it).
 
     Plain data (a function name and NumPy arrays), so a job can be drawn in another process.
     """
@@ -114,11 +116,12 @@ class FigureJob:
     path: str
     args: tuple = ()
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pdf: bool = True
 
 
 def draw_job(job: FigureJob) -> str:
     """Draws and saves one `FigureJob`; returns its PNG path."""
-    return save(globals()[job.draw](*job.args, **job.kwargs), job.path)
+    return save(globals()[job.draw](*job.args, **job.kwargs), job.path, job.pdf)
 
 
 MAX_DEFAULT_WORKERS = 8  # a 2-D run draws 6 figures a model
@@ -130,10 +133,18 @@ def default_workers() -> int:
     return min(cores or 1, MAX_DEFAULT_WORKERS)
 
 
-def _array_bytes(job: FigureJob) -> int:
-    """Bytes of the arrays a job draws (a proxy for its drawing time)."""
-    leaves = [*job.args, *job.kwargs.values()]
-    return sum(leaf.nbytes for leaf in leaves if isinstance(leaf, np.ndarray))
+def _array_bytes(tree: Any) -> int:
+    """Bytes of the NumPy arrays in a job's arguments (nested in lists, tuples and dicts):
+    a proxy for its drawing time."""
+    if isinstance(tree, np.ndarray):
+        return tree.nbytes
+    if isinstance(tree, FigureJob):
+        return _array_bytes([tree.args, tree.kwargs])
+    if isinstance(tree, Mapping):
+        return _array_bytes(list(tree.values()))
+    if isinstance(tree, (list, tuple)):
+        return sum(_array_bytes(leaf) for leaf in tree)
+    return 0
 
 
 def _warm_up() -> None:

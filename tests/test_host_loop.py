@@ -149,6 +149,7 @@ def test_figures_of_the_trained_states_equal_those_analyze_restores(tmp_path):
     config.analysis.grid_size = 7
     config.analysis.label_map_size = 40
     config.analysis.figure_workers = 1
+    config.analysis.pdf = False  # kept by the run's record: analyze draws no PDF either
     workdir = str(tmp_path)
     stopwatch = timing.Stopwatch()
     trained = training.run(config, workdir, dataset, progress=False, stopwatch=stopwatch)
@@ -162,6 +163,7 @@ def test_figures_of_the_trained_states_equal_those_analyze_restores(tmp_path):
     assert sorted(again) == sorted(first)
     for path, content in first.items():
         assert open(path, "rb").read() == content, path
+    assert not [n for n in os.listdir(os.path.dirname(drawn[0])) if n.endswith(".pdf")]
 
 
 _MMAP_PROBE = """
