@@ -184,7 +184,8 @@ class FigurePool:
                 self._pool.submit(int)
 
     def draw(self, jobs: Sequence[FigureJob]) -> list[str]:
-        """Draws `jobs` (PNG + PDF each); returns the PNG paths in the order of `jobs`."""
+        """Draws `jobs` (a PNG each, and a PDF where a job asks); returns the PNG paths in the
+        order of `jobs`."""
         if self._pool is None or len(jobs) <= 1:
             return [draw_job(job) for job in jobs]
         # largest first, so that no big figure starts last while the other workers idle
@@ -207,7 +208,7 @@ class FigurePool:
 def save_all(
     jobs: Sequence[FigureJob], workers: int = 0, pool: FigurePool | None = None
 ) -> list[str]:
-    """Draws `jobs` (PNG + PDF each); returns the PNG paths in order.
+    """Draws `jobs` (a PNG each, and a PDF where a job asks); returns the PNG paths in order.
 
     Args:
       jobs: the figures.
