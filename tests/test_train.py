@@ -161,6 +161,7 @@ def test_supervised_objective_leaves_the_decoder_untouched():
     )
 
 
+@pytest.mark.slow  # ~20 s of XLA:CPU compiling the CIFAR-10 networks; run with -m slow
 def test_classifier_pretraining_changes_only_the_classifier():
     """One pre-training epoch (paper Sec. 4.2): classifier params move, nothing else does."""
     from configs import cifar10
