@@ -370,8 +370,8 @@ def write_run_figures(
     """All figures of a run (G models): per-model figures, plus grid figures when G > 1.
 
     The arrays are computed first (JAX, this process), then the figures drawn in `workers`
-    processes (`plots.save_all`; 0 = one per CPU core, at most 8), or by `pool`, a `plots.FigurePool`
-    started earlier. Returns the PNG paths.
+    processes (`plots.save_all`; 0 = one per CPU core, at most 8), or by `pool`, a
+    `plots.FigurePool` started earlier. Returns the PNG paths.
     """
     fns = ModelFunctions(exp.model)
     jobs = []

@@ -88,6 +88,19 @@ class TrainState(flax.struct.PyTreeNode):
     key: jax.Array
     beta: jax.Array
 
+    def apply_gradients(
+        self, optimizer: optax.GradientTransformation, grads, **changes
+    ) -> "TrainState":
+        """One optimiser step: params moved by `grads`, step + 1, and the other fields
+        given in `changes` (e.g. the step's new batch_stats and beta)."""
+        updates, opt_state = optimizer.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
+            **changes,
+        )
+
 
 class DeviceData(flax.struct.PyTreeNode):
     """Training arrays resident on the device; batches are gathered by index.
@@ -222,15 +235,7 @@ def make_train_step(
         grads, (terms, batch_stats, beta) = jax.grad(loss_fn, has_aux=True)(
             state.params, state, hparams, x, labels, labelled, key
         )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-            beta=beta,
-        )
+        new_state = state.apply_gradients(optimizer, grads, batch_stats=batch_stats, beta=beta)
         return new_state, dict(terms)
 
     return train_step

@@ -364,8 +364,6 @@ def make_revision_train_step(
         grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, hparams, lambda2, inputs, keys
         )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         beta = jnp.asarray(hparams.beta, jnp.float32)
         metrics.update(
             beta=beta,
@@ -375,14 +373,7 @@ def make_revision_train_step(
             classifier_lr=classifier_learning_rate(rs, epoch),
             autoencoder_lr=autoencoder_learning_rate(rs, epoch),
         )
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-            beta=beta,
-        )
-        return new_state, metrics
+        return state.apply_gradients(optimizer, grads, batch_stats=batch_stats, beta=beta), metrics
 
     return train_step
 
