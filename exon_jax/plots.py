@@ -4,7 +4,8 @@ Every function takes arrays (NumPy or JAX, converted with `np.asarray`) and
 returns a `matplotlib.figure.Figure` drawn on the Agg canvas. Figures are made
 without pyplot, so nothing is registered in pyplot's global state, the current
 backend is left alone (safe in notebooks and headless runs), and a figure is
-freed as soon as it is no longer referenced. `save(fig, path)` writes a PNG.
+freed as soon as it is no longer referenced. `save(fig, path)` writes a PNG and a PDF beside
+it (`pdf=False`: the PNG only); `FigurePool` draws `FigureJob`s in worker processes.
 
 Paper figures: `prior_samples` (Figure 2), `figure3` / `posterior_scatter` /
 `image_grid` / `label_map_figure` (Figure 3), `posterior_panel` (Figure 4),
