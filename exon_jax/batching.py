@@ -29,31 +29,63 @@ def _cycled_permutations(key: jax.Array, n: int, total: int) -> jax.Array:
     return perms.reshape(-1)[:total].astype(jnp.int32)
 
 
+def labelled_batch_sizes(num_labelled: int, batch_labelled: int, restart: bool) -> tuple[int, ...]:
+    """Sizes of the labelled batches of one cycle of labelled steps.
+
+    Cycled (restart False): every step takes `batch_labelled`, the cycle is one step.
+    Restarting (the revision's official pipeline: their labelled set batched with
+    `drop_remainder=False`, the iterator restarted when exhausted): one pass over the
+    labelled set in batches of `batch_labelled` and a short last one, e.g. 100 labels in
+    batches of 32 give (32, 32, 32, 4).
+    """
+    if not restart:
+        return (int(batch_labelled),)
+    full, rest = divmod(int(num_labelled), int(batch_labelled))
+    return (int(batch_labelled),) * full + ((rest,) if rest else ())
+
+
 def epoch_batch_indices(
     key: jax.Array,
     num_unlabelled: int,
     num_labelled: int,
     batch_unlabelled: int,
     batch_labelled: int,
+    steps: int = 0,
+    labelled_restart: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Batch indices for one epoch; pure and jit-able with the four sizes static.
+    """Batch indices for one epoch; pure and jit-able with the sizes static.
 
     Returns int32 (unlabelled [S, batch_unlabelled], labelled [S, batch_labelled]),
-    S = num_steps_per_epoch(num_unlabelled, batch_unlabelled). Unlabelled: a
-    permutation of range(num_unlabelled) padded with the start of a second,
-    independent permutation. Labelled: independent permutations of
-    range(num_labelled) concatenated (the labelled set cycled with its own
-    shuffles) and cut to S * batch_labelled.
+    S = `steps`, or when 0 num_steps_per_epoch(num_unlabelled, batch_unlabelled).
+    Unlabelled: a permutation of range(num_unlabelled), continued by independent
+    permutations when S * batch_unlabelled exceeds it, cut to S batches.
+    Labelled, cycled (the default): independent permutations of range(num_labelled)
+    concatenated (the labelled set cycled with its own shuffles) and cut to S batches.
+    Labelled, restarting (`labelled_restart`): step i is batch i % k of a fresh
+    permutation for each cycle of k = len(labelled_batch_sizes(...)) steps; a step whose
+    batch is shorter than batch_labelled uses the first `size` entries of its row.
     """
     if num_labelled < 1 or batch_labelled < 1:
         raise ValueError(
             f"num_labelled ({num_labelled}) and batch_labelled ({batch_labelled}) must be positive"
         )
-    steps = num_steps_per_epoch(num_unlabelled, batch_unlabelled)
+    steps = steps or num_steps_per_epoch(num_unlabelled, batch_unlabelled)
     key_u, key_l = jax.random.split(key)
     unlabelled = _cycled_permutations(key_u, num_unlabelled, steps * batch_unlabelled)
-    labelled = _cycled_permutations(key_l, num_labelled, steps * batch_labelled)
-    return (unlabelled.reshape(steps, batch_unlabelled), labelled.reshape(steps, batch_labelled))
+    if not labelled_restart:
+        labelled = _cycled_permutations(key_l, num_labelled, steps * batch_labelled)
+        return (
+            unlabelled.reshape(steps, batch_unlabelled),
+            labelled.reshape(steps, batch_labelled),
+        )
+    cycle = len(labelled_batch_sizes(num_labelled, batch_labelled, True))
+    num_cycles = -(-steps // cycle)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, num_labelled))(
+        jax.random.split(key_l, num_cycles)
+    )
+    padded = jnp.pad(perms, ((0, 0), (0, cycle * batch_labelled - num_labelled)))
+    labelled = padded.reshape(num_cycles * cycle, batch_labelled)[:steps].astype(jnp.int32)
+    return unlabelled.reshape(steps, batch_unlabelled), labelled
 
 
 def scale_images(images: jax.Array) -> jax.Array:

@@ -18,12 +18,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from exon_jax import backend, models, priors
+from exon_jax import methods, priors
 from exon_jax.analysis import POSTERIOR_KINDS
 from exon_jax.losses import LIKELIHOODS
 from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
 
-METHODS = ("exon", "revision")
+METHODS = tuple(methods.METHODS)
 PRIOR_LAYOUTS = ("circle", "two_component", "blocks", "grid", "groups", "file", "custom")
 NETWORKS = ("mlp", "conv")
 OPTIMIZERS = ("rmsprop", "adam")
@@ -407,74 +407,32 @@ def build_prior(
     return prior
 
 
-def compute_dtype(config: ml_collections.ConfigDict):
-    return jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
+compute_dtype = methods.compute_dtype
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, ...]):
-    """The EXoN network of `config.model` for images of `image_shape` [H, W, C]; with
-    `config.method = "revision"` the authors' revised networks (`exon_jax.revision`)."""
-    if config.get("method", "exon") == "revision":
-        from exon_jax.revision import step as revision_step
-
-        try:
-            return revision_step.build_revision_model(
-                revision_step.revision_settings(config), num_classes, image_shape
-            )
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-    dtype = compute_dtype(config)
-    if config.model.network == "mlp":
-        return models.EXoNModel(
-            encoder=models.MLPEncoder(
-                num_classes=num_classes,
-                latent_dim=config.model.latent_dim,
-                hidden=tuple(config.model.hidden),
-                compute_dtype=dtype,
-            ),
-            decoder=models.MLPDecoder(
-                output_shape=tuple(image_shape),
-                hidden=tuple(config.model.hidden),
-                compute_dtype=dtype,
-            ),
-            classifier=None,
-        )
-    if tuple(image_shape) != (32, 32, 3):
-        raise ConfigError(
-            f"config.model.network: 'conv' is the paper's CIFAR-10 network for "
-            f"32x32x3 images, the data has {tuple(image_shape)}"
-        )
-    return models.EXoNModel(
-        encoder=models.ConvEncoder(
-            num_classes=num_classes, latent_dim=config.model.latent_dim, compute_dtype=dtype
-        ),
-        decoder=models.ConvDecoder(
-            compute_dtype=dtype, patch_max_size=backend.transposed_conv_patch_size()
-        ),
-        classifier=models.Classifier(num_classes=num_classes, compute_dtype=dtype),
-    )
+    """The network of `config.method` (`methods.method_of`) for images [H, W, C]."""
+    try:
+        return methods.method_of(config).build_model(config, num_classes, tuple(image_shape))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def build_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int = 1
 ) -> optax.GradientTransformation:
-    """RMSprop (rho 0.9, eps 1e-7 inside the root, as Keras) or Adam (eps 1e-7, as Keras);
-    for the revision its two Adams with per-epoch schedules (`steps_per_epoch` steps an epoch)."""
-    if config.get("method", "exon") == "revision":
-        from exon_jax.revision import step as revision_step
-
-        return revision_step.build_revision_optimizer(
-            revision_step.revision_settings(config), steps_per_epoch
-        )
-    if config.optimizer.name == "rmsprop":
-        return optax.rmsprop(config.optimizer.learning_rate, decay=0.9, eps=1e-7)
-    return optax.adam(config.optimizer.learning_rate, eps=1e-7)
+    """The optimiser of `config.method` (`steps_per_epoch` steps an epoch for its schedules)."""
+    return methods.method_of(config).build_optimizer(config, steps_per_epoch)
 
 
 def build_settings(
     config: ml_collections.ConfigDict, num_unlabelled: int, num_labelled: int
 ) -> TrainSettings:
-    """Static settings; refuses batches larger than the data."""
+    """Static settings; refuses batches larger than the data.
+
+    `num_unlabelled` is the size of the pool the epoch draws from (`methods.Pipeline.pool`).
+    """
+    pipeline = methods.method_of(config).pipeline(config)
     _require(
         config.train.batch_unlabelled <= num_unlabelled,
         "train.batch_unlabelled",
@@ -495,6 +453,10 @@ def build_settings(
         batch_labelled=config.train.batch_labelled,
         num_unlabelled=num_unlabelled,
         num_labelled=num_labelled,
+        epoch_steps=pipeline.epoch_steps(
+            num_unlabelled, config.train.batch_unlabelled, config.train.batch_labelled
+        ),
+        labelled_restart=pipeline.labelled_restart,
     )
 
 

@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from exon_jax import backend, configuration, evaluation, parallel, priors, run_record, train
+from exon_jax import (
+    backend,
+    configuration,
+    evaluation,
+    methods,
+    parallel,
+    priors,
+    run_record,
+    train,
+)
 from exon_jax import data as data_lib
 
 
@@ -40,6 +49,7 @@ class Experiment:
     mesh: jax.sharding.Mesh
     fingerprint: dict[str, Any]  # identity of the data set as loaded (before class selection)
     analysis: configuration.AnalysisSettings
+    method: methods.Method = methods.EXON
     validation: data_lib.ImageSplit | None = None  # held-out training images (data.validation)
 
     @property
@@ -114,6 +124,9 @@ def build_experiment(
         rng = np.random.default_rng(config.data.seed)
         keep = min(config.data.max_unlabelled, unlabelled_idx.size)
         unlabelled_idx = np.sort(rng.choice(unlabelled_idx, keep, replace=False)).astype(np.int32)
+    method = methods.method_of(config)
+    if method.pipeline(config).pool == "all":  # every training image, validation included
+        dataset, unlabelled_idx = _pool_all_images(dataset, validation)
     settings = configuration.build_settings(config, unlabelled_idx.size, labelled_idx.size)
     points = configuration.sweep_points(config)
     hparams = train.stack_trees(
@@ -130,6 +143,7 @@ def build_experiment(
         labelled_idx=labelled_idx,
         unlabelled_idx=unlabelled_idx,
         model=configuration.build_model(config, dataset.num_classes, image_shape),
+        method=method,
         optimizer=configuration.build_optimizer(config, settings.steps_per_epoch),
         settings=settings,
         points=points,
@@ -139,6 +153,21 @@ def build_experiment(
         analysis=configuration.analysis_settings(config),
         validation=validation,
     )
+
+
+def _pool_all_images(
+    dataset: data_lib.ImageDataset, validation: data_lib.ImageSplit | None
+) -> tuple[data_lib.ImageDataset, np.ndarray]:
+    """The training split followed by the validation images, and every index of it as the
+    unlabelled pool (`methods.Pipeline.pool == 'all'`); labelled indices stay valid."""
+    train_split = dataset.train
+    if validation is not None:
+        train_split = data_lib.ImageSplit(
+            np.concatenate([train_split.images, validation.images]),
+            np.concatenate([train_split.labels, validation.labels]),
+        )
+    pool = np.arange(train_split.labels.shape[0], dtype=np.int32)
+    return dataclasses.replace(dataset, train=train_split), pool
 
 
 def run_record_of(exp: Experiment) -> dict[str, Any]:
@@ -222,36 +251,21 @@ def compile_epoch(exp: Experiment):
     lift = functools.partial(
         train.over_models, num_models=exp.num_models, mode=model_axis_mode(exp)
     )
-    sharding = parallel.batch_sharded(exp.mesh)
-    extra: tuple[Any, ...] = (sharding,)
-    make_epoch: Callable[..., Callable] = train.make_train_epoch
-    make_step: Callable[..., Callable] = train.make_indexed_step
-    if exp.config.get("method", "exon") == "revision":
-        from exon_jax.revision import step as revision_step
-
-        extra = (revision_step.revision_settings(exp.config), sharding)
-        make_epoch = revision_step.make_revision_train_epoch
-        make_step = revision_step.make_revision_indexed_step
+    step = exp.method.make_train_step(exp.config, exp.model, exp.optimizer, exp.settings)
+    indexed_step = train.make_indexed_step(step, parallel.batch_sharded(exp.mesh))
     if epoch_loop(exp) == "scan":
-        epoch = make_epoch(exp.model, exp.optimizer, exp.settings, *extra)
-        return jax.jit(lift(epoch), donate_argnums=0)
-    step = make_step(exp.model, exp.optimizer, exp.settings, *extra)
-    return train.make_stepwise_epoch(jax.jit(lift(step), donate_argnums=0), exp.settings)
-
-
-def _network_kind(config: ml_collections.ConfigDict) -> str:
-    """'conv' for networks with convolutions (the revision's classifier has them)."""
-    return "conv" if config.get("method", "exon") == "revision" else config.model.network
+        return jax.jit(lift(train.make_train_epoch(indexed_step, exp.settings)), donate_argnums=0)
+    return train.make_stepwise_epoch(jax.jit(lift(indexed_step), donate_argnums=0), exp.settings)
 
 
 def epoch_loop(exp: Experiment) -> str:
     """'scan' or 'python' (`config.train.epoch_loop`, 'auto' resolved by `backend`)."""
-    return backend.epoch_loop(exp.config.train.epoch_loop, _network_kind(exp.config))
+    return backend.epoch_loop(exp.config.train.epoch_loop, exp.method.network_kind(exp.config))
 
 
 def model_axis_mode(exp: Experiment) -> str:
     """'vmap' or 'map' (`config.train.model_axis`, 'auto' resolved by `backend`)."""
-    return backend.model_axis(exp.config.train.model_axis, _network_kind(exp.config))
+    return backend.model_axis(exp.config.train.model_axis, exp.method.network_kind(exp.config))
 
 
 def make_evaluate(exp: Experiment):

@@ -63,10 +63,33 @@ class TrainSettings:
     objective: str = "exon"
     temperature: float = 1.0
     hard: bool = False
+    epoch_steps: int = 0  # 0: one pass over the unlabelled set
+    labelled_restart: bool = False  # labelled batches as `batching.labelled_batch_sizes`
 
     @property
     def steps_per_epoch(self) -> int:
+        if self.epoch_steps:
+            return self.epoch_steps
         return batching.num_steps_per_epoch(self.num_unlabelled, self.batch_unlabelled)
+
+    @property
+    def labelled_sizes(self) -> tuple[int, ...]:
+        """Labelled batch sizes of one cycle of steps (one size unless labelled_restart)."""
+        return batching.labelled_batch_sizes(
+            self.num_labelled, self.batch_labelled, self.labelled_restart
+        )
+
+    def batch_indices(self, epoch_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The epoch's batch indices (unlabelled [S, Bu], labelled [S, Bl]); jit-able."""
+        return batching.epoch_batch_indices(
+            epoch_key,
+            self.num_unlabelled,
+            self.num_labelled,
+            self.batch_unlabelled,
+            self.batch_labelled,
+            self.steps_per_epoch,
+            self.labelled_restart,
+        )
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -241,19 +264,14 @@ def make_train_step(
     return train_step
 
 
-def make_indexed_step(
-    model: nn.Module,
-    optimizer: optax.GradientTransformation,
-    settings: TrainSettings,
-    batch_sharding=None,
-) -> Callable:
-    """Builds `(state, hparams, data, unlabelled_batch, labelled_batch) -> (state, metrics)`.
+def make_indexed_step(train_step: Callable, batch_sharding=None) -> Callable:
+    """`(state, hparams, data, unlabelled_batch, labelled_batch) -> (state, metrics)` from a
+    method's `train_step(state, hparams, batch)`.
 
     The step gathers its own batch from the device-resident data by index. With
     `batch_sharding` (a NamedSharding over the batch axis) each batch is split
     across devices: data parallelism, XLA inserting the gradient reduction.
     """
-    train_step = make_train_step(model, optimizer, settings)
 
     def indexed_step(state, hparams, data: DeviceData, unlabelled_batch, labelled_batch):
         batch = gather_batch(data, unlabelled_batch, labelled_batch)
@@ -271,30 +289,47 @@ def summarise_steps(per_step: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return metrics
 
 
-def make_train_epoch(
-    model: nn.Module,
-    optimizer: optax.GradientTransformation,
-    settings: TrainSettings,
-    batch_sharding=None,
-) -> Callable:
+def make_train_epoch(indexed_step: Callable, settings: TrainSettings) -> Callable:
     """Builds `(state, hparams, data, epoch_key) -> (state, metrics)`: one epoch as a scan.
 
-    The batch order comes from `epoch_key` alone (shared by every model of a sweep);
-    metrics are `summarise_steps` of the per-step terms.
+    `indexed_step` is `make_indexed_step`'s output. The batch order comes from
+    `epoch_key` alone (shared by every model of a sweep); metrics are `summarise_steps`
+    of the per-step terms. With restarting labelled batches of k sizes the scan runs
+    over cycles of k steps (each size its own static shape), the rest unrolled after it.
     """
-    indexed_step = make_indexed_step(model, optimizer, settings, batch_sharding)
+    sizes = settings.labelled_sizes
 
     def train_epoch(state: TrainState, hparams: HParams, data: DeviceData, epoch_key: jax.Array):
-        orders = batching.epoch_batch_indices(
-            epoch_key,
-            settings.num_unlabelled,
-            settings.num_labelled,
-            settings.batch_unlabelled,
-            settings.batch_labelled,
+        unlabelled, labelled = settings.batch_indices(epoch_key)
+        if len(sizes) == 1:
+            state, per_step = jax.lax.scan(
+                lambda state, order: indexed_step(state, hparams, data, *order),
+                state,
+                (unlabelled, labelled),
+            )
+            return state, summarise_steps(per_step)
+        k = len(sizes)
+        cycles = unlabelled.shape[0] // k
+
+        def run_steps(state, u, lab):
+            out = []
+            for j in range(u.shape[0]):
+                state, metrics = indexed_step(state, hparams, data, u[j], lab[j, : sizes[j % k]])
+                out.append(metrics)
+            return state, jax.tree.map(lambda *m: jnp.stack(m), *out)
+
+        state, per_cycle = jax.lax.scan(
+            lambda state, order: run_steps(state, *order),
+            state,
+            (
+                unlabelled[: cycles * k].reshape(cycles, k, -1),
+                labelled[: cycles * k].reshape(cycles, k, -1),
+            ),
         )
-        state, per_step = jax.lax.scan(
-            lambda state, order: indexed_step(state, hparams, data, *order), state, orders
-        )
+        per_step = jax.tree.map(lambda m: m.reshape(-1, *m.shape[2:]), per_cycle)
+        if unlabelled.shape[0] > cycles * k:
+            state, rest = run_steps(state, unlabelled[cycles * k :], labelled[cycles * k :])
+            per_step = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), per_step, rest)
         return state, summarise_steps(per_step)
 
     return train_epoch
@@ -305,24 +340,20 @@ def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Calla
 
     `jitted_step` is a jitted (possibly model-lifted) `make_indexed_step`. Used where a
     scanned loop is slow (convolutions on XLA:CPU run ~10x slower inside a while loop)
-    and by the benchmarks as the baseline of the scanned epoch.
+    and by the benchmarks as the baseline of the scanned epoch. Restarting labelled
+    batches of k sizes compile k programs (one per size).
     """
-    orders_fn = jax.jit(
-        functools.partial(
-            batching.epoch_batch_indices,
-            num_unlabelled=settings.num_unlabelled,
-            num_labelled=settings.num_labelled,
-            batch_unlabelled=settings.batch_unlabelled,
-            batch_labelled=settings.batch_labelled,
-        )
-    )
+    orders_fn = jax.jit(settings.batch_indices)
     summarise = jax.jit(summarise_steps)
+    sizes = settings.labelled_sizes
 
     def stepwise_epoch(state, hparams, data, epoch_key):
         unlabelled, labelled = orders_fn(epoch_key)
         per_step = []
         for i in range(settings.steps_per_epoch):
-            state, metrics = jitted_step(state, hparams, data, unlabelled[i], labelled[i])
+            size = sizes[i % len(sizes)]
+            labelled_batch = labelled[i] if size == labelled.shape[1] else labelled[i, :size]
+            state, metrics = jitted_step(state, hparams, data, unlabelled[i], labelled_batch)
             per_step.append(metrics)
         return state, summarise(jax.tree.map(lambda *m: jnp.stack(m), *per_step))
 

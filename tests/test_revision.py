@@ -339,7 +339,10 @@ def mnist_run():
         (28, 28, 1),
     )
     rs, settings, model, optimizer, hparams, data, state = setup
-    epoch = rstep.make_revision_train_epoch(model, optimizer, settings, rs)
+    epoch = train_lib.make_train_epoch(
+        train_lib.make_indexed_step(rstep.make_revision_train_step(model, optimizer, settings, rs)),
+        settings,
+    )
     return dict(
         settings=settings,
         model=model,
@@ -429,7 +432,9 @@ def test_cifar_revision_steps_run():
     rs, settings, model, optimizer, hparams, data, state = _setup(
         synthetic_cifar(num_train=40, num_test=10), config, 2, 2, 2, (32, 32, 3)
     )
-    step = jax.jit(rstep.make_revision_indexed_step(model, optimizer, settings, rs))
+    step = jax.jit(
+        train_lib.make_indexed_step(rstep.make_revision_train_step(model, optimizer, settings, rs))
+    )
     new = state
     for i in range(2):
         new, metrics = step(

@@ -86,17 +86,17 @@ def test_scanned_epoch_moves_nothing_between_host_and_device():
         jax.block_until_ready(metrics)
 
 
+def _indexed_step(exp):
+    return train.make_indexed_step(train.make_train_step(exp.model, exp.optimizer, exp.settings))
+
+
 def test_step_and_epoch_trace_once():
     """Three epochs, scanned and stepwise, trace the epoch and the step exactly once each."""
     exp = _small_experiment()
     states, hparams, data = _on_device(exp)
-    epoch = chex.assert_max_traces(
-        train.make_train_epoch(exp.model, exp.optimizer, exp.settings), n=1
-    )
+    epoch = chex.assert_max_traces(train.make_train_epoch(_indexed_step(exp), exp.settings), n=1)
     scanned = jax.jit(train.over_models(epoch, 1))
-    step = chex.assert_max_traces(
-        train.make_indexed_step(exp.model, exp.optimizer, exp.settings), n=1
-    )
+    step = chex.assert_max_traces(_indexed_step(exp), n=1)
     stepwise = train.make_stepwise_epoch(jax.jit(train.over_models(step, 1)), exp.settings)
     for e in range(3):
         key = experiment.epoch_key(exp.config, e, exp.mesh)
@@ -110,13 +110,10 @@ def test_stepwise_epoch_equals_scanned_epoch():
     states, hparams, data = _on_device(exp)
     key = experiment.epoch_key(exp.config, 0, exp.mesh)
     scanned = jax.jit(
-        train.over_models(train.make_train_epoch(exp.model, exp.optimizer, exp.settings), 1)
+        train.over_models(train.make_train_epoch(_indexed_step(exp), exp.settings), 1)
     )
     stepwise = train.make_stepwise_epoch(
-        jax.jit(
-            train.over_models(train.make_indexed_step(exp.model, exp.optimizer, exp.settings), 1)
-        ),
-        exp.settings,
+        jax.jit(train.over_models(_indexed_step(exp), 1)), exp.settings
     )
     a, metrics_a = scanned(states, hparams, data, key)
     b, metrics_b = stepwise(states, hparams, data, key)

@@ -2,7 +2,7 @@
 "Customization of latent space in semi-supervised variational autoencoder") as pieces the
 host loop plugs in when `config.method == "revision"`: networks (`networks`), mix-up and
 straight-through Gumbel-max (`mixup`), on-device augmentation (`augment`), epoch schedules
-(`schedules`), and the settings, optimiser and scanned epoch (`step`). See docs/revision.md.
+(`schedules`), and the settings, optimiser and train step (`step`). See docs/revision.md.
 """
 
 from exon_jax.revision.networks import RevisionModel, cifar_revision_model, mnist_revision_model
@@ -10,8 +10,6 @@ from exon_jax.revision.step import (
     RevisionSettings,
     build_revision_model,
     build_revision_optimizer,
-    make_revision_indexed_step,
-    make_revision_train_epoch,
     make_revision_train_step,
     revision_settings,
 )
@@ -22,8 +20,6 @@ __all__ = [
     "build_revision_model",
     "build_revision_optimizer",
     "cifar_revision_model",
-    "make_revision_indexed_step",
-    "make_revision_train_epoch",
     "make_revision_train_step",
     "mnist_revision_model",
     "revision_settings",

@@ -36,12 +36,11 @@ from exon_jax import sampling
 from exon_jax import train as train_lib
 from exon_jax.revision import augment, mixup, networks, schedules
 
-from exon_jax.batching import epoch_batch_indices
-
 NETWORKS = ("mnist", "cifar")
 AUGMENTATIONS = ("mnist", "cifar", "none")
 STRAIGHT_THROUGH = ("logits", "softmax")
 CLASSIFIER_SCHEDULES = ("rampdown", "milestones")
+PIPELINES = ("official", "exon")
 ADAM_EPS = 1e-7  # Keras' default
 
 
@@ -70,6 +69,10 @@ class RevisionSettings:
       milestones, lr_gamma: CIFAR-10 step decay (`adjust_lr`, `lr_gamma`).
       warmup_autoencoder, warmup_classifier: learning-rate factors in epoch 0 (CIFAR-10 0.1,
         0.2; 1 = none).
+      pipeline: 'official' (their epoch: (N // (Bu + Bl)) steps of Bu images drawn from all
+        N training images, labelled batches one pass over the labelled set with a short last
+        batch, restarted when exhausted) or 'exon' (one pass over the unlabelled split,
+        labelled batches always full, as the EXoN runs).
     """
 
     network: str = "mnist"
@@ -91,6 +94,7 @@ class RevisionSettings:
     lr_gamma: float = 0.5
     warmup_autoencoder: float = 1.0
     warmup_classifier: float = 1.0
+    pipeline: str = "exon"
 
     def __post_init__(self):
         for name, allowed in (
@@ -98,6 +102,7 @@ class RevisionSettings:
             ("augmentation", AUGMENTATIONS),
             ("straight_through", STRAIGHT_THROUGH),
             ("classifier_schedule", CLASSIFIER_SCHEDULES),
+            ("pipeline", PIPELINES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -141,6 +146,7 @@ def revision_settings(config: ml_collections.ConfigDict) -> RevisionSettings:
         lr_gamma=float(r.lr_gamma),
         warmup_autoencoder=float(r.warmup_autoencoder),
         warmup_classifier=float(r.warmup_classifier),
+        pipeline=r.get("pipeline", "exon"),
     )
 
 
@@ -376,52 +382,3 @@ def make_revision_train_step(
         return state.apply_gradients(optimizer, grads, batch_stats=batch_stats, beta=beta), metrics
 
     return train_step
-
-
-def make_revision_indexed_step(
-    model: networks.RevisionModel,
-    optimizer: optax.GradientTransformation,
-    settings: train_lib.TrainSettings,
-    rs: RevisionSettings,
-    batch_sharding=None,
-) -> Callable:
-    """`(state, hparams, data, unlabelled_batch, labelled_batch) -> (state, metrics)`, as
-    `train.make_indexed_step` (usable with `train.make_stepwise_epoch`)."""
-    train_step = make_revision_train_step(model, optimizer, settings, rs)
-
-    def indexed_step(state, hparams, data, unlabelled_batch, labelled_batch):
-        batch = train_lib.gather_batch(data, unlabelled_batch, labelled_batch)
-        if batch_sharding is not None:
-            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return train_step(state, hparams, batch)
-
-    return indexed_step
-
-
-def make_revision_train_epoch(
-    model: networks.RevisionModel,
-    optimizer: optax.GradientTransformation,
-    settings: train_lib.TrainSettings,
-    revision_settings: RevisionSettings,
-    batch_sharding=None,
-) -> Callable:
-    """`(state, hparams, data, epoch_key) -> (state, metrics)`: one epoch as a scan, with the
-    batch order and metric summary of `train.make_train_epoch`."""
-    indexed_step = make_revision_indexed_step(
-        model, optimizer, settings, revision_settings, batch_sharding
-    )
-
-    def train_epoch(state, hparams, data, epoch_key):
-        orders = epoch_batch_indices(
-            epoch_key,
-            settings.num_unlabelled,
-            settings.num_labelled,
-            settings.batch_unlabelled,
-            settings.batch_labelled,
-        )
-        state, per_step = jax.lax.scan(
-            lambda state, order: indexed_step(state, hparams, data, *order), state, orders
-        )
-        return state, train_lib.summarise_steps(per_step)
-
-    return train_epoch
