@@ -12,6 +12,12 @@ may override run options only (analysis.*, data.max_test, ...). An expected fail
 exits with status 1; `--debug` shows the traceback, which is also kept in
 <workdir>/error.log.
 
+Preemption: SIGTERM (what SLURM and Kubernetes send before taking a machine back) or
+SIGINT (Ctrl-C) during training finishes the current epoch, saves a checkpoint (every
+process of a multi-process run stops at the same epoch), prints one line naming the
+epoch, the checkpoint and the command that resumes, and exits with status 75
+(EX_TEMPFAIL). A second signal exits at once (status 128 + the signal's number).
+
 Compiled programs are kept in a persistent cache (`--compilation_cache`, default
 ~/.cache/exon_jax/xla; `JAX_COMPILATION_CACHE_DIR` wins when set), so a second run of the
 same program skips XLA compilation. Each training run writes <workdir>/timings.json: the
@@ -25,6 +31,7 @@ Open MPI, Kubernetes / Cloud TPU).
 
 import contextlib
 import os
+import shlex
 import sys
 import traceback
 
@@ -175,9 +182,14 @@ def main(argv):
 
         checkpoints.show_orbax_logs()
     from exon_jax.errors import EXPECTED_ERRORS
+    from exon_jax.preemption import PREEMPTED_STATUS, Preempted
 
     try:
         run()
+    except Preempted as error:
+        print(f"{error}; resume with: {shlex.join([sys.executable, *sys.argv])}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(PREEMPTED_STATUS)
     except EXPECTED_ERRORS as error:
         if _DEBUG.value:
             raise

@@ -19,7 +19,16 @@ import ml_collections
 import numpy as np
 import optax
 
-from exon_jax import checkpoints, configuration, evaluation, experiment, parallel, run_record, train
+from exon_jax import (
+    checkpoints,
+    configuration,
+    evaluation,
+    experiment,
+    parallel,
+    preemption,
+    run_record,
+    train,
+)
 from exon_jax import data as data_lib
 from exon_jax.timing import Stopwatch
 from exon_jax.workdir_lock import WorkdirLock
@@ -78,8 +87,18 @@ def run(
 
     Args:
       stopwatch: sums each phase's seconds (a fresh one when None).
+
+    Raises:
+      preemption.Preempted: SIGTERM or SIGINT reached a process (in the main thread):
+        the epoch it was in was finished and saved with every process; running the
+        same call again resumes from it. A second signal ends the process at once.
     """
     stopwatch = stopwatch or Stopwatch()
+    with preemption.StopRequests() as stop:
+        return _run(config, workdir, dataset, progress, stopwatch, stop)
+
+
+def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
     with stopwatch.phase("setup"):
         configuration.validate_config(config)
         stored = run_record.read_config(workdir)
@@ -88,7 +107,7 @@ def run(
         os.makedirs(workdir, exist_ok=True)
         lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
-        return _train_locked(exp, workdir, stored is not None, changes, progress, stopwatch)
+        return _train_locked(exp, workdir, stored is not None, changes, progress, stopwatch, stop)
 
 
 @dataclasses.dataclass
@@ -208,6 +227,7 @@ def _train_locked(
     changes,
     progress: bool,
     stopwatch: Stopwatch,
+    stop: preemption.StopRequests,
 ) -> TrainedRun:
     config = exp.config
     epochs = config.train.epochs
@@ -267,20 +287,21 @@ def _train_locked(
             with stopwatch.phase("logging"):
                 _log_epoch(writer, exp, done, train_metrics, evaluated)
                 _update_bar(bar, train_metrics, evaluated)
-            if done % config.train.checkpoint_every == 0 or done == epochs:
+            saved = done % config.train.checkpoint_every == 0 or done == epochs
+            if saved:
                 with stopwatch.phase("checkpoints"):
-                    checkpoints.save(
-                        manager,
-                        done,
-                        states,
-                        {
-                            "epoch": done,
-                            "train_seconds": float(elapsed),
-                            **experiment.run_record_of(exp),
-                        },
-                        last_good=last_good,
-                    )
+                    _save(manager, exp, done, states, elapsed, last_good)
                 last_good = done
+            if done < epochs and preemption.agreed(stop.requested):  # every process agrees
+                if not saved:
+                    with stopwatch.phase("checkpoints"):
+                        _save(manager, exp, done, states, elapsed, last_good)
+                raise preemption.Preempted(
+                    stop.signal_name or "a signal to another process",
+                    done,
+                    epochs,
+                    os.path.join(workdir, "checkpoints"),
+                )
     finally:
         with stopwatch.phase("logging"):
             if bar is not None:
@@ -298,6 +319,17 @@ def _train_locked(
         )
         evaluation.write_results(workdir, results)
     return TrainedRun(exp, states, evaluated, results)
+
+
+def _save(manager, exp: experiment.Experiment, epoch: int, states, elapsed: float, last_good):
+    """Checkpoint `epoch`: the states and the run's record (config, data, priors)."""
+    checkpoints.save(
+        manager,
+        epoch,
+        states,
+        {"epoch": epoch, "train_seconds": float(elapsed), **experiment.run_record_of(exp)},
+        last_good=last_good,
+    )
 
 
 def pretrain_classifier(

@@ -1,0 +1,138 @@
+"""Preemption: SIGTERM / SIGINT end a training run at the next epoch boundary, saved.
+
+Clusters send SIGTERM before they take a machine back (SLURM, Kubernetes); Ctrl-C sends
+SIGINT. While `StopRequests` is active the first of either only sets a flag: the
+training loop finishes the compiled epoch it is in, every process agrees to stop
+(`agreed`, an all-reduce of the flag at each epoch boundary, so a signal to one
+process stops all of them at the same epoch), a checkpoint is saved and `Preempted` is
+raised; `main.py` prints where it stopped and how to resume, and exits with
+`PREEMPTED_STATUS`. A second signal ends the process at once (status 128 + signal).
+
+The signal's arrival is seen by a watcher thread through `signal.set_wakeup_fd`, which
+Python's C-level handler writes to at once, even while the main thread is inside a
+long compiled call that will not return to the interpreter for minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+
+import numpy as np
+
+PREEMPTED_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after saving a checkpoint; running again resumes.
+
+    Attributes:
+      signal_name: "SIGTERM" or "SIGINT" (the first one this process or a peer received;
+        "a signal to another process" on a process that received none).
+      epoch: the epoch trained and saved; epochs: the run's total.
+      checkpoint_dir: where checkpoint `epoch` lies.
+    """
+
+    def __init__(self, signal_name: str, epoch: int, epochs: int, checkpoint_dir: str):
+        self.signal_name, self.epoch, self.epochs = signal_name, epoch, epochs
+        self.checkpoint_dir = checkpoint_dir
+        super().__init__(
+            f"stopped by {signal_name} after epoch {epoch} of {epochs}; checkpoint {epoch} "
+            f"saved in {checkpoint_dir}"
+        )
+
+
+class StopRequests:
+    """Context manager catching SIGTERM and SIGINT (main thread only; elsewhere inert).
+
+    The first signal sets `requested`; the second exits the process at once with
+    status 128 + signal number and one line on stderr. The previous handlers and wakeup
+    fd are put back on exit.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._event = threading.Event()
+        self._active = False
+
+    @property
+    def requested(self) -> bool:
+        """True once this process has received SIGTERM or SIGINT."""
+        return self._event.is_set()
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, _ignore) for s in SIGNALS}
+        self._active = True
+        self._thread = threading.Thread(target=self._watch, name="exon-stop-requests", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._active:
+            return
+        self._active = False
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._write.close()  # the watcher's recv returns b"" and it ends
+        self._thread.join(timeout=5)
+        self._read.close()
+
+    def _watch(self) -> None:
+        count = 0
+        while True:
+            try:
+                received = self._read.recv(64)
+            except OSError:
+                return
+            if not received:
+                return
+            for signum in received:
+                if signum not in SIGNALS:
+                    continue
+                count += 1
+                name = signal.Signals(signum).name
+                if count == 1:
+                    self.signal_name = name
+                    self._event.set()
+                    _say(
+                        f"{name} received: stopping after the current epoch with a checkpoint "
+                        "(send it again to exit at once)"
+                    )
+                else:
+                    _say(f"second {name}: exiting at once, without saving")
+                    os._exit(128 + signum)
+
+
+def _ignore(signum, frame) -> None:
+    """The Python-level handler: the watcher thread has already acted on the signal."""
+
+
+def _say(message: str) -> None:
+    try:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def agreed(requested: bool) -> bool:
+    """Whether any process of the run has asked to stop (an all-reduce: every process calls
+    it at the same point; one process: `requested` itself)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return requested
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(requested)], np.int32))
+    return bool(np.any(flags))

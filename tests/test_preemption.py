@@ -1,0 +1,99 @@
+"""SIGTERM / SIGINT through the command line: the run stops at an epoch boundary, saved,
+says where and how to resume, exits 75; the resumed run ends bit for bit where an
+uninterrupted run ends. A second signal exits at once.
+
+The tiny MNIST config of tests/test_faults.py, checkpointed only at its last epoch, so
+the checkpoint found after the signal can only be the one the signal caused.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from tests import test_faults
+from tests.test_faults import EPOCHS, ROOT, RUN_TIMEOUT, assert_same_run, read_log
+
+ARGS = [a for a in test_faults.ARGS if "checkpoint_every" not in a] + [
+    "--config.train.checkpoint_every=100"
+]
+
+
+def start(workdir, log, cache):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "main.py"),
+            *ARGS,
+            f"--workdir={workdir}",
+            f"--compilation_cache={test_faults.cache_dir(cache)}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def epochs_logged(workdir) -> int:
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def signal_after_first_epoch(proc, workdir, signals=(signal.SIGTERM,), gap=0.0):
+    """Sends `signals` once the run has logged its first epoch; returns the exit status."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while epochs_logged(workdir) < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, "no epoch was logged"
+        time.sleep(0.01)
+    for s in signals:
+        proc.send_signal(s)
+        time.sleep(gap)
+    return test_faults.finish(proc)
+
+
+def test_sigterm_saves_says_how_to_resume_and_resumes_bit_identical(tmp_path):
+    reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
+    ref = start(reference, open(tmp_path / "reference.log", "w"), "xla-preempt-ref")
+    proc = start(stopped, open(tmp_path / "stopped.log", "w"), "xla-preempt")
+    status = signal_after_first_epoch(proc, stopped)
+    log = read_log(tmp_path / "stopped.log")
+    assert status == 75, log[-3000:]
+    assert "Traceback" not in log and "error:" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if line.startswith("stopped by")]
+    assert len(lines) == 1, log[-3000:]
+    match = re.fullmatch(
+        rf"stopped by SIGTERM after epoch (\d+) of {EPOCHS}; checkpoint \1 saved in "
+        rf"{re.escape(os.path.join(stopped, 'checkpoints'))}; resume with: (.*)",
+        lines[0],
+    )
+    assert match, lines[0]
+    epoch = int(match.group(1))
+    assert 1 <= epoch < EPOCHS
+    assert "main.py" in match.group(2) and f"--workdir={stopped}" in match.group(2)
+    # the only checkpoint is the signal's (checkpoint_every=100)
+    assert sorted(os.listdir(os.path.join(stopped, "checkpoints"))) == [str(epoch)]
+    assert test_faults.finish(ref) == 0, read_log(tmp_path / "reference.log")[-3000:]
+
+    resumed = start(stopped, open(tmp_path / "resumed.log", "w"), "xla-preempt")
+    assert test_faults.finish(resumed) == 0, read_log(tmp_path / "resumed.log")[-3000:]
+    assert f"resumed from epoch {epoch}" in read_log(tmp_path / "resumed.log")
+    assert_same_run(reference, stopped)
+
+
+def test_second_signal_exits_at_once(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = start(workdir, open(tmp_path / "run.log", "w"), "xla-preempt")
+    status = signal_after_first_epoch(proc, workdir, (signal.SIGINT, signal.SIGINT), gap=0.05)
+    log = read_log(tmp_path / "run.log")
+    assert status == 128 + signal.SIGINT, log[-3000:]
+    assert "second SIGINT: exiting at once, without saving" in log, log[-3000:]
+    assert "Traceback" not in log
+    assert not os.listdir(os.path.join(workdir, "checkpoints"))
