@@ -1,5 +1,29 @@
 """exon_jax: EXoN, a semi-supervised VAE whose latent space is designed in advance."""
 
+import os as _os
+import re as _re
+
+
+def _version() -> str:
+    """pyproject.toml's version in a source checkout, else the installed distribution's."""
+    pyproject = _os.path.join(_os.path.dirname(_os.path.dirname(__file__)), "pyproject.toml")
+    try:
+        with open(pyproject) as f:
+            match = _re.search(r'^version\s*=\s*"([^"]+)"', f.read(), _re.MULTILINE)
+        if match:
+            return match.group(1)
+    except OSError:
+        pass
+    from importlib import metadata
+
+    try:
+        return metadata.version("exon_jax")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+__version__ = _version()
+
 
 def load_run(workdir: str, point=None):
     """A trained run from its workdir (see `exon_jax.api.load_run`)."""

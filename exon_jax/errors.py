@@ -2,12 +2,13 @@
 
 Each module keeps its own error type next to the code that raises it; this tuple
 gathers them for the command line (config, data, prior, checkpoint, disk,
-divergence, memory, a busy workdir).
+divergence, memory, a busy workdir, processes that disagree).
 """
 
 from exon_jax.checkpoints import CheckpointError
 from exon_jax.configuration import ConfigError
 from exon_jax.data import DataError
+from exon_jax.parallel import ProcessMismatch
 from exon_jax.run_record import DataMismatch
 from exon_jax.training import TrainingDiverged
 from exon_jax.priors import PriorError
@@ -19,6 +20,7 @@ EXPECTED_ERRORS = (
     PriorError,
     CheckpointError,
     DataMismatch,
+    ProcessMismatch,
     TrainingDiverged,
     WorkdirBusyError,
     MemoryError,

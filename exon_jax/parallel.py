@@ -149,3 +149,64 @@ def device_memory_limit_gib() -> float | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         return None
+
+
+# --- processes that must agree -------------------------------------------------------------
+
+
+class ProcessMismatch(ValueError):
+    """The processes of one run were given different configs, data or code."""
+
+
+def _digest_words(value) -> np.ndarray:
+    """[2] uint32: the first 8 bytes of the sha256 of `value`'s canonical JSON."""
+    import hashlib
+    import json
+
+    text = json.dumps(value, sort_keys=True, default=str).encode()
+    return np.frombuffer(hashlib.sha256(text).digest()[:8], dtype=np.uint32).copy()
+
+
+def _gather_rows(rows: np.ndarray) -> np.ndarray:
+    """[P, *rows.shape]: every process's `rows` (a collective)."""
+    return np.asarray(multihost_utils.process_allgather(rows, tiled=False))
+
+
+def check_processes_agree(groups: dict[str, dict]) -> None:
+    """Refuses to go on unless every process holds the same `groups` (a collective).
+
+    Args:
+      groups: {group name: {field name: JSON-able value}}, the same group names on every
+        process, e.g. {"config": {"config.loss.lambda1": 100.0, ...}, "data": {...}}.
+
+    Raises:
+      ProcessMismatch: on every process alike, naming the first process that differs from
+        process 0 and the field (for a group whose field names agree) or the group.
+    """
+    if jax.process_count() == 1:
+        return
+    names = sorted(groups)
+    summary = np.stack(
+        [_digest_words(sorted(groups[n])) for n in names]
+        + [_digest_words(groups[n]) for n in names]
+    )
+    gathered = _gather_rows(summary)  # [P, 2 * groups, 2]
+    for process in range(1, gathered.shape[0]):
+        differs = np.any(gathered[process] != gathered[0], axis=-1)
+        if not differs.any():
+            continue
+        for i, name in enumerate(names):
+            if differs[i]:  # field names differ: no per-field comparison possible
+                raise ProcessMismatch(_mismatch(process, f"the fields of {name}"))
+            if differs[len(names) + i]:
+                fields = sorted(groups[name])
+                per_field = _gather_rows(np.stack([_digest_words(groups[name][f]) for f in fields]))
+                wrong = np.flatnonzero(np.any(per_field[process] != per_field[0], axis=-1))
+                raise ProcessMismatch(_mismatch(process, fields[wrong[0]]))
+
+
+def _mismatch(process: int, what: str) -> str:
+    return (
+        f"process {process} differs from process 0 in {what}: every process of a run must "
+        "be started with the same config, data and code"
+    )

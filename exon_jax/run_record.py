@@ -9,8 +9,11 @@ longer); run options (`configuration.RUN_OPTION_FIELDS`) may.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
+import subprocess
 import time
 from typing import Any
 
@@ -21,6 +24,51 @@ from exon_jax.checkpoints import CheckpointError
 
 CONFIG_FILE = "config.json"
 RESUMES_FILE = "resumes.jsonl"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.lru_cache(maxsize=1)
+def code_identity() -> dict[str, Any]:
+    """What code a run ran: {"exon_jax_version", "git_commit", "git_dirty", "source_sha256"}.
+
+    `git_commit` is the commit of the checkout holding this package (None when it is not
+    in one, e.g. an installed wheel); `git_dirty` is True when tracked files differ from
+    that commit. `source_sha256` hashes every .py file of the package, so two processes
+    of one run can tell that they run the same code even in a dirty checkout.
+    """
+    import exon_jax
+
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(_PACKAGE_DIR):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read() + b"\0")
+    commit, dirty = _git_state(os.path.dirname(_PACKAGE_DIR))
+    return {
+        "exon_jax_version": exon_jax.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "source_sha256": digest.hexdigest(),
+    }
+
+
+def _git_state(root: str) -> tuple[str | None, bool | None]:
+    """(HEAD commit, tracked files modified) of the git checkout at `root`, or (None, None)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(root):
+            return None, None  # the package lies in some other repository's tree
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
 
 
 def config_as_dict(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""Processes of one run must agree: config, data, code checked before training; a signal
+to one process stops every process at the same epoch, saved.
+
+Two local processes joined by jax.distributed (Gloo on CPU, one device each) on the tiny
+MNIST config of tests/test_faults.py.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import test_faults, test_preemption
+from tests.test_multiprocess import MNIST_NPZ, _free_port
+
+ROOT = test_faults.ROOT
+TIMEOUT = 300
+pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ), reason="no data/mnist/mnist.npz")
+
+
+def start_pair(workdir, extra=((), ()), args=None):
+    """Processes 0 and 1 of one run; extra[i] are process i's own flags."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "main.py"),
+                *(args or test_faults.ARGS),
+                f"--workdir={workdir}",
+                f"--compilation_cache={test_faults.cache_dir('xla-agreement')}",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+                "--heartbeat_timeout=10",
+                *extra[i],
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+
+def test_a_process_with_another_config_stops_every_process(tmp_path):
+    workdir = tmp_path / "run"
+    processes = start_pair(workdir, ((), ("--config.loss.lambda1=10",)))
+    outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 1, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert lines == [
+            "error: process 1 differs from process 0 in config.loss.lambda1: every process of "
+            "a run must be started with the same config, data and code"
+        ], err[-3000:]
+    assert not os.path.exists(workdir / "checkpoints")  # refused before anything was written
+
+
+@pytest.mark.slow  # three two-process runs: ~1-2 min on 2 cores
+def test_sigterm_to_one_process_stops_both_at_one_epoch_and_resumes(tmp_path):
+    args = test_preemption.ARGS
+    reference = str(tmp_path / "reference")  # same layout: two processes, one device each
+    for p in start_pair(reference, args=args):
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, err[-3000:]
+    workdir = str(tmp_path / "run")
+    processes = start_pair(workdir, args=args)
+    deadline = time.monotonic() + TIMEOUT
+    while test_preemption.epochs_logged(workdir) < 1:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.01)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
+    epochs = []
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 75, err[-3000:]
+        lines = [line for line in err.splitlines() if line.startswith("stopped by")]
+        assert len(lines) == 1, err[-3000:]
+        epochs.append(int(re.match(r"stopped by .* after epoch (\d+) ", lines[0]).group(1)))
+    assert "stopped by SIGTERM" in outputs[1][1]
+    assert "stopped by a signal to another process" in outputs[0][1]
+    assert epochs[0] == epochs[1]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(epochs[0])]
+    resumed = start_pair(workdir, args=args)
+    for p in resumed:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, err[-3000:]
+    assert test_faults.results_numbers(workdir) == test_faults.results_numbers(reference)
