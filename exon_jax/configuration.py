@@ -124,6 +124,20 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require_float32(config.prior.variance, "prior.variance", positive=True)
     _require(config.prior.radius >= 0, "prior.radius", "must be >= 0 (0 = automatic)")
     _require_float32(config.prior.distance, "prior.distance", positive=True)
+    layout = config.prior.layout
+    _require(
+        not config.prior.get("file") or layout == "file",
+        "prior.file",
+        f"is set ({config.prior.get('file')}) but prior.layout is {layout!r}: pass "
+        "--config.prior.layout=file to train on the file's prior (or drop prior.file)",
+    )
+    for field in ("means", "variances", "weights"):
+        _require(
+            config.prior.get(field) is None or layout == "custom",
+            f"prior.{field}",
+            f"is set but prior.layout is {layout!r}: pass --config.prior.layout=custom "
+            f"to train on the inline prior (or drop prior.{field})",
+        )
     if config.prior.layout == "file":
         _require(
             bool(config.prior.file),

@@ -38,6 +38,11 @@ class MixturePrior(NamedTuple):
     def latent_dim(self) -> int:
         return self.means.shape[-1]
 
+    @property
+    def weights(self) -> jax.Array:
+        """[K] mixture weights w0_k = softmax(log_weights), summing to 1."""
+        return jax.nn.softmax(jnp.asarray(self.log_weights), axis=-1)
+
 
 def make_prior(means, variances, weights=None) -> MixturePrior:
     """Builds a validated prior.
@@ -180,6 +185,11 @@ def sample_prior(key: jax.Array, prior: MixturePrior, num_samples: int):
 # ------------------------------------------------------------ priors as data
 
 
+# Weights written to 4 significant figures are each within 5e-4 of their value relative
+# to it, so their sum is within 5e-4 of 1; they are then normalised.
+WEIGHTS_SUM_TOLERANCE = 1e-3
+
+
 class PriorError(ValueError):
     """Prior arrays that do not describe a usable mixture (shape, sign, normalisation)."""
 
@@ -197,13 +207,14 @@ def check_prior_arrays(
     Args:
       means: [K, d] component means.
       variances: [K, d], [K] (one per component) or a scalar, all > 0.
-      weights: optional [K] positive mixture weights summing to 1 (to 1e-6); uniform if None.
+      weights: optional [K] positive mixture weights summing to 1 to within 1e-3 (so
+        weights written to 4 significant figures pass); uniform if None.
       num_classes: K the data set needs (checked when given).
       latent_dim: d of the model (checked when given).
       where: the name used in error messages (e.g. "config.prior.file (my.json)").
 
     Returns:
-      means [K, d], variances [K, d], weights [K].
+      means [K, d], variances [K, d], weights [K] normalised: weights / sum(weights).
 
     Raises:
       PriorError: naming `where`, the field and what is wrong.
@@ -250,11 +261,12 @@ def check_prior_arrays(
         raise PriorError(f"{where}: weights must be [K] = [{k}], got shape {weights.shape}")
     if np.any(weights <= 0):
         raise PriorError(f"{where}: weights must be > 0")
-    if abs(float(np.sum(weights)) - 1.0) > 1e-6:
+    if abs(float(np.sum(weights)) - 1.0) > WEIGHTS_SUM_TOLERANCE:
         raise PriorError(
-            f"{where}: weights must sum to 1 (to 1e-6), they sum to {float(np.sum(weights)):.9g}"
+            f"{where}: weights must sum to 1 (to {WEIGHTS_SUM_TOLERANCE:g}), they sum to "
+            f"{float(np.sum(weights)):.9g}"
         )
-    return means, variances, weights
+    return means, variances, weights / np.sum(weights)
 
 
 def load_prior_file(path: str) -> dict[str, np.ndarray]:
