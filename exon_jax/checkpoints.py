@@ -218,6 +218,37 @@ def inspect_state(state) -> tuple[dict[str, bool], dict[str, int]]:
     return (dict(zip(names, (bool(f) for f in finite))), dict(zip(names, (int(s) for s in sums))))
 
 
+def _host_checksum(x: np.ndarray) -> int:
+    """`_checksum` of a host array, computed by NumPy (the same value, nothing compiled)."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    if x.dtype == np.bool_:
+        words = x.astype(np.uint32)
+    else:
+        unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[x.dtype.itemsize]
+        words = x.view(unsigned).astype(np.uint32)
+
+    def mix(h):
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x85EBCA6B)
+        h = h ^ (h >> np.uint32(13))
+        h = h * np.uint32(0xC2B2AE35)
+        return h ^ (h >> np.uint32(16))
+
+    index = np.arange(words.size, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        return int(np.sum(mix(words ^ mix(index + np.uint32(0x9E3779B9))), dtype=np.uint32))
+
+
+def _host_checksums(state) -> dict[str, int] | None:
+    """{leaf path: checksum} of a state whose leaves are all on this process (restores
+    then compile nothing), or None when one is sharded over processes."""
+    state = _keys_to_data(state)
+    leaves = jax.tree.leaves(state)
+    if any(not getattr(x, "is_fully_addressable", True) for x in leaves):
+        return None
+    return dict(zip(leaf_names(state), (_host_checksum(np.asarray(x)) for x in leaves)))
+
+
 def _to_host(x: jax.Array) -> np.ndarray:
     if not x.is_fully_addressable:
         from jax.experimental import multihost_utils
@@ -234,15 +265,28 @@ def _meta_digest(meta: dict[str, Any]) -> str:
 # --- managers ------------------------------------------------------------------------------
 
 
-def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
+def make_manager(
+    directory: str, max_to_keep: int = 3, read_only: bool = False
+) -> ocp.CheckpointManager:
     """A CheckpointManager over `directory` (created if needed), keeping `max_to_keep`.
 
     Saves are synchronous. Tmp directories of saves that never finished (a killed
     process) are removed first, by process 0, unless another process holds the lock
     (`WorkdirLock`) of the workdir above `directory`: then they may be its saves in
-    progress (e.g. `--mode=evaluate` beside a training run).
+    progress (e.g. `--mode=evaluate` beside a training run). With `read_only` nothing
+    is created, removed or saved (`exon_jax.load_run`).
     """
     directory = os.path.abspath(directory)
+    if read_only:
+        options = ocp.CheckpointManagerOptions(
+            read_only=True,
+            create=False,
+            max_to_keep=None,
+            save_interval_steps=0,
+            cleanup_tmp_directories=False,
+            enable_async_checkpointing=False,
+        )
+        return ocp.CheckpointManager(directory, options=options)
     if jax.process_index() == 0 and not held_elsewhere(os.path.dirname(directory)):
         _remove_tmp_dirs(directory)
     options = ocp.CheckpointManagerOptions(
@@ -407,7 +451,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state, epoch: int | None = 
         ) from None
 
 
-def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
+def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True, read_only: bool = False):
     """The newest checkpoint that restores and passes its checksums.
 
     Args:
@@ -418,6 +462,8 @@ def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
         `<dir>/damaged/<epoch>` (process 0), so that later saves of those epochs work.
         Only done when one checkpoint restored (a wrong `abstract_state` moves nothing)
         and no other process holds the workdir's lock (a run training there).
+      read_only: for a directory, open it with `make_manager(read_only=True)`: nothing
+        is created or removed (use with set_aside=False to change nothing at all).
 
     Returns:
       (state, meta, epoch, skipped): `skipped` lists (epoch, one-line reason) of the
@@ -427,7 +473,12 @@ def restore_latest(manager_or_dir, abstract_state, set_aside: bool = True):
       CheckpointError: there is no checkpoint, or none restores (each reason listed).
     """
     own = not isinstance(manager_or_dir, ocp.CheckpointManager)
-    manager = make_manager(manager_or_dir) if own else manager_or_dir
+    if own and read_only and not os.path.isdir(manager_or_dir):
+        raise CheckpointError(
+            f"no checkpoint in {os.path.abspath(manager_or_dir)}: train first "
+            "(python main.py --mode=train --workdir=...)"
+        )
+    manager = make_manager(manager_or_dir, read_only=read_only) if own else manager_or_dir
     try:
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
@@ -489,7 +540,9 @@ def _restore_verified(manager: ocp.CheckpointManager, abstract_state, epoch: int
     if integrity is not None:  # checkpoints of earlier versions carry none
         if _meta_digest(meta) != integrity.get("meta_sha256"):
             raise _Unusable("meta record does not match its sha256 (corrupt meta file)")
-        _, sums = inspect_state(state)
+        sums = _host_checksums(state)
+        if sums is None:  # sharded over processes: the jitted collective
+            _, sums = inspect_state(state)
         wrong = [name for name, value in sums.items() if integrity["leaves"].get(name) != value]
         if wrong:
             raise _Unusable(
