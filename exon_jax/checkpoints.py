@@ -303,6 +303,29 @@ def _remove_tmp_dirs(directory: str) -> None:
             shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
+def newest_meta(directory: str) -> tuple[int, dict[str, Any]] | None:
+    """(epoch, meta) of the newest checkpoint in `directory` whose meta record reads and
+    matches its sha256; None when none does. Reads only the JSON meta: no arrays, and
+    nothing is moved or written."""
+    try:
+        epochs = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+    except OSError:
+        return None
+    for epoch in epochs:
+        try:
+            with open(os.path.join(directory, str(epoch), "meta", "metadata")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        integrity = meta.pop(_INTEGRITY, None)
+        if integrity is not None and _meta_digest(meta) != integrity.get("meta_sha256"):
+            continue
+        return epoch, meta
+    return None
+
+
 def latest_epoch(manager: ocp.CheckpointManager) -> int | None:
     """The epoch of the newest checkpoint directory (it may be damaged), or None."""
     return manager.latest_step()
