@@ -9,6 +9,7 @@ longer); run options (`configuration.RUN_OPTION_FIELDS`) may.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -19,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from exon_jax import configuration
+from exon_jax import checkpoints, configuration
 from exon_jax.checkpoints import CheckpointError
 
 CONFIG_FILE = "config.json"
@@ -204,15 +205,134 @@ def write_record_once(workdir: str, record: dict[str, Any]) -> None:
             json.dump(record, f)
 
 
+RECORD_FIELDS = ("config", "dataset", "points", "priors")  # what record.json must hold
+
+
 def read_record(workdir: str) -> dict[str, Any]:
-    """record.json of a trained run (data set identity, points, priors)."""
+    """record.json of a trained run (data set identity, points, priors).
+
+    Raises:
+      CheckpointError: naming the file, when it is missing, unreadable or incomplete.
+    """
     path = os.path.join(workdir, RECORD_FILE)
     if not os.path.exists(path):
         raise CheckpointError(
             f"{path} not found: is {workdir} a training run (of this version of exon_jax)?"
         )
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is damaged ({_reason(error)})") from None
+    missing = [k for k in RECORD_FIELDS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise CheckpointError(f"{path} is damaged (no {', '.join(missing)})")
+    return record
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def checkpoint_record(workdir: str) -> tuple[int, dict[str, Any]] | None:
+    """(epoch, record) from the newest checkpoint whose meta verifies: the config, data
+    identity, points and priors every checkpoint keeps; None when no checkpoint has one."""
+    found = checkpoints.newest_meta(os.path.join(workdir, "checkpoints"))
+    if found is None or any(k not in found[1] for k in RECORD_FIELDS):
+        return None
+    epoch, meta = found
+    return epoch, {k: meta[k] for k in RECORD_FIELDS}
+
+
+@dataclasses.dataclass
+class Identity:
+    """A run's config and record as found, or rebuilt from its newest readable checkpoint.
+
+    Attributes:
+      config: the stored config as a dict (None: no run in the workdir yet).
+      record: record.json's content (None when there is none and no checkpoint).
+      notes: one line per file that was missing or damaged and what replaced it.
+      rebuilt: the files (CONFIG_FILE, RECORD_FILE) whose content came from a checkpoint.
+    """
+
+    config: dict[str, Any] | None
+    record: dict[str, Any] | None
+    notes: list[str]
+    rebuilt: list[str]
+
+
+def run_identity(workdir: str) -> Identity:
+    """config.json and record.json of `workdir`, each rebuilt from the newest checkpoint
+    whose meta verifies when it is missing or damaged.
+
+    A workdir without config.json and without checkpoints holds no run (config None).
+
+    Raises:
+      ConfigError: naming config.json, when it is missing or damaged while the workdir
+        holds checkpoints (or record.json) of which none keeps a readable config: such a
+        run's config cannot be compared with a new one.
+    """
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    found = checkpoint_record(workdir)
+    notes: list[str] = []
+    rebuilt: list[str] = []
+    try:
+        config = read_config(workdir)
+        problem = None if config is not None else "is missing"
+    except configuration.ConfigError as error:
+        config, problem = None, str(error).removeprefix(config_path + " ")
+    record: dict[str, Any] | None = None
+    record_problem: str | None = None
+    try:
+        record = read_record(workdir)
+    except CheckpointError as error:
+        record_problem = str(error)
+    if problem is not None:
+        if found is not None:
+            config = found[1]["config"]
+            notes.append(f"{config_path} {problem}: rebuilt from checkpoint {found[0]}")
+            rebuilt.append(CONFIG_FILE)
+        elif record is not None:
+            config = record["config"]
+            notes.append(f"{config_path} {problem}: rebuilt from {RECORD_FILE}")
+            rebuilt.append(CONFIG_FILE)
+        elif problem != "is missing" or _has_checkpoints(workdir):
+            raise configuration.ConfigError(
+                f"{config_path} {problem} and no checkpoint in "
+                f"{os.path.join(workdir, 'checkpoints')} keeps a readable config: the run's "
+                "config cannot be compared (restore the file, or use a new --workdir)"
+            )
+    if record_problem is not None and config is not None and found is not None:
+        record = found[1]
+        record_path = os.path.join(workdir, RECORD_FILE)
+        state = "is damaged" if os.path.exists(record_path) else "is missing"
+        notes.append(f"{record_path} {state}: rebuilt from checkpoint {found[0]}")
+        rebuilt.append(RECORD_FILE)
+    elif record_problem is not None and os.path.exists(os.path.join(workdir, RECORD_FILE)):
+        # damaged, and no checkpoint to rebuild it from: this run writes it anew
+        notes.append(f"{record_problem}: no checkpoint keeps it; written anew by this run")
+        rebuilt.append(RECORD_FILE)
+    return Identity(config, record, notes, rebuilt)
+
+
+def _has_checkpoints(workdir: str) -> bool:
+    try:
+        return any(n.isdigit() for n in os.listdir(os.path.join(workdir, "checkpoints")))
+    except OSError:
+        return False
+
+
+def write_rebuilt(workdir: str, identity: Identity) -> None:
+    """Writes the files `identity` rebuilt (a damaged one kept as <name>.damaged)."""
+    for name in identity.rebuilt:
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            os.replace(path, path + ".damaged")
+        content = identity.config if name == CONFIG_FILE else identity.record
+        if content is None:  # nothing to rebuild it from: the run writes it (write_*_once)
+            continue
+        with open(path, "w") as f:
+            json.dump(content, f, indent=2 if name == CONFIG_FILE else None)
 
 
 def stored_config(

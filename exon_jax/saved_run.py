@@ -7,6 +7,7 @@ meta): its config, grid points and exact priors, checked against the data found 
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -25,7 +26,9 @@ def restore_run(
 ):
     """Rebuilds a run from its workdir and restores the newest checkpoint that restores.
 
-    The config, grid points and priors are the ones the run recorded; `overrides` may set
+    The config, grid points and priors are the ones the run recorded (config.json and
+    record.json, or, where one is missing or damaged, the newest checkpoint whose meta
+    verifies: a note on stderr names the file; nothing is rewritten); `overrides` may set
     run options only (`configuration.RUN_OPTION_FIELDS`, e.g. {"analysis.grid_size": 9}).
 
     Args:
@@ -37,8 +40,13 @@ def restore_run(
     Returns:
       (experiment, states with a leading model axis [G], meta dict).
     """
-    config = run_record.stored_config(workdir, overrides)
-    record = run_record.read_record(workdir)
+    identity = run_record.run_identity(workdir)
+    stored = identity.config if identity.config is not None else run_record.stored_config(workdir)
+    record = identity.record if identity.record is not None else run_record.read_record(workdir)
+    if jax.process_index() == 0:
+        for note in identity.notes:  # a missing or damaged file, read from a checkpoint
+            print(f"note: {note}", file=sys.stderr)
+    config = run_record.apply_overrides(stored, overrides or {})
     if dataset is None:
         try:
             dataset = experiment.load_data(config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 from typing import Any
 
 import jax
@@ -101,20 +102,26 @@ def run(
 def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
     with stopwatch.phase("setup"):
         configuration.validate_config(config)
-        stored = run_record.read_config(workdir)
+        identity = run_record.run_identity(workdir)  # rebuilt from a checkpoint if need be
+        if jax.process_index() == 0:
+            for note in identity.notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
+        stored = identity.config
         changes = run_record.check_resume(stored, config) if stored is not None else []
         exp = experiment.build_experiment(config, dataset)
-        parallel.check_processes_agree(_identity(exp))
+        parallel.check_processes_agree(_process_identity(exp))
         os.makedirs(workdir, exist_ok=True)
         lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
+        if jax.process_index() == 0:
+            run_record.write_rebuilt(workdir, identity)
         return _train_locked(exp, workdir, stored is not None, changes, progress, stopwatch, stop)
 
 
 _PER_HOST_FIELDS = ("data.dir", "data.path", "prior.file")  # paths; their contents compared
 
 
-def _identity(exp: experiment.Experiment) -> dict[str, dict[str, Any]]:
+def _process_identity(exp: experiment.Experiment) -> dict[str, dict[str, Any]]:
     """What every process of a run must share: config, data, priors, code
     (`parallel.check_processes_agree` groups)."""
     record = experiment.run_record_of(exp)

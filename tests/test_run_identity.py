@@ -1,0 +1,129 @@
+"""A run's identity survives a missing or damaged config.json / record.json: each is rebuilt
+from the newest checkpoint whose meta verifies (every checkpoint keeps the full config,
+data identity and priors), or refused in one line naming the file; a resume never accepts
+a config it cannot compare. Through the command line, on the tiny MNIST config.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from exon_jax import run_record
+from tests import test_faults
+from tests.test_multiprocess import MNIST_NPZ
+
+ROOT = test_faults.ROOT
+pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ), reason="no data/mnist/mnist.npz")
+ARGS = [a for a in test_faults.ARGS if "epochs" not in a]
+
+
+def main(workdir, *args):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "main.py"),
+            f"--workdir={workdir}",
+            f"--compilation_cache={test_faults.cache_dir('xla-identity')}",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=test_faults.RUN_TIMEOUT,
+    )
+    return out.returncode, out.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two epochs, a checkpoint after each."""
+    workdir = str(tmp_path_factory.mktemp("identity") / "run")
+    rc, err = main(workdir, *ARGS, "--config.train.epochs=2")
+    assert rc == 0, err[-3000:]
+    return workdir
+
+
+def copy(trained, tmp_path):
+    target = str(tmp_path / "copy")
+    shutil.copytree(trained, target)
+    return target
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_resume_without_config_json_is_compared_with_the_checkpoints_config(trained, tmp_path):
+    workdir = copy(trained, tmp_path)
+    os.remove(os.path.join(workdir, "config.json"))
+    rc, err = main(workdir, *ARGS, "--config.train.epochs=3", "--config.loss.lambda1=1")
+    assert rc == 1 and "Traceback" not in err, err[-3000:]
+    assert f"note: {workdir}/config.json is missing: rebuilt from checkpoint 2" in err, err
+    [line] = error_lines(err)
+    assert "changed training fields: loss.lambda1: 100.0 -> 1.0" in line, line
+    assert not os.path.exists(os.path.join(workdir, "config.json"))  # a refusal writes nothing
+
+
+def test_no_comparable_config_is_refused_naming_the_file(trained, tmp_path):
+    workdir = copy(trained, tmp_path)
+    os.remove(os.path.join(workdir, "config.json"))
+    os.remove(os.path.join(workdir, "record.json"))
+    for epoch in ("1", "2"):
+        truncate(os.path.join(workdir, "checkpoints", epoch, "meta", "metadata"))
+    rc, err = main(workdir, *ARGS, "--config.train.epochs=3")
+    assert rc == 1 and "Traceback" not in err, err[-3000:]
+    assert error_lines(err) == [
+        f"error: {workdir}/config.json is missing and no checkpoint in {workdir}/checkpoints "
+        "keeps a readable config: the run's config cannot be compared (restore the file, or "
+        f"use a new --workdir) (traceback in {workdir}/error.log)"
+    ], err
+
+
+def test_truncated_record_json_at_evaluate(trained, tmp_path):
+    workdir = copy(trained, tmp_path)
+    truncate(os.path.join(workdir, "record.json"))
+    rc, err = main(workdir, "--mode=evaluate")
+    assert rc == 0 and "Traceback" not in err, err[-3000:]
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {workdir}/record.json is damaged: rebuilt from checkpoint 2"], err
+    assert test_faults.results_numbers(workdir) == test_faults.results_numbers(trained)
+    # with no checkpoint to rebuild it from: one line naming the file
+    shutil.rmtree(os.path.join(workdir, "checkpoints"))
+    rc, err = main(workdir, "--mode=evaluate")
+    assert rc == 1 and "Traceback" not in err, err[-3000:]
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {workdir}/record.json is damaged (Unterminated string"), line
+
+
+@pytest.mark.slow  # a third epoch trained: ~20 s
+def test_truncated_record_and_missing_config_are_rebuilt_at_a_training_resume(trained, tmp_path):
+    workdir = copy(trained, tmp_path)
+    truncate(os.path.join(workdir, "record.json"))
+    os.remove(os.path.join(workdir, "config.json"))
+    rc, err = main(workdir, *ARGS, "--config.train.epochs=3")
+    assert rc == 0, err[-3000:]
+    assert f"note: {workdir}/record.json is damaged: rebuilt from checkpoint 2" in err, err
+    assert f"note: {workdir}/config.json is missing: rebuilt from checkpoint 2" in err, err
+    assert load(os.path.join(workdir, "config.json")) == load(os.path.join(trained, "config.json"))
+    rebuilt, original = (load(os.path.join(w, "record.json")) for w in (workdir, trained))
+    assert {k: rebuilt[k] for k in run_record.RECORD_FIELDS} == {
+        k: original[k] for k in run_record.RECORD_FIELDS
+    }
+    assert os.path.exists(os.path.join(workdir, "record.json.damaged"))
