@@ -136,6 +136,18 @@ def prior_component(z: np.ndarray, means, variances, log_weights) -> int:
     return int(np.argmax(np.asarray(log_weights, np.float64) + log_density))
 
 
+def _scalar(value):
+    """A 0-d NumPy or JAX array as its Python value (an int, float or str); else as given."""
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    return value
+
+
+def _is_class(value) -> bool:
+    """An int index or a class name (a code is an array of numbers)."""
+    return isinstance(value, (str, np.str_, int, np.integer, bool, np.bool_))
+
+
 def _shape(shape) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
@@ -191,6 +203,12 @@ class Run:
         self._model = model
         self._jitted: dict[str, Any] = {}
 
+    def __repr__(self) -> str:
+        return (
+            f"Run(name={self.name!r}, epoch={self.epoch}, classes={self.num_classes}, "
+            f"latent_dim={self.latent_dim}, image_shape={self.image_shape})"
+        )
+
     # --- compiled on first use -----------------------------------------------------------------
 
     def _fn(self, name: str):
@@ -228,6 +246,7 @@ class Run:
     def _class(self, value: ClassLike) -> int:
         """One class: an int index 0..K-1 or a class name -> the index."""
         k = self.num_classes
+        value = _scalar(value)
         if isinstance(value, (str, np.str_)):
             if str(value) not in self.class_names:
                 raise InputError(
@@ -248,8 +267,11 @@ class Run:
 
     def _classes(self, classes, what: str = "classes") -> tuple[np.ndarray, bool]:
         """int [N] indices of a class or a flat sequence of classes; True for one class."""
-        if isinstance(classes, (str, np.str_, int, np.integer, bool, np.bool_)):
+        classes = _scalar(classes)
+        if _is_class(classes):
             return np.asarray([self._class(classes)], np.int32), True
+        if isinstance(classes, jax.Array):
+            classes = np.asarray(classes)
         if isinstance(classes, np.ndarray) and classes.ndim != 1:
             raise InputError(
                 f"{what} must be one class or a flat sequence of classes, "
@@ -316,7 +338,8 @@ class Run:
 
     def _end(self, value, what: str) -> np.ndarray:
         """[d] a class's designed centre (an index or name) or a code [d]."""
-        if isinstance(value, (str, np.str_, int, np.integer, bool, np.bool_)):
+        value = _scalar(value)
+        if _is_class(value):
             return np.asarray(self.prior.means[self._class(value)], np.float64)
         x = np.asarray(value)
         d = self.latent_dim
@@ -486,7 +509,7 @@ class Run:
         if not (math.isfinite(span) and span > 0):
             raise InputError(f"span must be a positive number of prior sd, got {span}")
         z = self._end(origin, "origin")
-        if isinstance(origin, (str, np.str_, int, np.integer)):
+        if _is_class(_scalar(origin)):
             k = self._class(origin)
         else:
             k = prior_component(z, self.prior.means, self.prior.variances, self.prior.log_weights)
@@ -633,7 +656,7 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
             f"load_run: restored checkpoint {epoch} of {os.path.abspath(directory)}; skipped "
             + "; ".join(f"newer checkpoint {e} ({reason})" for e, reason in skipped)
             + ", left in place",
-            stacklevel=2,
+            stacklevel=3,  # the caller of exon_jax.load_run
         )
     prior = priors.prior_from_arrays(meta.get("priors", record["priors"])[index])
     state = train.TrainState(  # model `index`, on the host: no per-leaf slicing programs

@@ -97,6 +97,10 @@ def test_sample_by_name_index_and_int_seed_draws_from_that_component(run):
     y = np.array([4, 9, 9])
     z = MEANS[y] + np.sqrt(VARIANCES[y]) * noise
     np.testing.assert_allclose(by_index, run.decode(z), atol=1e-5)
+    import jax.numpy as jnp
+
+    np.testing.assert_array_equal(run.sample(3, jnp.array([4, 9, 9])), by_index)
+    np.testing.assert_array_equal(run.sample(3, np.int32(4)), run.sample(3, [4])[0])
     assert run.sample(0, "seven").shape == (28, 28, 1)  # one class: one image
     assert run.sample(0, []).shape == (0, 28, 28, 1)
 
@@ -220,6 +224,8 @@ def test_interpolate_between_classes_and_codes_is_the_straight_line(run):
     np.testing.assert_allclose(codes, [[1.0, -2.0], [2.0, 2.0], [3.0, 6.0]], atol=1e-6)
     codes, _ = run.interpolate(0, b, steps=2)  # a class and a code
     np.testing.assert_allclose(codes, [MEANS[0], b], atol=1e-5)
+    codes, _ = run.interpolate(np.int64(2), jax.numpy.int32(7), steps=5)  # array scalars
+    np.testing.assert_allclose(codes[[0, -1]], [MEANS[2], MEANS[7]], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -409,6 +415,30 @@ def test_load_run_without_checkpoints_creates_nothing(workdir, tmp_path):
         exon_jax.load_run(copy)
     one_line(error)
     assert _tree(copy) == before
+
+
+def test_load_run_of_a_grid_takes_the_asked_point(tmp_path, dataset):
+    """Each point's parameters are exactly those the training returned for it."""
+    config = small_mnist_config(1, labelled_per_class=20)
+    config.data.name = "synthetic"
+    config.sweep.lambda1 = (1.0, 30.0)
+    trained = training.run(config, str(tmp_path / "grid"), dataset=dataset, progress=False)
+    with pytest.raises(ValueError, match=r"holds a grid of 2 models: pass point=") as error:
+        exon_jax.load_run(str(tmp_path / "grid"))
+    one_line(error)
+    for point in (0, "lambda1=30"):
+        loaded = exon_jax.load_run(str(tmp_path / "grid"), point)
+        index = 0 if point == 0 else 1
+        assert loaded.point == {"lambda1": (1.0, 30.0)[index]}
+        expected = jax.tree.leaves(
+            jax.tree.map(lambda x: np.asarray(x)[index], trained.states.params)
+        )
+        got = jax.tree.leaves(loaded._state.params)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"no point 'lambda1=2' in .*; its points are"):
+        exon_jax.load_run(str(tmp_path / "grid"), "lambda1=2")
 
 
 def test_host_checksums_equal_the_jitted_ones():
