@@ -3,6 +3,8 @@
   python main.py                                       # the paper's MNIST run (configs/mnist.py)
   python main.py --config=configs/mnist.py --config.train.epochs=5 --workdir=workdirs/quick
   python main.py --mode=evaluate --workdir=workdirs/mnist    # restore, rewrite results.json
+  python main.py --mode=evaluate --workdir=workdirs/mnist --config.data.max_test=100
+                                          # -> results_data.max_test=100.json, not results.json
   python main.py --mode=analyze --workdir=workdirs/mnist     # restore, rewrite figures/
 
 `--mode=train` draws the run's figures after training unless `config.analysis.figures`
@@ -105,7 +107,7 @@ def _use_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _print_results(results) -> None:
+def _print_results(results, tag: str = "") -> None:
     for model in results["models"]:
         line = (
             f"{model['name']}: test error {model['classification_error']:.4f}, "
@@ -116,7 +118,9 @@ def _print_results(results) -> None:
         if "validation_error" in model:
             line += f", validation error {model['validation_error']:.4f}"
         print(line)
-    print(f"results in {os.path.join(_WORKDIR.value, 'results.json')}")
+    name = f"results_{tag}.json" if tag else "results.json"
+    size = f" (test set of {results['test_size']})" if "test_size" in results else ""
+    print(f"results{size} in {os.path.join(_WORKDIR.value, name)}")
 
 
 def _figure_pool(config):
@@ -165,7 +169,7 @@ def run() -> None:
             file=sys.stderr,
         )
     if _MODE.value == "evaluate":
-        _print_results(saved_run.evaluate(workdir, overrides))
+        _print_results(saved_run.evaluate(workdir, overrides), saved_run.results_tag(overrides))
     else:
         saved_run.analyze(workdir, overrides)
         print(f"figures written to {os.path.join(workdir, 'figures')}")

@@ -117,18 +117,24 @@ def summarise(
     }
 
 
-def write_results(workdir: str, results: dict[str, Any]) -> None:
-    """results.json; for grids also sweep_results.json and .csv (one row a model). Process 0."""
+def write_results(workdir: str, results: dict[str, Any], tag: str = "") -> None:
+    """results.json; for grids also sweep_results.json and .csv (one row a model). Process 0.
+
+    Args:
+      tag: "" for the run's own results; otherwise the files are results_<tag>.json (and
+        sweep_results_<tag>.*), e.g. an evaluation on a subset that must not replace them.
+    """
     if jax.process_index() != 0:
         return
-    with open(os.path.join(workdir, "results.json"), "w") as f:
+    suffix = f"_{tag}" if tag else ""
+    with open(os.path.join(workdir, f"results{suffix}.json"), "w") as f:
         json.dump(results, f, indent=2)
     if results["num_models"] > 1:
-        with open(os.path.join(workdir, "sweep_results.json"), "w") as f:
+        with open(os.path.join(workdir, f"sweep_results{suffix}.json"), "w") as f:
             json.dump(results["models"], f, indent=2)
         fields = sorted({k for m in results["models"] for k in m["point"]})
         scalars = [s for s in (*RESULT_SCALARS, "validation_error") if s in results["models"][0]]
-        with open(os.path.join(workdir, "sweep_results.csv"), "w") as f:
+        with open(os.path.join(workdir, f"sweep_results{suffix}.csv"), "w") as f:
             f.write(",".join(["name", *fields, *scalars]) + "\n")
             for m in results["models"]:
                 f.write(

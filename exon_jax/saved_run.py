@@ -7,6 +7,7 @@ meta): its config, grid points and exact priors, checked against the data found 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -69,16 +70,52 @@ def restore_run(
     return exp, states, meta
 
 
+# run options that cannot change an evaluation's numbers (others, e.g. data.max_test or
+# analysis.grid_size, make it a different evaluation)
+_NEUTRAL_OVERRIDES = (
+    "data.dir",
+    "data.path",
+    "train.",
+    "analysis.figures",
+    "analysis.pdf",
+    "analysis.figure_workers",
+    "analysis.tensorboard_images",
+)
+
+
+def results_tag(overrides: dict[str, Any] | None) -> str:
+    """ "" when `overrides` leave the evaluation the run's own (results.json), else a file
+    name tag such as "data.max_test=100" (results_data.max_test=100.json)."""
+    changing = {
+        k: v for k, v in sorted((overrides or {}).items()) if not k.startswith(_NEUTRAL_OVERRIDES)
+    }
+    tag = "_".join(f"{k}={v}" for k, v in changing.items())
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", tag)[:120]
+
+
+def describe_results(results: dict[str, Any], exp: experiment.Experiment, overrides) -> None:
+    """Adds what the numbers are of: test-set size, the overrides, the code that ran."""
+    results["test_size"] = int(exp.dataset.test.labels.shape[0])
+    results["overrides"] = dict(sorted((overrides or {}).items()))
+    results["code"] = run_record.code_identity()
+
+
 def evaluate(
     workdir: str,
     overrides: dict[str, Any] | None = None,
     dataset: data_lib.ImageDataset | None = None,
 ) -> dict[str, Any]:
-    """Restores the newest good checkpoint and rewrites results.json (no training)."""
+    """Restores the newest good checkpoint and evaluates it (no training).
+
+    Writes results.json, or, when `overrides` change what is evaluated (e.g.
+    data.max_test), results_<tag>.json (`results_tag`): the run's own numbers are never
+    replaced by another evaluation's. Each records its test-set size and overrides.
+    """
     exp, states, meta = restore_run(workdir, overrides, dataset)
     evaluated = experiment.evaluate_states(exp, states)
     results = experiment.summarise(exp, states, evaluated, meta["train_seconds"])
-    evaluation.write_results(workdir, results)
+    describe_results(results, exp, overrides)
+    evaluation.write_results(workdir, results, results_tag(overrides))
     return results
 
 

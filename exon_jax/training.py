@@ -28,6 +28,7 @@ from exon_jax import (
     parallel,
     preemption,
     run_record,
+    saved_run,
     train,
 )
 from exon_jax import data as data_lib
@@ -199,32 +200,54 @@ def _check_memory(exp: experiment.Experiment, memory: dict[str, float], progress
         )
 
 
+MAX_PARAMETER = 1e8  # |parameter| above this: diverged (sane weights stay far below 1e4)
+_EVALUATED_CHECKED = ("classification_error", "kl", "negative_ssim")
+
+
 @jax.jit
-def _finite_models(params) -> jax.Array:
-    """[G] bool: models whose floating parameters are all finite (one compiled reduction)."""
+def _parameter_health(params) -> tuple[jax.Array, jax.Array]:
+    """([G] bool all finite, [G] largest |parameter|) of each model's floating parameters
+    (one compiled reduction)."""
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]),
-        axis=0,
-    )
+    flat = [x.reshape(x.shape[0], -1) for x in leaves]
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=1) for x in flat]), axis=0)
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(x), axis=1) for x in flat]), axis=0)
+    return finite, largest
 
 
 def _check_finite(
-    finite_models: np.ndarray,
+    health: tuple[np.ndarray, np.ndarray],
     train_metrics,
+    evaluated,
     epoch: int,
     names: list[str],
     last_good: int | None,
     workdir: str,
 ) -> None:
-    """Raises TrainingDiverged naming the models whose loss or parameters are non-finite.
+    """Raises TrainingDiverged naming the models whose loss or parameters are non-finite,
+    whose parameters exceed MAX_PARAMETER, or whose evaluation (when `evaluated`) is not
+    finite: such a state is never saved as a good checkpoint.
 
     Args:
-      finite_models: [G] bool, `_finite_models` of the states after `epoch`, on the host.
+      health: `_parameter_health` of the states after `epoch`, on the host ([G], [G]).
+      evaluated: this epoch's test evaluation on the host, or None.
     """
-    bad_loss = ~np.isfinite(np.asarray(train_metrics["max_loss"]))
-    bad = np.flatnonzero(bad_loss | ~np.asarray(finite_models))
-    if bad.size:
+    finite, largest = (np.asarray(a) for a in health)
+    reasons: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        if not (np.isfinite(np.asarray(train_metrics["max_loss"])[i]) and finite[i]):
+            reasons.setdefault("non-finite loss or parameters", []).append(name)
+        elif largest[i] > MAX_PARAMETER:
+            reasons.setdefault(
+                f"parameters out of range (largest |parameter| {largest[i]:.3g} > "
+                f"{MAX_PARAMETER:.0e}: the learning rate is likely too high)",
+                [],
+            ).append(name)
+        elif evaluated is not None:
+            bad = [k for k in _EVALUATED_CHECKED if not np.isfinite(evaluated[k][i])]
+            if bad:
+                reasons.setdefault(f"non-finite evaluation ({', '.join(bad)})", []).append(name)
+    if reasons:
         where = (
             f"the last good checkpoint is epoch {last_good} in "
             f"{os.path.join(workdir, 'checkpoints')}"
@@ -232,8 +255,8 @@ def _check_finite(
             else "no checkpoint was written yet"
         )
         raise TrainingDiverged(
-            f"non-finite loss or parameters in epoch {epoch} for model(s) "
-            f"{[names[i] for i in bad]}; {where}"
+            "; ".join(f"{r} in epoch {epoch} for model(s) {bad}" for r, bad in reasons.items())
+            + f"; {where}"
         )
 
 
@@ -305,17 +328,18 @@ def _train_locked(
                 states, train_metrics = epoch_fn(
                     states, hparams, data, experiment.epoch_key(config, epoch, exp.mesh)
                 )
-                train_metrics, finite = parallel.to_host(
-                    (train_metrics, _finite_models(states.params))
+                train_metrics, health = parallel.to_host(
+                    (train_metrics, _parameter_health(states.params))
                 )
             elapsed = start.train_seconds + stopwatch.seconds["train"]
-            _check_finite(finite, train_metrics, done, names, last_good, workdir)
+            _check_finite(health, train_metrics, None, done, names, last_good, workdir)
             evaluated = None
             if done % config.train.eval_every == 0 or done == epochs:
                 with stopwatch.phase("evaluate"):
                     evaluated = parallel.to_host(
                         evaluate_fn(states, hparams, test_images, test_labels)
                     )
+                _check_finite(health, train_metrics, evaluated, done, names, last_good, workdir)
             with stopwatch.phase("logging"):
                 _log_epoch(writer, exp, done, train_metrics, evaluated)
                 _update_bar(bar, train_metrics, evaluated)
@@ -349,6 +373,7 @@ def _train_locked(
         results = experiment.summarise(
             exp, states, evaluated, start.train_seconds + stopwatch.seconds["train"]
         )
+        saved_run.describe_results(results, exp, {})
         evaluation.write_results(workdir, results)
     return TrainedRun(exp, states, evaluated, results)
 

@@ -127,3 +127,17 @@ def test_truncated_record_and_missing_config_are_rebuilt_at_a_training_resume(tr
         k: original[k] for k in run_record.RECORD_FIELDS
     }
     assert os.path.exists(os.path.join(workdir, "record.json.damaged"))
+
+
+def test_evaluate_on_a_subset_writes_its_own_results_file(trained, tmp_path):
+    workdir = copy(trained, tmp_path)
+    with open(os.path.join(workdir, "results.json"), "rb") as f:
+        before = f.read()
+    rc, err = main(workdir, "--mode=evaluate", "--config.data.max_test=100")
+    assert rc == 0 and "Traceback" not in err, err[-3000:]
+    with open(os.path.join(workdir, "results.json"), "rb") as f:
+        assert f.read() == before  # the full-test numbers stay
+    subset = load(os.path.join(workdir, "results_data.max_test=100.json"))
+    assert subset["test_size"] == 100 and subset["overrides"] == {"data.max_test": 100}
+    full = load(os.path.join(workdir, "results.json"))
+    assert full["test_size"] == 200 and full["overrides"] == {}  # test_faults.ARGS: max_test=200
