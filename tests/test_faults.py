@@ -180,7 +180,7 @@ def results_numbers(workdir):
 
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if "seconds" not in k}
+            return {k: strip(v) for k, v in node.items() if "seconds" not in k and k != "code"}
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
