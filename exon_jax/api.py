@@ -353,7 +353,10 @@ class Run:
 
     def _images(self, images) -> tuple[np.ndarray, bool]:
         """uint8 or float32 [N, H, W, C] of the accepted forms; True for one image."""
-        x = np.asarray(images)
+        try:
+            x = np.asarray(images)
+        except ValueError as error:  # e.g. a list of images of different shapes
+            raise InputError(f"images must be one array: {error}") from None
         shape = self.image_shape
         one_channel = shape[-1] == 1
         if x.shape == shape or (one_channel and x.shape == shape[:-1]):

@@ -313,10 +313,13 @@ def prior_to_arrays(prior: MixturePrior) -> dict[str, list]:
 
 
 def prior_from_arrays(arrays: dict[str, list]) -> MixturePrior:
-    """The prior of `prior_to_arrays` (its log-weights recomputed from the stored weights)."""
-    means = jnp.asarray(arrays["means"], jnp.float32)
-    log_weights = jnp.log(jnp.asarray(arrays["weights"], jnp.float32))
-    return MixturePrior(means, jnp.asarray(arrays["variances"], jnp.float32), log_weights)
+    """The prior of `prior_to_arrays` (its log-weights recomputed from the stored weights).
+
+    Converted to float32 by NumPy (the same rounding as XLA's, nothing compiled but the log).
+    """
+    as_array = lambda a: jax.device_put(np.asarray(a, np.float32))
+    log_weights = jnp.log(as_array(arrays["weights"]))
+    return MixturePrior(as_array(arrays["means"]), as_array(arrays["variances"]), log_weights)
 
 
 def grid_prior(

@@ -477,9 +477,9 @@ print(at_load, len(compiles) - at_load, 'matplotlib' in sys.modules)
     assert out.returncode == 0, out.stderr[-3000:]
     at_load, encode, plotting = out.stdout.split()
     assert plotting == "False"
-    # today 20 (the checksum program, a slice per leaf shape, ...); now only the prior's
-    # three element-wise conversions of `priors.prior_from_arrays`
-    assert int(at_load) <= 3, out.stdout
+    # today 20 (the checksum program, a slice per leaf shape, ...); now only the log of
+    # the prior's stored weights (`priors.prior_from_arrays`)
+    assert int(at_load) <= 1, out.stdout
     assert int(encode) == 1, out.stdout
 
 
