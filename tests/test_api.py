@@ -318,6 +318,32 @@ def test_centre_statistics_of_prior_draws_sit_on_the_design():
     assert api.chi2_quantile(0.95, 7) == pytest.approx(scipy.stats.chi2.ppf(0.95, 7), rel=1e-10)
 
 
+def test_centre_statistics_in_five_dimensions_match_scipy_distances():
+    """d = 5, anisotropic: scipy's Mahalanobis distance and the chi-square CDF (not the
+    quantile) decide each code; classes absent from the labels are absent from the result."""
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(2)
+    k, d = 4, 5
+    means = rng.normal(size=(k, d)) * 5
+    variances = rng.uniform(0.3, 4.0, size=(k, d))
+    labels = rng.choice([0, 1, 3], size=300)
+    codes = means[labels] + rng.normal(size=(300, d)) * np.sqrt(variances[labels]) * 1.3
+    names = ("a", "b", "c", "d")
+    stats = api.centre_statistics(codes, labels, means, variances, names)
+    assert list(stats) == ["a", "b", "d"]
+    for c in (0, 1, 3):
+        z = codes[labels == c]
+        inverse = np.diag(1.0 / variances[c])
+        distances = np.array([mahalanobis(x, means[c], inverse) for x in z])
+        got = stats[names[c]]
+        assert got.num_codes == len(z)
+        assert got.distance_sd == pytest.approx(
+            mahalanobis(z.mean(axis=0), means[c], inverse), rel=1e-9
+        )
+        assert got.inside_95 == np.mean(scipy.stats.chi2.cdf(distances**2, d) <= 0.95)
+
+
 @pytest.mark.parametrize(
     "labels, message",
     [
