@@ -148,7 +148,8 @@ def write_config_once(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def record_resume(workdir: str, epoch: int, changes) -> None:
-    """Appends one line to resumes.jsonl: when, from which epoch, which run options changed."""
+    """Appends one line to resumes.jsonl: when, from which epoch, which run options changed,
+    and the code that resumed (`code_identity`)."""
     with open(os.path.join(workdir, RESUMES_FILE), "a") as f:
         f.write(
             json.dumps(
@@ -156,6 +157,7 @@ def record_resume(workdir: str, epoch: int, changes) -> None:
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "from_epoch": epoch,
                     "changed": {k: [old, new] for k, old, new in changes},
+                    "code": code_identity(),
                 }
             )
             + "\n"

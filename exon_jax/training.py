@@ -173,11 +173,14 @@ def _restore(exp: experiment.Experiment, manager, workdir: str, progress: bool) 
 def _write_run_files(
     exp: experiment.Experiment, workdir: str, resuming: bool, start_epoch: int, changes
 ) -> None:
-    """config.json and record.json (first run only), resumes.jsonl (restarts); process 0."""
+    """config.json and record.json (first run only; with the code that ran:
+    `run_record.code_identity`), resumes.jsonl (restarts, with theirs); process 0."""
     if jax.process_index() != 0:
         return
     run_record.write_config_once(workdir, exp.config)
-    run_record.write_record_once(workdir, experiment.run_record_of(exp))
+    run_record.write_record_once(
+        workdir, {**experiment.run_record_of(exp), "code": run_record.code_identity()}
+    )
     if resuming:
         run_record.record_resume(workdir, start_epoch, changes)
 

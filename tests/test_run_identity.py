@@ -1,14 +1,18 @@
 """A run's identity survives a missing or damaged config.json / record.json: each is rebuilt
 from the newest checkpoint whose meta verifies (every checkpoint keeps the full config,
 data identity and priors), or refused in one line naming the file; a resume never accepts
-a config it cannot compare. Through the command line, on the tiny MNIST config.
+a config it cannot compare. Results say what they are: an evaluation on a subset writes
+its own file, and every run records the library version and git commit. Through the
+command line, on the tiny MNIST config.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -141,3 +145,21 @@ def test_evaluate_on_a_subset_writes_its_own_results_file(trained, tmp_path):
     assert subset["test_size"] == 100 and subset["overrides"] == {"data.max_test": 100}
     full = load(os.path.join(workdir, "results.json"))
     assert full["test_size"] == 200 and full["overrides"] == {}  # test_faults.ARGS: max_test=200
+
+
+def test_the_run_records_the_library_version_and_commit(trained):
+    import exon_jax
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    assert exon_jax.__version__ == version
+    assert os.path.exists(os.path.join(ROOT, "exon_jax", "py.typed"))
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        assert "py.typed" in tomllib.load(f)["tool"]["setuptools"]["package-data"]["exon_jax"]
+    for name in ("record.json", "results.json"):
+        code = load(os.path.join(trained, name))["code"]
+        assert code["exon_jax_version"] == version
+        assert re.fullmatch("[0-9a-f]{40}", code["git_commit"]), code
+        known = subprocess.run(["git", "-C", ROOT, "cat-file", "-e", code["git_commit"]])
+        assert known.returncode == 0, code  # a commit of this repository
+        assert isinstance(code["git_dirty"], bool)
