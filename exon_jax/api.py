@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from exon_jax import checkpoints, configuration, priors, train
+from exon_jax import checkpoints, configuration, priors, run_record, train
 from exon_jax.run_record import read_record, stored_config
 
 log = logging.getLogger("exon_jax")
@@ -581,7 +581,8 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
     """Restores one model of a trained workdir (the newest checkpoint that restores).
 
     Read-only: nothing in `workdir` is moved, written or deleted (a damaged newer
-    checkpoint is skipped, left in place and named in a warning). Logs which checkpoint
+    checkpoint is skipped, left in place and named in a warning; a missing or damaged
+    config.json / record.json is read from the newest checkpoint, with a warning). Logs which checkpoint
     it restored (logger "exon_jax", INFO). Compiles nothing: each Run method compiles
     its own function on first use.
 
@@ -593,8 +594,14 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
     Returns:
       A Run.
     """
-    config = stored_config(workdir)
-    record = read_record(workdir)
+    identity = run_record.run_identity(workdir)  # reads only; a missing file is rebuilt
+    if identity.config is not None:
+        config = run_record.apply_overrides(identity.config, {})
+    else:
+        config = stored_config(workdir)
+    record = identity.record if identity.record is not None else read_record(workdir)
+    for note in identity.notes:  # in memory only: nothing is rewritten
+        warnings.warn(f"load_run: {note.replace('rebuilt', 'read')}", stacklevel=3)
     points = record["points"]
     names = [configuration.point_name(p) for p in points]
     if point is None:

@@ -432,6 +432,27 @@ def test_load_run_changes_nothing_and_says_which_checkpoint(workdir, tmp_path, c
     assert re.search(r"load_run: restored checkpoint 2 of .*checkpoints", caplog.text)
 
 
+def test_load_run_without_config_and_record_reads_them_from_the_checkpoint(
+    workdir, run, dataset, tmp_path
+):
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    os.remove(os.path.join(copy, "config.json"))
+    with open(os.path.join(copy, "record.json"), "w") as f:
+        f.write('{"points": [')  # cut short
+    before = _tree(copy)
+    with pytest.warns(UserWarning) as warned:
+        loaded = exon_jax.load_run(copy)
+    assert _tree(copy) == before
+    texts = [str(w.message) for w in warned]
+    assert any(re.search(r"config\.json is missing: read from checkpoint 2", t) for t in texts)
+    assert any(re.search(r"record\.json is damaged: read from checkpoint 2", t) for t in texts)
+    assert loaded.class_names == NAMES and loaded.epoch == 2
+    np.testing.assert_array_equal(
+        loaded.classify(dataset.test.images), run.classify(dataset.test.images)
+    )
+
+
 def test_load_run_without_checkpoints_creates_nothing(workdir, tmp_path):
     copy = str(tmp_path / "run")
     shutil.copytree(workdir, copy)
