@@ -20,7 +20,9 @@ Every input is checked first; what cannot be answered raises one `InputError` (a
 ValueError) line naming the argument, the value and what is allowed.
 
 The run's prior is the exact one it was trained with (from its checkpoint). Only the
-functions a call uses are compiled, on first use; loading compiles nothing.
+functions a call uses are compiled, on first use; loading compiles nothing. Batches are
+padded to the next power of two (up to 1024 rows, then run 1024 at a time), so calls with
+varying N reuse a few compiled programs; each row's result does not depend on the others.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ from exon_jax.run_record import read_record, stored_config
 log = logging.getLogger("exon_jax")
 
 ClassLike = Any  # an int index 0..K-1 (Python or NumPy int) or a class name (str)
+
+
+CHUNK = 1024  # rows per compiled encode / decode call (smaller batches: a power of two)
 
 
 class InputError(ValueError):
@@ -215,7 +220,7 @@ class Run:
         if name not in self._jitted:
             model = self._model
             if name == "encode":
-                forward = train.make_eval_forward(model)
+                forward = train.make_eval_forward(model, CHUNK)
 
                 def encode(state, images):
                     logits, mean, logvar = forward(state, images)
@@ -391,7 +396,21 @@ class Run:
 
     # --- the model ------------------------------------------------------------------------------
 
+    def _batches(self, fn, x: np.ndarray, *args) -> list[np.ndarray]:
+        """`fn(*args, rows)` over `x` [N, ...] in padded batches of CHUNK rows (N > CHUNK)
+        or of the next power of two: at most log2(CHUNK) + 1 shapes ever compile."""
+        outputs = []
+        for start in range(0, x.shape[0], CHUNK):
+            rows = x[start : start + CHUNK]
+            n = rows.shape[0]
+            size = CHUNK if x.shape[0] > CHUNK else 1 << (n - 1).bit_length()
+            padded = np.concatenate([rows, np.zeros((size - n,) + rows.shape[1:], rows.dtype)])
+            out = jax.device_get(fn(*args, padded))
+            outputs.append([np.asarray(a, np.float32)[:n] for a in jax.tree.leaves(out)])
+        return [np.concatenate(parts) for parts in zip(*outputs)]
+
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probs [N, K], means [N, K, d], logvars [N, K, d]) of checked images."""
         n, k, d = x.shape[0], self.num_classes, self.latent_dim
         if n == 0:
             return (
@@ -399,13 +418,14 @@ class Run:
                 np.zeros((0, k, d), np.float32),
                 np.zeros((0, k, d), np.float32),
             )
-        probs, mean, logvar = self._fn("encode")(self._state, x)
-        return np.asarray(probs), np.asarray(mean, np.float32), np.asarray(logvar, np.float32)
+        probs, mean, logvar = self._batches(self._fn("encode"), x, self._state)
+        return probs, mean, logvar
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
+        """[N, H, W, C] decoder means of checked codes [N, d]."""
         if z.shape[0] == 0:
             return np.zeros((0,) + self.image_shape, np.float32)
-        return np.asarray(self._fn("decode")(self._variables, jnp.asarray(z)), np.float32)
+        return self._batches(self._fn("decode"), z, self._variables)[0]
 
     @staticmethod
     def _one(x: np.ndarray, single: bool) -> np.ndarray:

@@ -198,6 +198,32 @@ def test_image_dtypes_are_told_the_right_thing(run, images, message):
     one_line(error)
 
 
+def test_batches_of_any_size_reuse_a_few_programs_and_give_the_same_rows(run, dataset):
+    compiles = []
+
+    def listen(event, *_, **__):
+        if "backend_compile" in event:
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        _encode_in_batches(run, dataset.test.images, compiles)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def _encode_in_batches(run, images, compiles):
+    whole = run.encode(images[:200])  # 200 -> one program of 256 rows
+    before = len(compiles)
+    for n in (129, 150, 200, 255):  # all 256 rows: nothing new compiles
+        part = run.encode(images[:n])
+        for a, b in zip(part, whole):
+            np.testing.assert_allclose(a, b[:n], rtol=1e-6, atol=1e-6)
+    assert len(compiles) == before
+    many = np.concatenate([images] * 6)[:1100]  # over 1024 rows: two calls of 1024
+    np.testing.assert_allclose(run.embed(many)[1024:], run.embed(many[1024:]), atol=1e-5)
+
+
 def test_reconstruct_decodes_the_posterior_mean_code(run, dataset):
     images = dataset.test.images[:6]
     out = run.reconstruct(images)
