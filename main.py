@@ -45,9 +45,10 @@ from exon_jax import host_allocator
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 host_allocator.tune()  # before XLA allocates: freed buffers' pages are reused, not re-faulted
 
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mnist.py")
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mnist.py"),
+    _DEFAULT_CONFIG,
     "Experiment config file (a python file with get_config()).",
     lock_config=True,
 )
@@ -83,18 +84,45 @@ _HEARTBEAT = flags.DEFINE_integer(
 )
 
 
+class _SetupError(Exception):
+    """A command-line setting that cannot work, reported in one line."""
+
+
 def _initialize_distributed() -> None:
+    """jax.distributed from the three flags, or from the cluster (--distributed).
+
+    Raises:
+      _SetupError: some of the three flags without the others (outside --distributed), or
+        a failed initialisation (e.g. --distributed where no cluster is detected).
+    """
     explicit = {
         "coordinator_address": _COORDINATOR.value,
         "num_processes": _NUM_PROCESSES.value,
         "process_id": _PROCESS_ID.value,
     }
     given = {k: v for k, v in explicit.items() if v is not None}
-    if given or _DISTRIBUTED.value or os.environ.get("EXON_DISTRIBUTED"):
+    auto = _DISTRIBUTED.value or bool(os.environ.get("EXON_DISTRIBUTED"))
+    if given and len(given) < len(explicit) and not auto:
+        missing = " and ".join(f"--{k}" for k in explicit if k not in given)
+        raise _SetupError(
+            f"{' '.join(f'--{k}={v}' for k, v in given.items())} needs {missing} too "
+            "(or --distributed inside a cluster, which detects them)"
+        )
+    if given or auto:
         import jax
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only
-        jax.distributed.initialize(**given, heartbeat_timeout_seconds=_HEARTBEAT.value)
+        try:
+            jax.distributed.initialize(**given, heartbeat_timeout_seconds=_HEARTBEAT.value)
+        except (ValueError, RuntimeError) as error:
+            how = (
+                " (no cluster detected: outside SLURM, Open MPI or Kubernetes give "
+                "--coordinator_address, --num_processes and --process_id)"
+                if auto and len(given) < len(explicit)
+                else ""
+            )
+            reason = " ".join(str(error).split())[:300]
+            raise _SetupError(f"jax.distributed cannot start: {reason}{how}") from error
 
 
 def _use_compilation_cache() -> None:
@@ -179,7 +207,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    _initialize_distributed()
+    try:
+        _initialize_distributed()
+        _check_workdir(_WORKDIR.value)
+    except _SetupError as error:
+        if _DEBUG.value:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     _use_compilation_cache()
     if _DEBUG.value:
         from exon_jax import checkpoints
@@ -211,9 +246,19 @@ def _in_cluster() -> bool:
     return jax.process_count() > 1
 
 
+def _check_workdir(workdir: str) -> None:
+    """Refuses a --workdir that exists but is not a directory."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise _SetupError(f"--workdir={workdir} is a file, not a directory")
+
+
+_RUN_FILES = ("config.json", "record.json", "checkpoints")
+
+
 def _keep_traceback(workdir: str) -> str | None:
-    """Appends the current traceback to <workdir>/error.log when the workdir exists."""
-    if not os.path.isdir(workdir):
+    """Appends the current traceback to <workdir>/error.log when the workdir holds a run
+    (a directory of someone else's is left as it was)."""
+    if not any(os.path.exists(os.path.join(workdir, name)) for name in _RUN_FILES):
         return None
     path = os.path.join(workdir, "error.log")
     try:
@@ -233,7 +278,9 @@ def _parse_flags(argv):
     except (AttributeError, KeyError) as error:  # ConfigDict: an override names no field
         name = str(error).strip("\"'")
         given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-        culprits = [a for a in given if a.split(".")[-1] == name] or given
+        culprits = _unknown_config_fields(argv, given)
+        if culprits is None:  # the config file cannot be read here: name what we can
+            culprits = [a for a in given if a.split(".")[-1] == name] or given
         message = (
             f"no such config field: {', '.join(culprits)} (the config file defines "
             "every field it accepts)"
@@ -242,6 +289,44 @@ def _parse_flags(argv):
         message = f"a --config override cannot be applied: {error}"
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def _unknown_config_fields(argv, given: list[str]) -> list[str] | None:
+    """Each `--config.<field>` of `given` that the config file does not define, with the
+    closest field it does define ("--config.train.epoch (did you mean
+    --config.train.epochs?)"); None when the config file cannot be loaded here."""
+    import difflib
+    import importlib.util
+
+    import ml_collections
+
+    spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+    path, _, arg = (spec or _DEFAULT_CONFIG).partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_exon_config_check", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception:  # noqa: BLE001 - any failure: fall back to the plain message
+        return None
+    unknown = []
+    for flag in given:
+        parts = flag.removeprefix("--config.").split(".")
+        node = config
+        for i, part in enumerate(parts):
+            if isinstance(node, ml_collections.ConfigDict) and part in node:
+                node = node[part]
+                continue
+            keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            close = difflib.get_close_matches(part, keys, n=1)
+            hint = ""
+            if close:
+                hint = (
+                    f" (did you mean --config.{'.'.join([*parts[:i], close[0], *parts[i + 1 :]])}?)"
+                )
+            unknown.append(flag + hint)
+            break
+    return unknown or None
 
 
 if __name__ == "__main__":

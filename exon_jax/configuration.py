@@ -121,7 +121,15 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(
         config.prior.layout in PRIOR_LAYOUTS, "prior.layout", f"must be one of {PRIOR_LAYOUTS}"
     )
-    _require_float32(config.prior.variance, "prior.variance", positive=True)
+    for name in ("variance", "relevant_variance", "irrelevant_variance"):
+        value = config.prior.get(name, 1.0)
+        _require_float32(value, f"prior.{name}", positive=True)
+        _require(
+            value >= priors.MIN_VARIANCE,
+            f"prior.{name}",
+            f"must be >= {priors.MIN_VARIANCE:g}, got {value!r} (a narrower component's "
+            "float32 log-density and gradients overflow)",
+        )
     _require(config.prior.radius >= 0, "prior.radius", "must be >= 0 (0 = automatic)")
     _require_float32(config.prior.distance, "prior.distance", positive=True)
     layout = config.prior.layout
@@ -218,6 +226,21 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "analysis.figure_workers",
         "must be an integer >= 0 (0 = one process per CPU core)",
     )
+    analysis = config.analysis
+    for name, low in (("grid_size", 2), ("label_map_size", 2)):
+        value = analysis.get(name, low)
+        _require(
+            _is_int(value) and value >= low,
+            f"analysis.{name}",
+            f"must be an integer >= {low}, got {value!r}",
+        )
+    _require_float32(analysis.get("grid_extent", 1.0), "analysis.grid_extent", positive=True)
+    _require_float32(analysis.get("activation_threshold", 0.0), "analysis.activation_threshold")
+    for name in ("figures", "pdf", "tensorboard_images"):
+        value = analysis.get(name, True)
+        _require(
+            isinstance(value, bool), f"analysis.{name}", f"must be True or False, got {value!r}"
+        )
     classes = tuple(config.analysis.get("classes", (0,)))
     _require(
         len(classes) > 0 and all(isinstance(c, (int, str)) for c in classes),

@@ -188,6 +188,7 @@ def sample_prior(key: jax.Array, prior: MixturePrior, num_samples: int):
 # Weights written to 4 significant figures are each within 5e-4 of their value relative
 # to it, so their sum is within 5e-4 of 1; they are then normalised.
 WEIGHTS_SUM_TOLERANCE = 1e-3
+MIN_VARIANCE = 1e-6  # smallest component variance a prior may have (sd 1e-3)
 
 
 class PriorError(ValueError):
@@ -206,7 +207,7 @@ def check_prior_arrays(
 
     Args:
       means: [K, d] component means.
-      variances: [K, d], [K] (one per component) or a scalar, all > 0.
+      variances: [K, d], [K] (one per component) or a scalar, all >= MIN_VARIANCE.
       weights: optional [K] positive mixture weights summing to 1 to within 1e-3 (so
         weights written to 4 significant figures pass); uniform if None.
       num_classes: K the data set needs (checked when given).
@@ -254,6 +255,11 @@ def check_prior_arrays(
     variances = np.broadcast_to(variances, (k, d)).copy()
     if np.any(variances <= 0):
         raise PriorError(f"{where}: variances must be > 0")
+    if np.any(variances < MIN_VARIANCE):
+        raise PriorError(
+            f"{where}: variances must be >= {MIN_VARIANCE:g}, got {float(np.min(variances)):g} "
+            "(a narrower component's float32 log-density and gradients overflow)"
+        )
     if weights is None or np.size(weights) == 0:
         weights = np.full((k,), 1.0 / k)
     weights = array(weights, "weights")
