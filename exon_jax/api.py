@@ -20,9 +20,10 @@ Every input is checked first; what cannot be answered raises one `InputError` (a
 ValueError) line naming the argument, the value and what is allowed.
 
 The run's prior is the exact one it was trained with (from its checkpoint). Only the
-functions a call uses are compiled, on first use; loading compiles nothing. Batches are
-padded to the next power of two (up to 1024 rows, then run 1024 at a time), so calls with
-varying N reuse a few compiled programs; each row's result does not depend on the others.
+functions a call uses are compiled, on first use (loading compiles no model function).
+Batches are padded to the next power of two (up to 1024 rows, then run 1024 at a time),
+so calls with varying N reuse a few compiled programs; each row's result does not depend
+on the others.
 """
 
 from __future__ import annotations
@@ -600,11 +601,11 @@ def _export(path, codes, probs, predicted, labels, class_names) -> None:
 def load_run(workdir: str, point: int | str | None = None) -> Run:
     """Restores one model of a trained workdir (the newest checkpoint that restores).
 
-    Read-only: nothing in `workdir` is moved, written or deleted (a damaged newer
+    Read-only: nothing in `workdir` is moved, written or deleted. A damaged newer
     checkpoint is skipped, left in place and named in a warning; a missing or damaged
-    config.json / record.json is read from the newest checkpoint, with a warning). Logs which checkpoint
-    it restored (logger "exon_jax", INFO). Compiles nothing: each Run method compiles
-    its own function on first use.
+    config.json / record.json is read from the newest checkpoint, with a warning. Logs
+    which checkpoint it restored (logger "exon_jax", INFO). Compiles no model function:
+    each Run method compiles its own on first use.
 
     Args:
       workdir: a training run's directory.
