@@ -229,15 +229,38 @@ def main(argv):
         print(f"{error}; resume with: {shlex.join([sys.executable, *sys.argv])}", file=sys.stderr)
         sys.stderr.flush()
         sys.exit(PREEMPTED_STATUS)
-    except EXPECTED_ERRORS as error:
-        if _DEBUG.value:
+    except Exception as error:  # noqa: BLE001 - sorted below: expected, a lost peer, a bug
+        if _DEBUG.value or not (isinstance(error, EXPECTED_ERRORS) or _peer_lost(error)):
             raise
+        message = str(error)
+        if not isinstance(error, EXPECTED_ERRORS):
+            message = (
+                "another process of this run stopped or cannot be reached ("
+                + " ".join(message.split())[:160]
+                + "); restart every process to resume from the last checkpoint in "
+                + os.path.join(_WORKDIR.value, "checkpoints")
+            )
         log = _keep_traceback(_WORKDIR.value)
-        print(f"error: {error}" + (f" (traceback in {log})" if log else ""), file=sys.stderr)
+        print(f"error: {message}" + (f" (traceback in {log})" if log else ""), file=sys.stderr)
         sys.stderr.flush()
         if _in_cluster():
             os._exit(1)  # no shutdown barrier: the other processes see this one gone and stop
         sys.exit(1)
+
+
+_PEER_LOST = ("Gloo", "heartbeat", "Connection reset", "UNAVAILABLE", "Barrier", "barrier")
+
+
+def _peer_lost(error: BaseException) -> bool:
+    """A collective or the coordination service failed because another process is gone
+    (then this one exits in one line, skipping the shutdown barrier and its abort dump)."""
+    import jax
+
+    return (
+        _in_cluster()
+        and isinstance(error, jax.errors.JaxRuntimeError)
+        and any(s in str(error) for s in _PEER_LOST)
+    )
 
 
 def _in_cluster() -> bool:

@@ -96,3 +96,22 @@ def test_sigterm_to_one_process_stops_both_at_one_epoch_and_resumes(tmp_path):
         _, err = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, err[-3000:]
     assert test_faults.results_numbers(workdir) == test_faults.results_numbers(reference)
+
+
+@pytest.mark.slow  # a two-process run to its first epoch: ~1 min on 2 cores
+def test_a_dying_peer_ends_the_other_in_one_line(tmp_path):
+    workdir = str(tmp_path / "run")
+    processes = start_pair(workdir, args=test_preemption.ARGS)
+    deadline = time.monotonic() + TIMEOUT
+    while test_preemption.epochs_logged(workdir) < 1:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.01)
+    processes[1].send_signal(signal.SIGKILL)
+    _, err = processes[0].communicate(timeout=TIMEOUT)
+    assert processes[0].returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "Check failure" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: another process of this run stopped or cannot be reached ("
+    ), err[-3000:]
+    assert f"resume from the last checkpoint in {workdir}/checkpoints" in lines[0]
