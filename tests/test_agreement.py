@@ -66,6 +66,40 @@ def test_a_process_with_another_config_stops_every_process(tmp_path):
     assert not os.path.exists(workdir / "checkpoints")  # refused before anything was written
 
 
+def test_a_process_with_other_data_stops_every_process(tmp_path):
+    """Process 1 reads a permuted copy of process 0's data set (its own data.dir)."""
+    import numpy as np
+
+    from tests.synthetic import mnist_slice
+
+    data = mnist_slice(3000, 300, "mnist_slice")
+    order = np.random.default_rng(0).permutation(3000)
+    for folder, index in (("p0", np.arange(3000)), ("p1", order)):
+        np.savez(
+            tmp_path / f"{folder}.npz",
+            train_images=data.train.images[index],
+            train_labels=data.train.labels[index],
+            test_images=data.test.images,
+            test_labels=data.test.labels,
+        )
+        (tmp_path / folder).mkdir()
+        os.rename(tmp_path / f"{folder}.npz", tmp_path / folder / "mnist_slice.npz")
+    args = [*test_faults.ARGS, "--config.data.name=mnist_slice", "--config.data.source=files"]
+    processes = start_pair(
+        tmp_path / "run",
+        ((f"--config.data.dir={tmp_path / 'p0'}",), (f"--config.data.dir={tmp_path / 'p1'}",)),
+        args=args,
+    )
+    for p in processes:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 1 and "Traceback" not in err, err[-3000:]
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert lines == [
+            "error: process 1 differs from process 0 in the data set (sha256 of its arrays): "
+            "every process of a run must be started with the same config, data and code"
+        ], err[-3000:]
+
+
 @pytest.mark.slow  # three two-process runs: ~1-2 min on 2 cores
 def test_sigterm_to_one_process_stops_both_at_one_epoch_and_resumes(tmp_path):
     args = test_preemption.ARGS
