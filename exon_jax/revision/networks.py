@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from exon_jax.models import batch_norm, conv, dense
+from exon_jax.models import batch_norm, conv, dense, max_pool_2x2
 
 _GLOROT = nn.initializers.glorot_uniform()
 
@@ -109,7 +109,7 @@ class MNISTClassifier(nn.Module):
         for i, (features, size) in enumerate(((32, 5), (64, 3), (128, 3))):
             h = conv(features, size, 1, name=f"conv_{i}")(h)
             h = nn.leaky_relu(batch_norm(train, name=f"norm_{i}")(h), 0.1)
-            h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
+            h = max_pool_2x2(h)
             h = spatial_dropout(self.dropout_rate, not dropout, name=f"dropout_{i}")(h)
         h = jnp.mean(h, axis=(1, 2))
         h = dense(64, name="hidden")(h)
@@ -185,7 +185,7 @@ class CIFARClassifier(nn.Module):
                 h = conv(features, 3, 1, name=f"conv_{s}_{i}")(h)
                 h = nn.leaky_relu(batch_norm(train, name=f"norm_{s}_{i}")(h), 0.1)
             if s < 2:
-                h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
+                h = max_pool_2x2(h)
                 h = spatial_dropout(self.dropout_rate, not dropout, name=f"dropout_{s}")(h)
         h = jnp.mean(h, axis=(1, 2))
         return dense(self.num_classes, name="logits")(h)
