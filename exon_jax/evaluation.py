@@ -12,6 +12,7 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from exon_jax import analysis, configuration, metrics, train
@@ -64,6 +65,48 @@ def make_evaluate(
         }
 
     return jax.jit(train.over_models(evaluate_one, num_models, model_axis))
+
+
+MAX_PARAMETER = 1e8  # |parameter| above this: diverged (sane weights stay far below 1e4)
+CHECKED_METRICS = ("classification_error", "kl", "negative_ssim")  # must be finite
+
+
+@jax.jit
+def parameter_health(params) -> tuple[jax.Array, jax.Array]:
+    """([G] bool all finite, [G] largest |parameter|) of each model's floating parameters
+    (leading model axis; one compiled reduction)."""
+    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    flat = [x.reshape(x.shape[0], -1) for x in leaves]
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=1) for x in flat]), axis=0)
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(x), axis=1) for x in flat]), axis=0)
+    return finite, largest
+
+
+def unsound_models(
+    finite: np.ndarray, largest: np.ndarray, evaluated: dict[str, Any] | None
+) -> dict[str, list[int]]:
+    """{reason: model indices} for models whose parameters are non-finite or above
+    MAX_PARAMETER, or (given `evaluated`) whose checked metrics are not finite; {} if none.
+
+    Args:
+      finite, largest: [G] `parameter_health` on the host.
+      evaluated: `make_evaluate` outputs on the host, or None.
+    """
+    reasons: dict[str, list[int]] = {}
+    for i in range(len(finite)):
+        if not finite[i]:
+            reasons.setdefault("non-finite parameters", []).append(i)
+        elif largest[i] > MAX_PARAMETER:
+            reasons.setdefault(
+                f"parameters out of range (largest |parameter| {largest[i]:.3g} > "
+                f"{MAX_PARAMETER:.0e}: the learning rate is likely too high)",
+                [],
+            ).append(i)
+        elif evaluated is not None:
+            bad = [k for k in CHECKED_METRICS if not np.isfinite(evaluated[k][i])]
+            if bad:
+                reasons.setdefault(f"non-finite evaluation ({', '.join(bad)})", []).append(i)
+    return reasons
 
 
 def scalar_row(values: dict[str, Any], index: int) -> dict[str, float]:

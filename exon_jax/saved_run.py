@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
-from exon_jax import checkpoints, evaluation, experiment, parallel, priors, run_record, train
+from exon_jax import (
+    checkpoints,
+    configuration,
+    evaluation,
+    experiment,
+    parallel,
+    priors,
+    run_record,
+    train,
+)
 from exon_jax import data as data_lib
 
 if TYPE_CHECKING:  # drawing (Matplotlib) is imported only when figures are drawn
@@ -113,6 +122,7 @@ def evaluate(
     """
     exp, states, meta = restore_run(workdir, overrides, dataset)
     evaluated = experiment.evaluate_states(exp, states)
+    _check_sound(exp, states, evaluated, meta, workdir)
     results = experiment.summarise(exp, states, evaluated, meta["train_seconds"])
     describe_results(results, exp, overrides)
     evaluation.write_results(workdir, results, results_tag(overrides))
@@ -125,8 +135,29 @@ def analyze(
     dataset: data_lib.ImageDataset | None = None,
 ) -> list[str]:
     """Restores the newest good checkpoint and rewrites all figures in workdir/figures."""
-    exp, states, _ = restore_run(workdir, overrides, dataset)
-    return write_figures(exp, states, experiment.evaluate_states(exp, states), workdir)
+    exp, states, meta = restore_run(workdir, overrides, dataset)
+    evaluated = experiment.evaluate_states(exp, states)
+    _check_sound(exp, states, evaluated, meta, workdir)
+    return write_figures(exp, states, evaluated, workdir)
+
+
+def _check_sound(exp: experiment.Experiment, states, evaluated, meta, workdir: str) -> None:
+    """Refuses a restored state whose parameters are out of range or whose evaluation is
+    not finite (a run that diverged before its checks existed): no results, no figures.
+
+    Raises:
+      CheckpointError: naming the checkpoint, the models and why.
+    """
+    finite, largest = parallel.to_host(evaluation.parameter_health(states.params))
+    reasons = evaluation.unsound_models(finite, largest, evaluated)
+    if reasons:
+        names = [configuration.point_name(p) for p in exp.points]
+        raise checkpoints.CheckpointError(
+            f"checkpoint {meta.get('epoch')} in {os.path.join(workdir, 'checkpoints')} is "
+            "not a sound state: "
+            + "; ".join(f"{r} for model(s) {[names[i] for i in m]}" for r, m in reasons.items())
+            + " (the run diverged before it was saved; nothing was written)"
+        )
 
 
 def write_figures(

@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -203,21 +202,6 @@ def _check_memory(exp: experiment.Experiment, memory: dict[str, float], progress
         )
 
 
-MAX_PARAMETER = 1e8  # |parameter| above this: diverged (sane weights stay far below 1e4)
-_EVALUATED_CHECKED = ("classification_error", "kl", "negative_ssim")
-
-
-@jax.jit
-def _parameter_health(params) -> tuple[jax.Array, jax.Array]:
-    """([G] bool all finite, [G] largest |parameter|) of each model's floating parameters
-    (one compiled reduction)."""
-    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    flat = [x.reshape(x.shape[0], -1) for x in leaves]
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=1) for x in flat]), axis=0)
-    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(x), axis=1) for x in flat]), axis=0)
-    return finite, largest
-
-
 def _check_finite(
     health: tuple[np.ndarray, np.ndarray],
     train_metrics,
@@ -228,28 +212,19 @@ def _check_finite(
     workdir: str,
 ) -> None:
     """Raises TrainingDiverged naming the models whose loss or parameters are non-finite,
-    whose parameters exceed MAX_PARAMETER, or whose evaluation (when `evaluated`) is not
-    finite: such a state is never saved as a good checkpoint.
+    whose parameters exceed `evaluation.MAX_PARAMETER`, or whose evaluation (when
+    `evaluated`) is not finite: such a state is never saved as a good checkpoint.
 
     Args:
-      health: `_parameter_health` of the states after `epoch`, on the host ([G], [G]).
+      health: `evaluation.parameter_health` of the states after `epoch`, on the host.
       evaluated: this epoch's test evaluation on the host, or None.
     """
     finite, largest = (np.asarray(a) for a in health)
-    reasons: dict[str, list[str]] = {}
-    for i, name in enumerate(names):
-        if not (np.isfinite(np.asarray(train_metrics["max_loss"])[i]) and finite[i]):
-            reasons.setdefault("non-finite loss or parameters", []).append(name)
-        elif largest[i] > MAX_PARAMETER:
-            reasons.setdefault(
-                f"parameters out of range (largest |parameter| {largest[i]:.3g} > "
-                f"{MAX_PARAMETER:.0e}: the learning rate is likely too high)",
-                [],
-            ).append(name)
-        elif evaluated is not None:
-            bad = [k for k in _EVALUATED_CHECKED if not np.isfinite(evaluated[k][i])]
-            if bad:
-                reasons.setdefault(f"non-finite evaluation ({', '.join(bad)})", []).append(name)
+    finite = finite & np.isfinite(np.asarray(train_metrics["max_loss"]))
+    reasons = {
+        reason.replace("non-finite parameters", "non-finite loss or parameters"): models
+        for reason, models in evaluation.unsound_models(finite, largest, evaluated).items()
+    }
     if reasons:
         where = (
             f"the last good checkpoint is epoch {last_good} in "
@@ -258,7 +233,10 @@ def _check_finite(
             else "no checkpoint was written yet"
         )
         raise TrainingDiverged(
-            "; ".join(f"{r} in epoch {epoch} for model(s) {bad}" for r, bad in reasons.items())
+            "; ".join(
+                f"{reason} in epoch {epoch} for model(s) {[names[i] for i in models]}"
+                for reason, models in reasons.items()
+            )
             + f"; {where}"
         )
 
@@ -332,7 +310,7 @@ def _train_locked(
                     states, hparams, data, experiment.epoch_key(config, epoch, exp.mesh)
                 )
                 train_metrics, health = parallel.to_host(
-                    (train_metrics, _parameter_health(states.params))
+                    (train_metrics, evaluation.parameter_health(states.params))
                 )
             elapsed = start.train_seconds + stopwatch.seconds["train"]
             _check_finite(health, train_metrics, None, done, names, last_good, workdir)

@@ -163,3 +163,31 @@ def test_the_run_records_the_library_version_and_commit(trained):
         known = subprocess.run(["git", "-C", ROOT, "cat-file", "-e", code["git_commit"]])
         assert known.returncode == 0, code  # a commit of this repository
         assert isinstance(code["git_dirty"], bool)
+
+
+def test_a_diverged_checkpoint_is_not_evaluated(trained, tmp_path):
+    """A checkpoint whose parameters reached ~1e29 (saved by a version without the
+    magnitude check) is refused at evaluate in one line; results.json stays."""
+    import jax
+
+    from exon_jax import checkpoints, saved_run
+
+    workdir = copy(trained, tmp_path)
+    _, states, meta = saved_run.restore_run(workdir)
+    blown = states.replace(params=jax.tree.map(lambda x: x * 1e30, states.params))
+    manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
+    try:
+        checkpoints.save(manager, 3, blown, {**meta, "epoch": 3})  # finite: accepted
+    finally:
+        manager.close()
+    with open(os.path.join(workdir, "results.json"), "rb") as f:
+        before = f.read()
+    rc, err = main(workdir, "--mode=evaluate")
+    assert rc == 1 and "Traceback" not in err, err[-3000:]
+    [line] = error_lines(err)
+    assert line.startswith(
+        f"error: checkpoint 3 in {workdir}/checkpoints is not a sound state: parameters out "
+        "of range (largest |parameter| "
+    ), line
+    with open(os.path.join(workdir, "results.json"), "rb") as f:
+        assert f.read() == before
