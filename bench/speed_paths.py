@@ -39,9 +39,9 @@ common.tune_allocator()
 
 import jax  # noqa: E402
 
-from exon_jax import experiment, models  # noqa: E402
+from exon_jax import backend, experiment  # noqa: E402
 
-# name: (compute dtype, weight-gradient layout, epoch loop); None = models' default layout
+# name: (compute dtype, weight-gradient layout, epoch loop); None = backend.dense_weight_gradient()
 VARIANTS = {
     "f32_scan": ("float32", None, "scan"),
     "f32_scan_stock": ("float32", "xla", "scan"),
@@ -55,24 +55,21 @@ TARGETS = {"f32_scan": 1.05, "bf16_scan": 1.5, "f32_per_call": 0.9}
 class JaxVariant:
     def __init__(self, name: str, dtype: str, layout: str | None, loop: str):
         self.name, self.dtype, self.loop = name, dtype, loop
-        self.layout = layout or models.weight_gradient_layout()
-        old = models.set_weight_gradient_layout(self.layout)
-        try:
-            config = common.mnist_config(dtype)
-            config.train.epoch_loop = loop
-            exp = experiment.build_experiment(config, common.mnist_dataset())
-            self.steps = exp.settings.steps_per_epoch
-            self.data = experiment.device_data(exp)
-            self.hparams = experiment.sharded_hparams(exp)
-            self.key = jax.random.fold_in(experiment.data_key(config), 0)
-            self.states = experiment.init_states(exp)
-            epoch = experiment.compile_epoch(exp)
-            if loop == "scan":
-                epoch = epoch.lower(self.states, self.hparams, self.data, self.key).compile()
-            self.epoch = epoch
-            self.run()  # warm-up (traces the python loop's step)
-        finally:
-            models.set_weight_gradient_layout(old)
+        self.layout = layout or backend.dense_weight_gradient()
+        config = common.mnist_config(dtype)
+        config.train.epoch_loop = loop
+        config.train.dense_layout = self.layout
+        exp = experiment.build_experiment(config, common.mnist_dataset())
+        self.steps = exp.settings.steps_per_epoch
+        self.data = experiment.device_data(exp)
+        self.hparams = experiment.sharded_hparams(exp)
+        self.key = jax.random.fold_in(experiment.data_key(config), 0)
+        self.states = experiment.init_states(exp)
+        epoch = experiment.compile_epoch(exp)
+        if loop == "scan":
+            epoch = epoch.lower(self.states, self.hparams, self.data, self.key).compile()
+        self.epoch = epoch
+        self.run()  # warm-up (traces the python loop's step)
 
     def run(self) -> float:
         t0 = time.perf_counter()

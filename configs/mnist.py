@@ -99,6 +99,7 @@ def get_config(arg=None):
     config.train.max_checkpoints = 3
     config.train.model_axis = "auto"  # auto | vmap | map: how a grid's models run
     config.train.epoch_loop = "auto"  # auto | scan | python: steps in one lax.scan or per call
+    config.train.dense_layout = "auto"  # auto | xla | smaller | ...: dense weight-gradient kernel
 
     config.sweep = ml_collections.ConfigDict()
     config.sweep.lambda1 = ()

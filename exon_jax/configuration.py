@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from exon_jax import methods, priors
+from exon_jax import backend, methods, priors
 from exon_jax.analysis import POSTERIOR_KINDS
 from exon_jax.losses import LIKELIHOODS
 from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
@@ -43,6 +43,7 @@ RUN_OPTION_FIELDS = (
     "train.max_checkpoints",
     "train.model_axis",
     "train.epoch_loop",
+    "train.dense_layout",
     "data.dir",
     "data.path",
     "data.max_test",
@@ -213,6 +214,11 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     )
     _require(
         config.train.epoch_loop in EPOCH_LOOPS, "train.epoch_loop", f"must be one of {EPOCH_LOOPS}"
+    )
+    _require(
+        config.train.get("dense_layout", "auto") in backend.DENSE_LAYOUTS,
+        "train.dense_layout",
+        f"must be one of {backend.DENSE_LAYOUTS}",
     )
     _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
     _require(

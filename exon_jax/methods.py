@@ -77,6 +77,7 @@ def compute_dtype(config: ml_collections.ConfigDict):
 
 def _exon_model(config: ml_collections.ConfigDict, num_classes: int, image_shape) -> nn.Module:
     dtype = compute_dtype(config)
+    layout = backend.dense_weight_gradient(config.train.get("dense_layout", "auto"))
     if config.model.network == "mlp":
         return models.EXoNModel(
             encoder=models.MLPEncoder(
@@ -84,11 +85,13 @@ def _exon_model(config: ml_collections.ConfigDict, num_classes: int, image_shape
                 latent_dim=config.model.latent_dim,
                 hidden=tuple(config.model.hidden),
                 compute_dtype=dtype,
+                dense_layout=layout,
             ),
             decoder=models.MLPDecoder(
                 output_shape=tuple(image_shape),
                 hidden=tuple(config.model.hidden),
                 compute_dtype=dtype,
+                dense_layout=layout,
             ),
             classifier=None,
         )
@@ -99,12 +102,19 @@ def _exon_model(config: ml_collections.ConfigDict, num_classes: int, image_shape
         )
     return models.EXoNModel(
         encoder=models.ConvEncoder(
-            num_classes=num_classes, latent_dim=config.model.latent_dim, compute_dtype=dtype
+            num_classes=num_classes,
+            latent_dim=config.model.latent_dim,
+            compute_dtype=dtype,
+            dense_layout=layout,
         ),
         decoder=models.ConvDecoder(
-            compute_dtype=dtype, patch_max_size=backend.transposed_conv_patch_size()
+            compute_dtype=dtype,
+            patch_max_size=backend.transposed_conv_patch_size(),
+            dense_layout=layout,
         ),
-        classifier=models.Classifier(num_classes=num_classes, compute_dtype=dtype),
+        classifier=models.Classifier(
+            num_classes=num_classes, compute_dtype=dtype, dense_layout=layout
+        ),
     )
 
 

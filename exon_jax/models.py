@@ -13,7 +13,7 @@ Matmul precision. Every module takes `compute_dtype`:
   BatchNorm, activations and outputs stay float32. The hooks used:
   `nn.Dense(dot_general=...)`, `nn.Conv(conv_general_dilated=...)`; `nn.ConvTranspose`
   has no such hook in flax 0.12, so bfloat16 transposed convolutions use
-  `backend.PatchConvTranspose`, which casts input and kernel (not the bias) itself.
+  `PatchConvTranspose`, which casts input and kernel (not the bias) itself.
 
 Initialisation follows Keras defaults (the authors' code is Keras): Glorot-uniform
 kernels, zero biases; BatchNorm with momentum 0.99 and epsilon 1e-3, its running
@@ -105,25 +105,6 @@ def _reduced_conv_general_dilated(lhs, rhs, window_strides, padding, *, compute_
 #   "smaller"   : whichever of the two copies fewer elements.
 
 WEIGHT_GRADIENT_LAYOUTS = ("xla", "transpose_x", "transpose_g", "smaller")
-_weight_gradient_layout = "smaller"
-
-
-def weight_gradient_layout() -> str:
-    """The layout used by dense layers built (traced) from now on."""
-    return _weight_gradient_layout
-
-
-def set_weight_gradient_layout(layout: str) -> str:
-    """Sets the weight-gradient layout for dense layers traced from now on; returns the old one.
-
-    A benchmarking knob (bench/speed_paths.py): it acts when a step is traced, so set it
-    before building and compiling the functions to compare.
-    """
-    global _weight_gradient_layout
-    if layout not in WEIGHT_GRADIENT_LAYOUTS:
-        raise ValueError(f"layout must be one of {WEIGHT_GRADIENT_LAYOUTS}, got {layout!r}")
-    old, _weight_gradient_layout = _weight_gradient_layout, layout
-    return old
 
 
 def _cast(a, dtype):
@@ -210,7 +191,12 @@ def _layout_dot_general(
     return jnp.reshape(out, (*lhs.shape[:-1], rhs.shape[1]))
 
 
-def dense(features: int, compute_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Dense:
+def dense(
+    features: int,
+    compute_dtype: Any = jnp.float32,
+    name: Optional[str] = None,
+    layout: str = "xla",
+) -> nn.Dense:
     """nn.Dense with Keras initialisation and the module-wide matmul precision.
 
     Args:
@@ -218,14 +204,16 @@ def dense(features: int, compute_dtype: Any = jnp.float32, name: Optional[str] =
       compute_dtype: float32 (default path) or bfloat16 (bf16 operands, float32
         accumulation and output; float32 parameters).
       name: submodule name.
+      layout: the product's weight-gradient layout (WEIGHT_GRADIENT_LAYOUTS; "xla" is
+        flax's stock product, `exon_jax.backend.dense_weight_gradient` picks per backend).
 
     Returns:
-      An nn.Dense mapping [..., n] -> [..., features], float32 out. Its product's weight
-      gradient follows `weight_gradient_layout()` (see WEIGHT_GRADIENT_LAYOUTS); the
-      parameters ('kernel' [n, features], 'bias') are nn.Dense's in every layout.
+      An nn.Dense mapping [..., n] -> [..., features], float32 out; its parameters
+      ('kernel' [n, features], 'bias') are nn.Dense's in every layout.
     """
+    if layout not in WEIGHT_GRADIENT_LAYOUTS:
+        raise ValueError(f"layout must be one of {WEIGHT_GRADIENT_LAYOUTS}, got {layout!r}")
     reduced = _is_reduced(compute_dtype)
-    layout = _weight_gradient_layout
     dot_general = None
     if layout != "xla":
         dot_general = functools.partial(
@@ -278,6 +266,63 @@ def conv(
     )
 
 
+class PatchConvTranspose(nn.Module):
+    """Square transposed convolution, padding SAME: [B, H, W, Cin] -> [B, H*s, W*s, features].
+
+    The same function and parameters ('kernel' [k, k, Cin, features], 'bias') as
+    `nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")`. Where the
+    output is small (at most `patch_max_size` pixels a side: the 2x2 -> 16x16 layers of
+    the paper's decoder) it is computed as one matmul over explicit k x k patches:
+    XLA:CPU runs convolutions whose kernel is larger than their input on a slow
+    path (3.2 s vs 0.07 s for the 4x4, 256-channel, 5x5 layer at batch 66). With
+    `patch_max_size` 0 it is `lax.conv_transpose` with the operands in `compute_dtype`.
+    """
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    compute_dtype: Any = jnp.float32
+    patch_max_size: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.kernel_size, self.strides
+        kernel = self.param("kernel", _KERNEL_INIT, (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        reduced = _is_reduced(self.compute_dtype)
+        lhs = x.astype(self.compute_dtype) if reduced else x
+        rhs = kernel.astype(self.compute_dtype) if reduced else kernel
+        out_h, out_w = x.shape[1] * s, x.shape[2] * s
+        if max(out_h, out_w) > self.patch_max_size:
+            y = jax.lax.conv_transpose(
+                lhs,
+                rhs,
+                (s, s),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                preferred_element_type=jnp.float32,
+            )
+            return y + bias
+        # lax.conv_transpose's SAME padding: dilate the input by s, pad (a, b), correlate.
+        pad_total = k + s - 2
+        pad_a = k - 1 if s > k - 1 else -(-pad_total // 2)
+        pad_b = pad_total - pad_a
+        zero = jnp.zeros((), lhs.dtype)
+        padded = jax.lax.pad(
+            lhs, zero, ((0, 0, 0), (pad_a, pad_b, s - 1), (pad_a, pad_b, s - 1), (0, 0, 0))
+        )
+        patches = jnp.stack(
+            [padded[:, i : i + out_h, j : j + out_w, :] for i in range(k) for j in range(k)], axis=3
+        )
+        y = jnp.einsum(
+            "bhwpc,pco->bhwo",
+            patches,
+            rhs.reshape(k * k, *rhs.shape[2:]),
+            preferred_element_type=jnp.float32,
+        )
+        return y + bias
+
+
 def conv_transpose(
     features: int,
     kernel_size: int,
@@ -290,7 +335,7 @@ def conv_transpose(
 
     Flax's stock `nn.ConvTranspose` for float32 compute; the same function with bfloat16
     operands, or (`patch_max_size` > 0, a workaround `exon_jax.backend` asks for on CPU)
-    as a patch matmul for outputs up to that size, via `backend.PatchConvTranspose`.
+    as a patch matmul for outputs up to that size (`PatchConvTranspose`).
 
     Returns:
       A module mapping [B, H, W, C] -> [B, H*strides, W*strides, features].
@@ -304,8 +349,6 @@ def conv_transpose(
             kernel_init=_KERNEL_INIT,
             name=name,
         )
-    from exon_jax.backend import PatchConvTranspose
-
     return PatchConvTranspose(
         features, kernel_size, strides, compute_dtype, patch_max_size, name=name
     )
@@ -345,6 +388,7 @@ class MLPEncoder(nn.Module):
     hidden: Sequence[int] = (200, 400)
     negative_slope: float = 0.01
     compute_dtype: Any = jnp.float32
+    dense_layout: str = "xla"  # weight-gradient layout of its dense layers (`dense`)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
@@ -363,9 +407,9 @@ class MLPEncoder(nn.Module):
         k, d = self.num_classes, self.latent_dim
         h = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
         for i, width in enumerate(self.hidden):
-            h = dense(width, self.compute_dtype, name=f"hidden_{i}")(h)
+            h = dense(width, self.compute_dtype, name=f"hidden_{i}", layout=self.dense_layout)(h)
             h = nn.leaky_relu(h, self.negative_slope)
-        out = dense(k + 2 * k * d, self.compute_dtype, name="head")(h)
+        out = dense(k + 2 * k * d, self.compute_dtype, name="head", layout=self.dense_layout)(h)
         logits = out[:, :k]
         mean = jnp.reshape(out[:, k : k + k * d], (-1, k, d))
         logvar = jnp.reshape(out[:, k + k * d :], (-1, k, d))
@@ -386,6 +430,7 @@ class MLPDecoder(nn.Module):
     hidden: Sequence[int] = (200, 400)
     negative_slope: float = 0.01
     compute_dtype: Any = jnp.float32
+    dense_layout: str = "xla"  # weight-gradient layout of its dense layers (`dense`)
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -402,9 +447,14 @@ class MLPDecoder(nn.Module):
         _check_rank(z, 2, "z", "[B, d]")
         h = z.astype(jnp.float32)
         for i, width in enumerate(self.hidden):
-            h = dense(width, self.compute_dtype, name=f"hidden_{i}")(h)
+            h = dense(width, self.compute_dtype, name=f"hidden_{i}", layout=self.dense_layout)(h)
             h = nn.leaky_relu(h, self.negative_slope)
-        h = dense(math.prod(self.output_shape), self.compute_dtype, name="output")(h)
+        h = dense(
+            math.prod(self.output_shape),
+            self.compute_dtype,
+            name="output",
+            layout=self.dense_layout,
+        )(h)
         return jnp.reshape(nn.sigmoid(h), (-1, *self.output_shape))
 
 
@@ -427,6 +477,7 @@ class ConvEncoder(nn.Module):
     num_classes: int = 10
     latent_dim: int = 300
     compute_dtype: Any = jnp.float32
+    dense_layout: str = "xla"  # weight-gradient layout of its dense layers (`dense`)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
@@ -447,9 +498,9 @@ class ConvEncoder(nn.Module):
             h = conv(features, size, 2, self.compute_dtype, name=f"conv_{i}")(h)
             h = batch_norm(train, name=f"norm_{i}")(nn.relu(h))
         h = jnp.reshape(h, (h.shape[0], -1))
-        h = dense(1024, self.compute_dtype, name="hidden")(h)
+        h = dense(1024, self.compute_dtype, name="hidden", layout=self.dense_layout)(h)
         h = batch_norm(train, name="norm_hidden")(nn.relu(h))
-        out = dense(2 * k * d, self.compute_dtype, name="head")(h)
+        out = dense(2 * k * d, self.compute_dtype, name="head", layout=self.dense_layout)(h)
         mean = jnp.reshape(out[:, : k * d], (-1, k, d))
         logvar = jnp.reshape(out[:, k * d :], (-1, k, d))
         return mean, logvar
@@ -472,6 +523,7 @@ class ConvDecoder(nn.Module):
 
     output_channels: int = 3
     compute_dtype: Any = jnp.float32
+    dense_layout: str = "xla"  # weight-gradient layout of its dense layers (`dense`)
     patch_max_size: int = 0
 
     @nn.compact
@@ -486,7 +538,9 @@ class ConvDecoder(nn.Module):
           [B, 32, 32, output_channels] pixel means in (0, 1), float32.
         """
         _check_rank(z, 2, "z", "[B, d]")
-        h = dense(1024, self.compute_dtype, name="hidden")(z.astype(jnp.float32))
+        h = dense(1024, self.compute_dtype, name="hidden", layout=self.dense_layout)(
+            z.astype(jnp.float32)
+        )
         h = batch_norm(train, name="norm_hidden")(nn.relu(h))
         h = jnp.reshape(h, (-1, 2, 2, 256))
         layers = ((256, 2), (256, 1), (128, 2), (64, 2), (32, 2))
@@ -517,6 +571,7 @@ class Classifier(nn.Module):
 
     num_classes: int = 10
     compute_dtype: Any = jnp.float32
+    dense_layout: str = "xla"  # weight-gradient layout of its dense layers (`dense`)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -538,8 +593,10 @@ class Classifier(nn.Module):
                 h = nn.relu(h)
             h = max_pool_2x2(h)
         h = jnp.reshape(h, (h.shape[0], -1))
-        h = nn.relu(dense(128, self.compute_dtype, name="hidden")(h))
-        return dense(self.num_classes, self.compute_dtype, name="logits")(h)
+        h = nn.relu(dense(128, self.compute_dtype, name="hidden", layout=self.dense_layout)(h))
+        return dense(self.num_classes, self.compute_dtype, name="logits", layout=self.dense_layout)(
+            h
+        )
 
 
 class EXoNModel(nn.Module):

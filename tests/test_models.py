@@ -300,7 +300,7 @@ def test_bad_arguments_raise():
 )
 def test_conv_transpose_matches_flax(size, stride, cin, cout, kernel):
     """Oracle: flax's nn.ConvTranspose (padding SAME) with the same parameters, both paths."""
-    from exon_jax.backend import PatchConvTranspose as ConvTranspose
+    from exon_jax.models import PatchConvTranspose as ConvTranspose
 
     x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
     reference = nn.ConvTranspose(cout, (kernel, kernel), strides=(stride, stride), padding="SAME")

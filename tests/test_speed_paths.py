@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -37,15 +36,6 @@ def assert_close(actual, desired, rtol=1e-5, scale_tol=1e-6):
     )
 
 
-@contextlib.contextmanager
-def layout(name: str):
-    old = models.set_weight_gradient_layout(name)
-    try:
-        yield
-    finally:
-        models.set_weight_gradient_layout(old)
-
-
 def _loss(module):
     def loss(variables, x):
         y = module.apply(variables, x)
@@ -61,10 +51,9 @@ def test_dense_matches_flax_dense(name, shape):
     reference = nn.Dense(23, kernel_init=nn.initializers.glorot_uniform())
     variables = reference.init(jax.random.key(1), x)
     variables = jax.tree.map(lambda v: v + 0.1, variables)  # non-zero bias
-    with layout(name):
-        module = models.dense(23)
-        fast_y = jax.jit(module.apply)(variables, x)
-        fast_g = jax.jit(jax.grad(_loss(module), argnums=(0, 1)))(variables, x)
+    module = models.dense(23, layout=name)
+    fast_y = jax.jit(module.apply)(variables, x)
+    fast_g = jax.jit(jax.grad(_loss(module), argnums=(0, 1)))(variables, x)
     assert_close(fast_y, reference.apply(variables, x))
     ref_g = jax.grad(_loss(reference), argnums=(0, 1))(variables, x)
     for a, b in zip(jax.tree.leaves(fast_g), jax.tree.leaves(ref_g)):
@@ -79,12 +68,9 @@ def test_dense_under_vmap_matches_flax_dense(name):
     reference = nn.Dense(17)
     stacked = jax.vmap(lambda k: reference.init(k, x))(jax.random.split(jax.random.key(3), 4))
     xs = x[None] * jnp.arange(1.0, 5.0)[:, None, None]
-    with layout(name):
-        module = models.dense(17)
-        fast = jax.jit(jax.vmap(jax.grad(_loss(module), argnums=(0, 1)), in_axes=(0, None)))(
-            stacked, x
-        )
-        fast_b = jax.jit(jax.vmap(jax.grad(_loss(module), argnums=(0, 1))))(stacked, xs)
+    module = models.dense(17, layout=name)
+    fast = jax.jit(jax.vmap(jax.grad(_loss(module), argnums=(0, 1)), in_axes=(0, None)))(stacked, x)
+    fast_b = jax.jit(jax.vmap(jax.grad(_loss(module), argnums=(0, 1))))(stacked, xs)
     ref = jax.vmap(jax.grad(_loss(reference), argnums=(0, 1)), in_axes=(0, None))(stacked, x)
     ref_b = jax.vmap(jax.grad(_loss(reference), argnums=(0, 1)))(stacked, xs)
     for a, b in zip(jax.tree.leaves((fast, fast_b)), jax.tree.leaves((ref, ref_b))):
@@ -110,11 +96,10 @@ def test_bfloat16_dense_gradients_are_float32_products_of_the_rounded_operands()
     }
     results = {}
     for name in ("xla", "smaller"):
-        with layout(name):
-            module = models.dense(11, jnp.bfloat16)
-            out = jax.jit(module.apply)(variables, x)
-            grads, dx = jax.jit(jax.grad(_loss(module), argnums=(0, 1)))(variables, x)
-            results[name] = {"y": out, "x": dx, **grads["params"]}
+        module = models.dense(11, jnp.bfloat16, layout=name)
+        out = jax.jit(module.apply)(variables, x)
+        grads, dx = jax.jit(jax.grad(_loss(module), argnums=(0, 1)))(variables, x)
+        results[name] = {"y": out, "x": dx, **grads["params"]}
     fast, stock = results["smaller"], results["xla"]
     assert_close(fast["y"], y)
     for name, value in expected.items():
@@ -126,18 +111,17 @@ def test_bfloat16_dense_gradients_are_float32_products_of_the_rounded_operands()
 
 
 def test_layout_changes_only_the_gradient_program():
-    with layout("transpose_x"):
-        module = models.dense(5)
-        x = jnp.ones((7, 3))
-        variables = module.init(jax.random.key(0), x)
-        text = jax.jit(jax.grad(_loss(module))).lower(variables, x).as_text()
+    module = models.dense(5, layout="transpose_x")
+    x = jnp.ones((7, 3))
+    variables = module.init(jax.random.key(0), x)
+    text = jax.jit(jax.grad(_loss(module))).lower(variables, x).as_text()
     assert "optimization_barrier" in text
     assert set(variables["params"]) == {"kernel", "bias"}
 
 
 def test_unknown_layout_and_unsupported_product_are_refused():
     with pytest.raises(ValueError, match="layout must be one of"):
-        models.set_weight_gradient_layout("fast")
+        models.dense(5, layout="fast")
     with pytest.raises(ValueError, match="nn.Dense"):
         models._layout_dot_general(
             jnp.ones((2, 3)),
@@ -169,18 +153,23 @@ def test_train_step_gradients_match_stock_layout():
     x = jnp.asarray(rng.uniform(size=(32, 12, 12, 1)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, size=32), jnp.int32)
     labelled = jnp.arange(32) >= 24
-    model = models.EXoNModel(
-        models.MLPEncoder(hidden=(24, 40)), models.MLPDecoder((12, 12, 1), hidden=(24, 40))
-    )
+
+    def model(layout):
+        return models.EXoNModel(
+            models.MLPEncoder(hidden=(24, 40), dense_layout=layout),
+            models.MLPDecoder((12, 12, 1), hidden=(24, 40), dense_layout=layout),
+        )
+
     optimizer = optax.rmsprop(1e-3, decay=0.9, eps=1e-7)
     state = jax.jit(
-        lambda key: train.create_train_state(key, model, optimizer, hparams, settings, (12, 12, 1))
+        lambda key: train.create_train_state(
+            key, model("xla"), optimizer, hparams, settings, (12, 12, 1)
+        )
     )(jax.random.key(0))
     out = {}
     for name in ("xla", "smaller"):  # "smaller" uses both transposes in this network
-        with layout(name):
-            step = jax.jit(train.make_train_step(model, optimizer, settings))
-            out[name] = step(state, hparams, (x, labels, labelled))
+        step = jax.jit(train.make_train_step(model(name), optimizer, settings))
+        out[name] = step(state, hparams, (x, labels, labelled))
     base_state, base_metrics = out["xla"]
     for name, (state, metrics) in out.items():
         np.testing.assert_allclose(metrics["loss"], base_metrics["loss"], rtol=1e-6)
