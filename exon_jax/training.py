@@ -4,6 +4,12 @@ A run is a grid of G >= 1 models trained by one compiled epoch (`experiment.comp
 the host only runs between epochs. Each phase's wall-clock time is summed in a
 `timing.Stopwatch` (setup, compile, train, evaluate, logging, checkpoints), which
 `main.py` writes to timings.json.
+
+Between epochs the host also checks the run: before training, that every process holds
+the same config, data and code (`parallel.check_processes_agree`); after each epoch, that
+no model diverged (non-finite, or parameters above `evaluation.MAX_PARAMETER`), and
+whether any process was asked to stop (`preemption`: then the epoch is saved and
+`preemption.Preempted` raised).
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ def run(
 
 
 def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
+    """`run` with signals caught: checks (config against the run's record, processes
+    against each other) before anything is written, then trains under the workdir lock."""
     with stopwatch.phase("setup"):
         configuration.validate_config(config)
         identity = run_record.run_identity(workdir)  # rebuilt from a checkpoint if need be
