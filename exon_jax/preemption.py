@@ -10,7 +10,9 @@ raised; `main.py` prints where it stopped and how to resume, and exits with
 
 The signal's arrival is seen by a watcher thread through `signal.set_wakeup_fd`, which
 Python's C-level handler writes to at once, even while the main thread is inside a
-long compiled call that will not return to the interpreter for minutes.
+long compiled call that will not return to the interpreter for minutes. A signal during
+setup (data loading, restore, compilation) stops the run at the next of two safe points,
+once the data are loaded and once the epoch is compiled, with nothing new to save.
 """
 
 from __future__ import annotations
@@ -28,22 +30,41 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """Training stopped on a signal after saving a checkpoint; running again resumes.
+    """Training stopped on a signal, after saving a checkpoint when it had trained an epoch;
+    running again resumes.
 
     Attributes:
       signal_name: "SIGTERM" or "SIGINT" (the first one this process or a peer received;
         "a signal to another process" on a process that received none).
-      epoch: the epoch trained and saved; epochs: the run's total.
-      checkpoint_dir: where checkpoint `epoch` lies.
+      epoch: the epoch trained and saved (saved=True), or the epochs done before this
+        process started training (saved=False: stopped during setup, nothing new to save;
+        None when that was not known yet).
+      epochs: the run's total; checkpoint_dir: the run's checkpoints.
     """
 
-    def __init__(self, signal_name: str, epoch: int, epochs: int, checkpoint_dir: str):
+    def __init__(
+        self,
+        signal_name: str,
+        epoch: int | None,
+        epochs: int,
+        checkpoint_dir: str,
+        saved: bool = True,
+    ):
         self.signal_name, self.epoch, self.epochs = signal_name, epoch, epochs
-        self.checkpoint_dir = checkpoint_dir
-        super().__init__(
-            f"stopped by {signal_name} after epoch {epoch} of {epochs}; checkpoint {epoch} "
-            f"saved in {checkpoint_dir}"
-        )
+        self.checkpoint_dir, self.saved = checkpoint_dir, saved
+        if saved:
+            message = (
+                f"stopped by {signal_name} after epoch {epoch} of {epochs}; checkpoint {epoch} "
+                f"saved in {checkpoint_dir}"
+            )
+        elif epoch is not None:
+            message = (
+                f"stopped by {signal_name} before training epoch {epoch + 1} of {epochs}; "
+                f"nothing new to save (checkpoints in {checkpoint_dir})"
+            )
+        else:
+            message = f"stopped by {signal_name} during setup, before training; nothing to save"
+        super().__init__(message)
 
 
 class StopRequests:
@@ -105,8 +126,8 @@ class StopRequests:
                     self.signal_name = name
                     self._event.set()
                     _say(
-                        f"{name} received: stopping after the current epoch with a checkpoint "
-                        "(send it again to exit at once)"
+                        f"{name} received: stopping at the end of the current epoch (or setup "
+                        "step), saving what was trained (send it again to exit at once)"
                     )
                 else:
                     _say(f"second {name}: exiting at once, without saving")

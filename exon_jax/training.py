@@ -118,6 +118,7 @@ def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
         changes = run_record.check_resume(stored, config) if stored is not None else []
         exp = experiment.build_experiment(config, dataset)
         parallel.check_processes_agree(_process_identity(exp))
+        _stop_before_training(stop, workdir, config.train.epochs, None)
         os.makedirs(workdir, exist_ok=True)
         lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
@@ -306,6 +307,7 @@ def _train_locked(
                 experiment.make_evaluate(exp), states, hparams, test_images, test_labels
             )
 
+        _stop_before_training(stop, workdir, epochs, start.epoch)
         with stopwatch.phase("logging"):
             writer = MetricWriter(workdir, names, start.epoch)
             writer.write_hparams(config.to_dict())
@@ -365,6 +367,21 @@ def _train_locked(
         saved_run.describe_results(results, exp, {})
         evaluation.write_results(workdir, results)
     return TrainedRun(exp, states, evaluated, results)
+
+
+def _stop_before_training(
+    stop: preemption.StopRequests, workdir: str, epochs: int, done: int | None
+) -> None:
+    """A safe point of the setup: raises Preempted (nothing saved) when any process was
+    signalled (a collective: every process calls it at the same point)."""
+    if preemption.agreed(stop.requested):
+        raise preemption.Preempted(
+            stop.signal_name or "a signal to another process",
+            done,
+            epochs,
+            os.path.join(workdir, "checkpoints"),
+            saved=False,
+        )
 
 
 def _save(manager, exp: experiment.Experiment, epoch: int, states, elapsed: float, last_good):

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import test_faults
 from tests.test_faults import EPOCHS, ROOT, RUN_TIMEOUT, assert_same_run, read_log
 
@@ -97,3 +99,47 @@ def test_second_signal_exits_at_once(tmp_path):
     assert "second SIGINT: exiting at once, without saving" in log, log[-3000:]
     assert "Traceback" not in log
     assert not os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+def _signal_self_after(monkeypatch, module, name):
+    """Makes `module.name` send this process SIGTERM once it has run."""
+    original = getattr(module, name)
+
+    def then_signal(*args, **kwargs):
+        out = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the watcher thread sets the flag
+        return out
+
+    monkeypatch.setattr(module, name, then_signal)
+
+
+def test_a_signal_while_loading_stops_before_anything_is_written(tmp_path, monkeypatch):
+    from exon_jax import experiment, preemption, training
+    from tests.synthetic import small_mnist_config, synthetic_mnist
+
+    _signal_self_after(monkeypatch, experiment, "build_experiment")
+    with pytest.raises(preemption.Preempted) as stopped:
+        training.train_and_evaluate(
+            small_mnist_config(2), str(tmp_path / "w"), synthetic_mnist(), progress=False
+        )
+    assert str(stopped.value) == "stopped by SIGTERM during setup, before training; nothing to save"
+    assert not os.path.exists(tmp_path / "w")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
+
+
+def test_a_signal_while_compiling_stops_before_the_first_epoch(tmp_path, monkeypatch):
+    from exon_jax import preemption, training
+    from tests.synthetic import small_mnist_config, synthetic_mnist
+
+    _signal_self_after(monkeypatch, training, "_check_memory")  # runs after the compilation
+    workdir = tmp_path / "w"
+    with pytest.raises(preemption.Preempted) as stopped:
+        training.train_and_evaluate(
+            small_mnist_config(2), str(workdir), synthetic_mnist(), progress=False
+        )
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM before training epoch 1 of 2; nothing new to save (checkpoints "
+        f"in {workdir / 'checkpoints'})"
+    )
+    assert not os.listdir(workdir / "checkpoints")
