@@ -9,6 +9,9 @@ XLA:CPU runs three things of EXoN far slower than other backends do, so on CPU:
   layers of the paper's decoder) run as one matmul over explicit patches
   (`models.PatchConvTranspose`): XLA:CPU's path for kernels larger than their input is
   ~45x slower;
+- the revision's classifier convolutions compute their weight gradient as one matmul per
+  kernel offset (`models.shifted_conv_general_dilated`, layout "shifted"): XLA:CPU's own
+  is several times slower than the forward convolution;
 - dense layers compute their weight gradient from a transposed copy of the smaller operand
   (`models.dense`, layout "smaller"): XLA:CPU's own x^T.g kernel is slower (bench/speed_paths.py).
 Everywhere else the plain programs run: a scanned, vmapped epoch, flax's stock
@@ -22,6 +25,7 @@ import jax
 
 CPU_PATCH_MAX_SIZE = 16
 DENSE_LAYOUTS = ("auto", "xla", "transpose_x", "transpose_g", "smaller")
+CONV_LAYOUTS = ("auto", "xla", "shifted")
 
 
 def _conv_on_cpu(network: str, backend: str | None) -> bool:
@@ -53,3 +57,11 @@ def dense_weight_gradient(requested: str = "auto", backend: str | None = None) -
     if requested != "auto":
         return requested
     return "smaller" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def conv_weight_gradient(requested: str = "auto", backend: str | None = None) -> str:
+    """The revision classifiers' convolution path (`models.CONV_LAYOUTS`): `requested`, or
+    for 'auto' "shifted" (weight gradients as matmuls) on CPU and XLA's own elsewhere."""
+    if requested != "auto":
+        return requested
+    return "shifted" if (backend or jax.default_backend()) == "cpu" else "xla"

@@ -44,6 +44,7 @@ RUN_OPTION_FIELDS = (
     "train.model_axis",
     "train.epoch_loop",
     "train.dense_layout",
+    "train.conv_layout",
     "data.dir",
     "data.path",
     "data.max_test",
@@ -219,6 +220,11 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         config.train.get("dense_layout", "auto") in backend.DENSE_LAYOUTS,
         "train.dense_layout",
         f"must be one of {backend.DENSE_LAYOUTS}",
+    )
+    _require(
+        config.train.get("conv_layout", "auto") in backend.CONV_LAYOUTS,
+        "train.conv_layout",
+        f"must be one of {backend.CONV_LAYOUTS}",
     )
     _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
     _require(

@@ -154,7 +154,10 @@ REVISION = Method(
     name="revision",
     network_kind=lambda config: "conv",  # its classifier is a CNN
     build_model=lambda config, num_classes, image_shape: revision_step.build_revision_model(
-        revision_step.revision_settings(config), num_classes, image_shape
+        revision_step.revision_settings(config),
+        num_classes,
+        image_shape,
+        backend.conv_weight_gradient(config.train.get("conv_layout", "auto")),
     ),
     build_optimizer=_revision_optimizer,
     make_train_step=lambda config, model, optimizer, settings: (

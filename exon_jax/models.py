@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -238,23 +238,125 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return jnp.max(x, axis=(2, 4))
 
 
+CONV_LAYOUTS = ("xla", "shifted")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_nhwc(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shifted_conv(x, kernel, padding):
+    return _conv_nhwc(x, kernel, padding)
+
+
+def _shifted_conv_fwd(x, kernel, padding):
+    return _conv_nhwc(x, kernel, padding), (x, kernel)
+
+
+def _shifted_conv_bwd(padding, residuals, g):
+    """dx: the transpose of the convolution (XLA's); dW[i, j] = x_shifted(i, j)^T . g,
+    one [C, B*H*W] x [B*H*W, O] matmul per kernel offset (`_weight_grad`, "smaller")."""
+    x, kernel = residuals
+    (dx,) = jax.linear_transpose(lambda x: _conv_nhwc(x, kernel, padding), x)(g)
+    kh, kw, c, o = kernel.shape
+    h, w = g.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    g2 = g.reshape(-1, o)
+    rows = [
+        jnp.stack(
+            [
+                _weight_grad(padded[:, i : i + h, j : j + w, :].reshape(-1, c), g2, "smaller")
+                for j in range(kw)
+            ]
+        )
+        for i in range(kh)
+    ]
+    return dx, jnp.stack(rows).astype(kernel.dtype)
+
+
+_shifted_conv.defvjp(_shifted_conv_fwd, _shifted_conv_bwd)
+
+
+def shifted_conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
+    """`lax.conv_general_dilated` whose weight gradient is one matmul per kernel offset.
+
+    XLA:CPU computes a convolution's weight gradient (x^T.g summed over batch and pixels)
+    several times slower than the forward convolution; as k*k products of the shifted input
+    [C, B*H*W] with the output cotangent [B*H*W, O] it runs at matmul speed (the
+    revision's 32 -> 64 3x3 layer on 14x14 images: bench/revision_step.py). Same values.
+    Taken for float32, stride 1, undilated, ungrouped NHWC x HWIO products with explicit
+    padding (flax's SAME); anything else is the stock product.
+    """
+    stock = functools.partial(
+        jax.lax.conv_general_dilated,
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        precision=precision,
+        **kwargs,
+    )
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    plain = (
+        lhs.ndim == 4
+        and tuple(window_strides) == (1, 1)
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+        and feature_group_count == 1
+        and precision is None
+        and not kwargs
+        and not isinstance(padding, str)
+        and lhs.dtype == rhs.dtype == jnp.float32
+        and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+    )
+    if not plain:
+        return stock()
+    return _shifted_conv(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding))
+
+
 def conv(
     features: int,
     kernel_size: int,
     strides: int = 1,
     compute_dtype: Any = jnp.float32,
     name: Optional[str] = None,
+    layout: str = "xla",
 ) -> nn.Conv:
     """Square nn.Conv, padding SAME, Keras initialisation, module-wide matmul precision.
+
+    `layout` "shifted" computes float32 weight gradients as matmuls
+    (`shifted_conv_general_dilated`; `exon_jax.backend.conv_weight_gradient` picks it on
+    CPU); "xla" is flax's stock product. The parameters are nn.Conv's either way.
 
     Returns:
       An nn.Conv mapping [B, H, W, C] -> [B, ceil(H/strides), ceil(W/strides), features].
     """
-    conv_general_dilated = None
+    if layout not in CONV_LAYOUTS:
+        raise ValueError(f"conv layout must be one of {CONV_LAYOUTS}, got {layout!r}")
+    conv_general_dilated: Callable[..., jax.Array] | None = None
     if _is_reduced(compute_dtype):
         conv_general_dilated = functools.partial(
             _reduced_conv_general_dilated, compute_dtype=compute_dtype
         )
+    elif layout == "shifted":
+        conv_general_dilated = shifted_conv_general_dilated
     return nn.Conv(
         features,
         (kernel_size, kernel_size),

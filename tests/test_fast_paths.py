@@ -33,3 +33,57 @@ def test_max_pool_2x2_values_and_gradient():
     spread = np.zeros_like(x)
     spread[:, :6, :6, :] = np.repeat(np.repeat(g, 2, axis=1), 2, axis=2)
     np.testing.assert_allclose(grad, spread * at_max, rtol=1e-6)
+
+
+def _conv_oracle(x, kernel):
+    """NumPy stride-1 SAME correlation, NHWC x HWIO (odd kernels)."""
+    k = kernel.shape[0]
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    h, w = x.shape[1:3]
+    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]), np.float64)
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("bhwc,co->bhwo", xp[:, i : i + h, j : j + w, :], kernel[i, j])
+    return out
+
+
+def test_shifted_conv_values_and_gradients():
+    """nn.Conv with the shifted weight gradient: the same outputs as a NumPy correlation and
+    the same input and kernel gradients as the stock conv (float64 oracle for the loss
+    sum(y * g): d/dW[i,j] = sum x_shift(i,j)^T g)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 7, 6, 5)).astype(np.float32)
+    g = rng.normal(size=(3, 7, 6, 4)).astype(np.float32)
+    stock, shifted = models.conv(4, 3), models.conv(4, 3, layout="shifted")
+    variables = stock.init(jax.random.key(0), jnp.asarray(x))
+    kernel = np.asarray(variables["params"]["kernel"], np.float64)
+    np.testing.assert_allclose(
+        shifted.apply(variables, x) - variables["params"]["bias"],
+        _conv_oracle(x.astype(np.float64), kernel),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+    def loss(module):
+        return lambda v, x: jnp.sum(module.apply(v, x) * g)
+
+    grads = jax.jit(jax.grad(loss(shifted), argnums=(0, 1)))(variables, jnp.asarray(x))
+    ref = jax.grad(loss(stock), argnums=(0, 1))(variables, jnp.asarray(x))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected_dw = np.stack(
+        [
+            np.stack([np.einsum("bhwc,bhwo->co", xp[:, i : i + 7, j : j + 6], g) for j in range(3)])
+            for i in range(3)
+        ]
+    )
+    np.testing.assert_allclose(grads[0]["params"]["kernel"], expected_dw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads[1], ref[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[0]["params"]["bias"], g.sum((0, 1, 2)), rtol=1e-5)
+
+
+def test_shifted_conv_falls_back_for_strided_products():
+    x = jnp.ones((2, 8, 8, 3))
+    stock, shifted = models.conv(4, 3, strides=2), models.conv(4, 3, strides=2, layout="shifted")
+    variables = stock.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(shifted.apply(variables, x), stock.apply(variables, x))

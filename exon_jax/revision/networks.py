@@ -98,6 +98,7 @@ class MNISTClassifier(nn.Module):
 
     num_classes: int = 10
     dropout_rate: float = 0.5
+    conv_layout: str = "xla"  # weight-gradient path of its convolutions (`models.conv`)
 
     @nn.compact
     def __call__(
@@ -107,7 +108,7 @@ class MNISTClassifier(nn.Module):
         dropout = train if dropout is None else dropout
         h = x.astype(jnp.float32)
         for i, (features, size) in enumerate(((32, 5), (64, 3), (128, 3))):
-            h = conv(features, size, 1, name=f"conv_{i}")(h)
+            h = conv(features, size, 1, name=f"conv_{i}", layout=self.conv_layout)(h)
             h = nn.leaky_relu(batch_norm(train, name=f"norm_{i}")(h), 0.1)
             h = max_pool_2x2(h)
             h = spatial_dropout(self.dropout_rate, not dropout, name=f"dropout_{i}")(h)
@@ -171,6 +172,7 @@ class CIFARClassifier(nn.Module):
 
     num_classes: int = 10
     dropout_rate: float = 0.1
+    conv_layout: str = "xla"  # weight-gradient path of its convolutions (`models.conv`)
 
     @nn.compact
     def __call__(
@@ -182,7 +184,7 @@ class CIFARClassifier(nn.Module):
         stages = ((128, 128, 128), (256, 256, 256), (512, 256, 128))
         for s, widths in enumerate(stages):
             for i, features in enumerate(widths):
-                h = conv(features, 3, 1, name=f"conv_{s}_{i}")(h)
+                h = conv(features, 3, 1, name=f"conv_{s}_{i}", layout=self.conv_layout)(h)
                 h = nn.leaky_relu(batch_norm(train, name=f"norm_{s}_{i}")(h), 0.1)
             if s < 2:
                 h = max_pool_2x2(h)
@@ -250,12 +252,13 @@ def mnist_revision_model(
     latent_dim: int = 2,
     image_shape: Sequence[int] = (28, 28, 1),
     dropout_rate: float = 0.5,
+    conv_layout: str = "xla",
 ) -> RevisionModel:
-    """The MNIST network of mnist/model.py."""
+    """The MNIST network of mnist/model.py (`conv_layout`: see `models.conv`)."""
     return RevisionModel(
         encoder=MNISTEncoder(num_classes, latent_dim),
         decoder=MNISTDecoder(tuple(image_shape)),
-        classifier=MNISTClassifier(num_classes, dropout_rate),
+        classifier=MNISTClassifier(num_classes, dropout_rate, conv_layout),
     )
 
 
@@ -264,10 +267,11 @@ def cifar_revision_model(
     latent_dim: int = 256,
     output_channels: int = 3,
     dropout_rate: float = 0.1,
+    conv_layout: str = "xla",
 ) -> RevisionModel:
-    """The CIFAR-10 network of model.py."""
+    """The CIFAR-10 network of model.py (`conv_layout` of the classifier: `models.conv`)."""
     return RevisionModel(
         encoder=CIFAREncoder(num_classes, latent_dim),
         decoder=CIFARDecoder(output_channels),
-        classifier=CIFARClassifier(num_classes, dropout_rate),
+        classifier=CIFARClassifier(num_classes, dropout_rate, conv_layout),
     )

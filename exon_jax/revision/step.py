@@ -151,17 +151,21 @@ def revision_settings(config: ml_collections.ConfigDict) -> RevisionSettings:
 
 
 def build_revision_model(
-    rs: RevisionSettings, num_classes: int, image_shape: tuple[int, ...]
+    rs: RevisionSettings,
+    num_classes: int,
+    image_shape: tuple[int, ...],
+    conv_layout: str = "xla",
 ) -> networks.RevisionModel:
-    """The revised network for images [H, W, C] (MNIST: any H, W, C; CIFAR: 32 x 32)."""
+    """The revised network for images [H, W, C] (MNIST: any H, W, C; CIFAR: 32 x 32);
+    `conv_layout` is its classifier's convolution path (`models.conv`)."""
     if rs.network == "mnist":
         return networks.mnist_revision_model(
-            num_classes, rs.latent_dim, image_shape, rs.dropout_rate
+            num_classes, rs.latent_dim, image_shape, rs.dropout_rate, conv_layout
         )
     if tuple(image_shape[:2]) != (32, 32):
         raise ValueError(f"config.revision.network 'cifar' needs 32x32 images, got {image_shape}")
     return networks.cifar_revision_model(
-        num_classes, rs.latent_dim, image_shape[2], rs.dropout_rate
+        num_classes, rs.latent_dim, image_shape[2], rs.dropout_rate, conv_layout
     )
 
 

@@ -1,0 +1,236 @@
+"""The revised method's MNIST-100 training step against the authors' own step, in one run.
+
+exon_jax: the step of configs/mnist100_revision.py (96 unlabelled + 32 labelled images;
+the classifier runs on 384 images, 288 of them with gradients), jitted, state donated, one
+step per call as `main.py` runs it on CPU, on the first batch of real MNIST. Theirs:
+`train` of their mnist/main.py, eager TensorFlow, through bench/official_driver.py in the
+TensorFlow reference venv (--tf-python or $TFREF, as bench/tf_reference.py) from a clone
+of an-seunghwan/EXoN_official (--official or $EXON_OFFICIAL). Their per-step time is the
+difference of two calls of their `train` (n_long and n_short steps) divided by the
+difference in steps, so the per-call start of their data pipeline (a shuffle buffer of
+60 000 images) is not counted; the rounds alternate between the two programs.
+
+Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this machine
+before and after the rounds (the higher kept), and where our step's time goes: the
+augmentation, the pseudo-label pass and the classifier forward+backward alone.
+
+  TFREF=<venv> EXON_OFFICIAL=<clone> python bench/revision_step.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import common
+
+import jax
+import jax.numpy as jnp
+
+from exon_jax import experiment, train
+from exon_jax.revision import augment
+
+
+def our_step(conv_layout: str = "auto"):
+    """(experiment, compiled step, state, hparams, batch) of the MNIST-100 revision config,
+    its classifier convolutions' weight gradients as `conv_layout` (config.train)."""
+    from configs import mnist100_revision
+
+    config = mnist100_revision.get_config()
+    config.train.conv_layout = conv_layout
+    config.data.source = "files"
+    config.data.dir = os.path.join(common.REPO_ROOT, "data")
+    exp = experiment.build_experiment(config, common.mnist_dataset())
+    state, hparams = common.single_model(exp)
+    data = experiment.device_data(exp)
+    unlabelled, labelled = exp.settings.batch_indices(
+        jax.random.fold_in(experiment.data_key(config), 0)
+    )
+    batch = jax.jit(train.gather_batch)(data, unlabelled[0], labelled[0])
+    step = exp.method.make_train_step(exp.config, exp.model, exp.optimizer, exp.settings)
+    jitted = jax.jit(step, donate_argnums=0)
+    compiled = jitted.lower(state, hparams, batch).compile()
+    return exp, compiled, state, hparams, batch
+
+
+def parts(exp, state, batch):
+    """Jitted pieces of the step for the breakdown: name -> zero-argument call."""
+    model = exp.model
+    x = 2.0 * batch[0] - 1.0
+    variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
+    key = jax.random.key(0)
+    aug = jax.jit(lambda k, x: augment.augment_batch(k, x, "mnist"))
+
+    def classify(params, x):
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            x,
+            train=True,
+            method=model.classify_signed,
+            mutable=["batch_stats"],
+            rngs={"dropout": key},
+        )
+        return logits
+
+    forward = jax.jit(lambda x: classify(variables["params"], x))
+    backward = jax.jit(jax.grad(lambda params, x: jnp.sum(jax.nn.log_softmax(classify(params, x)))))
+    x288 = jnp.concatenate([x, x, x[:32]])[:288]
+    return {
+        "augmentation of 128 images": lambda: aug(key, x),
+        "pseudo-label pass (classifier forward, 96 images)": lambda: forward(x[:96]),
+        "classifier forward + backward, 288 images": lambda: backward(variables["params"], x288),
+    }
+
+
+class Official:
+    """Their step in a long-lived subprocess (bench/official_driver.py)."""
+
+    def __init__(self, python: str, official: str):
+        driver = os.path.join(common.BENCH_DIR, "official_driver.py")
+        mnist = os.path.join(common.REPO_ROOT, "data", "mnist", "mnist.npz")
+        self.proc = subprocess.Popen(
+            [python, driver, "--official", official, "--mnist", mnist],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.ready = json.loads(self._line())
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bench/official_driver.py ended before answering")
+        return line
+
+    def seconds(self, steps: int) -> float:
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line())["seconds"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
+def main():
+    args = common.parse_args(
+        __doc__.splitlines()[0],
+        lambda p: (
+            common.add_tf_options(p),
+            p.add_argument("--official", default=os.environ.get("EXON_OFFICIAL")),
+        ),
+    )
+    common.tune_allocator()
+    rounds = common.repeats(args, full=5, quick=3)
+    ours_per_round = 10
+    n_short, n_long = (2, 6) if args.quick else (2, 10)
+    rates = common.matmul_rates(args.quick)
+
+    exp, compiled, state, hparams, batch = our_step()
+    flops = common.xla_flops(compiled)
+    holder = {"state": state}
+
+    def ours():
+        holder["state"], metrics = compiled(holder["state"], hparams, batch)
+        return metrics
+
+    _, compiled_stock, state_stock, _, _ = our_step("xla")
+    holder["stock"] = state_stock
+
+    def ours_stock():  # XLA's own convolution weight gradients
+        holder["stock"], metrics = compiled_stock(holder["stock"], hparams, batch)
+        return metrics
+
+    jax.block_until_ready(ours())
+    jax.block_until_ready(ours_stock())
+    python, _, why_not = common.tf_reference(args)
+    theirs = None
+    if why_not is None and args.official:
+        common.log("starting the authors' step (bench/official_driver.py) ...")
+        theirs = Official(python, args.official)
+    elif why_not is None:
+        why_not = "no clone of an-seunghwan/EXoN_official given (--official or $EXON_OFFICIAL)"
+
+    ours_times, stock_times, their_steps = [], [], []
+    for r in range(rounds):
+        for fn, times in ((ours, ours_times), (ours_stock, stock_times)):
+            t0 = time.perf_counter()
+            for _ in range(ours_per_round):
+                jax.block_until_ready(fn())
+            times.append((time.perf_counter() - t0) / ours_per_round)
+        if theirs is not None:
+            short, long = theirs.seconds(n_short), theirs.seconds(n_long)
+            their_steps.append((long - short) / (n_long - n_short))
+        common.log(f"round {r}: ours {ours_times[-1]:.3f} s/step, theirs {their_steps[-1:]} s/step")
+    if theirs is not None:
+        theirs.close()
+    breakdown = {
+        name: common.timeit(fn, repeats=rounds, warmup=1)["median_s"]
+        for name, fn in parts(exp, holder["state"], batch).items()
+    }
+    rates = common.bracket_rates(rates, args.quick)
+    ours_s = statistics.median(ours_times)
+    achieved = flops / ours_s if flops else None
+    payload = {
+        "config": "configs/mnist100_revision.py (96 + 32 images a step)",
+        "ours": {
+            "per_step": common.summarize(ours_times),
+            "xla_flops": flops,
+            "achieved_flops_per_s": achieved,
+            **common.fractions(achieved, rates),
+            "breakdown_median_s": breakdown,
+        },
+        "ours_stock_conv_gradients": {
+            "per_step": common.summarize(stock_times),
+            "speedup_of_shifted": statistics.median(stock_times) / ours_s,
+        },
+        "matmul": rates,
+        "allocator": common.ALLOCATOR,
+    }
+    table = [
+        common.row("revision step, exon_jax (jit, one step a call)", common.sig(ours_s), "s"),
+        common.row(
+            "  the same with XLA's own conv weight gradients",
+            common.sig(statistics.median(stock_times)),
+            "s",
+        ),
+        common.row(
+            "revision step FLOPs (XLA) and rate",
+            common.sig(flops / 1e9) if flops else None,
+            "GFLOP",
+            f"{common.sig(achieved / 1e9, 3)} GFLOP/s = "
+            f"{common.sig(payload['ours']['fraction_of_fp32_matmul'], 2)} of the float32 "
+            "matmul rate"
+            if achieved
+            else "",
+        ),
+    ]
+    if their_steps:
+        theirs_s = statistics.median(their_steps)
+        payload["official"] = {
+            "per_step": common.summarize(their_steps),
+            "n_short": n_short,
+            "n_long": n_long,
+            "driver": theirs.ready,
+        }
+        payload["speedup"] = theirs_s / ours_s
+        table.append(common.row("authors' step (eager TF, their train)", common.sig(theirs_s), "s"))
+        table.append(
+            common.row("speed-up over the authors' step", common.sig(theirs_s / ours_s, 3), "x")
+        )
+        summary = (
+            f"ours {ours_s:.3f} s/step, theirs {theirs_s:.3f} s/step: {theirs_s / ours_s:.1f}x"
+        )
+    else:
+        payload["official"] = {"skipped": why_not, "install": common.TF_INSTALL}
+        summary = f"ours {ours_s:.3f} s/step; authors' step skipped: {why_not}"
+    payload["table"] = table
+    common.write_json("revision_step", payload, summary)
+
+
+if __name__ == "__main__":
+    main()
