@@ -1,4 +1,4 @@
-"""Tests for exon_jax.batching: batch order (pinned to the values before the move), scaling."""
+"""Tests for exon_jax.batching: batch order (its distribution and reproducibility), scaling."""
 
 import os
 import subprocess
@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from exon_jax import batching
 
@@ -55,14 +56,39 @@ def test_epoch_batch_indices_jit():
     assert u.shape == (7, 8) and lab.shape == (7, 3)
 
 
-def test_batch_order_unchanged_by_the_move():
-    """Values printed by exon_jax.data.epoch_batch_indices at commit a2b6b74 (jax 0.10.2)."""
-    u, lab = batching.epoch_batch_indices(jax.random.PRNGKey(42), 7, 3, 3, 2)
-    np.testing.assert_array_equal(u, [[3, 2, 6], [1, 0, 5], [4, 1, 2]])
-    np.testing.assert_array_equal(lab, [[1, 0], [2, 2], [1, 0]])
-    u, lab = batching.epoch_batch_indices(jax.random.key(7), 10, 4, 4, 3)
-    np.testing.assert_array_equal(u, [[4, 3, 2, 8], [9, 7, 1, 5], [6, 0, 3, 7]])
-    np.testing.assert_array_equal(lab, [[0, 3, 2], [1, 1, 3], [2, 0, 3]])
+def test_unlabelled_order_is_a_uniform_shuffle_continued_by_a_fresh_one():
+    """Over 3 000 keys: 7 images in batches of 3 give 3 batches, 9 slots. The first 7 slots
+    are a permutation whose every position is uniform over the 7 images (chi-square); the
+    last 2 hold two distinct images drawn independently of the first permutation, so they
+    repeat its last image with probability 2/7, not 0 (a padded or wrapped permutation
+    would give 0, an identity or rotation a constant)."""
+    keys = jax.random.split(jax.random.key(3), 3000)
+    u, lab = jax.vmap(lambda k: batching.epoch_batch_indices(k, 7, 3, 3, 2))(keys)
+    u, lab = np.asarray(u).reshape(3000, 9), np.asarray(lab).reshape(3000, 6)
+    np.testing.assert_array_equal(np.sort(u[:, :7], axis=1), np.tile(np.arange(7), (3000, 1)))
+    for slot in range(9):
+        counts = np.bincount(u[:, slot], minlength=7)
+        assert scipy.stats.chisquare(counts).pvalue > 1e-4, (slot, counts)
+    assert np.all(u[:, 7] != u[:, 8])
+    repeats = np.mean((u[:, 7:] == u[:, 6:7]).any(axis=1))
+    assert abs(repeats - 2 / 7) < 0.04
+    # Labelled: 3 labels cycled through 6 slots, each block of 3 a permutation, the two
+    # blocks independent (equal with probability 1/6) and every slot uniform.
+    for block in (lab[:, :3], lab[:, 3:]):
+        np.testing.assert_array_equal(np.sort(block, axis=1), np.tile(np.arange(3), (3000, 1)))
+    assert abs(np.mean((lab[:, :3] == lab[:, 3:]).all(axis=1)) - 1 / 6) < 0.03
+    for slot in range(6):
+        assert scipy.stats.chisquare(np.bincount(lab[:, slot], minlength=3)).pvalue > 1e-4
+
+
+def test_labelled_blocks_are_permutations_over_many_cycles():
+    """17 labels in batches of 6 over 18 steps: 108 slots, six whole cycles; every block of
+    17 consecutive slots is one permutation of the labelled set."""
+    _, lab = batching.epoch_batch_indices(jax.random.key(11), 103, 17, 6, 6)
+    lab = np.asarray(lab).ravel()
+    assert lab.size == 18 * 6
+    for start in range(0, 102, 17):
+        np.testing.assert_array_equal(np.sort(lab[start : start + 17]), np.arange(17))
 
 
 def test_scale_images_uint8():
@@ -88,14 +114,28 @@ def test_scale_images_refuses_other_dtypes():
         batching.scale_images(np.zeros((1, 2, 2, 1), np.int32))
 
 
-def test_training_code_does_not_import_the_loaders():
-    code = "import sys, exon_jax.train, exon_jax.batching; print('exon_jax.data' in sys.modules)"
+def test_training_code_does_not_import_the_loaders_and_order_depends_on_the_key_alone():
+    """In a fresh process (no compilation cache, nothing jitted before), the training code
+    leaves exon_jax.data unimported and the same key gives the same batches as here: a
+    resumed run sees the batches an uninterrupted one would."""
+    code = (
+        "import sys, jax, exon_jax.train, exon_jax.batching as b\n"
+        "print('exon_jax.data' in sys.modules)\n"
+        "u, lab = b.epoch_batch_indices(jax.random.key(42), 10, 4, 4, 3)\n"
+        "print(u.tolist(), lab.tolist())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        env={**env, "JAX_PLATFORMS": "cpu"},
         check=True,
     )
-    assert out.stdout.strip() == "False"
+    loaded, order = out.stdout.strip().split("\n")
+    assert loaded == "False"
+    u, lab = jax.jit(batching.epoch_batch_indices, static_argnums=(1, 2, 3, 4))(
+        jax.random.key(42), 10, 4, 4, 3
+    )
+    assert order == f"{np.asarray(u).tolist()} {np.asarray(lab).tolist()}"

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLOW = pytest.mark.slow
 
 
 def run_main(*args, timeout=300):
@@ -31,15 +32,25 @@ def assert_one_line(rc, err, expected):
     "args, expected",
     [
         (["--config.train.no_such_field=1"], "no such config field: --config.train.no_such_field"),
-        (["--config.train.epochs=abc"], "--config.train.epochs"),
-        (["--config.train.max_checkpoints=0"], "config.train.max_checkpoints"),
-        (["--config.data.max_test=-5"], "config.data.max_test"),
-        (["--config.optimizer.learning_rate=1e39"], "config.optimizer.learning_rate"),
+        # One main.py start each: the default suite keeps two; the refusals themselves are
+        # checked in process (test_experiment.py, test_data.py); all run with -m slow.
+        pytest.param(["--config.train.epochs=abc"], "--config.train.epochs", marks=SLOW),
+        pytest.param(
+            ["--config.train.max_checkpoints=0"], "config.train.max_checkpoints", marks=SLOW
+        ),
+        pytest.param(["--config.data.max_test=-5"], "config.data.max_test", marks=SLOW),
+        pytest.param(
+            ["--config.optimizer.learning_rate=1e39"],
+            "config.optimizer.learning_rate",
+            marks=SLOW,
+        ),
         (
             ["--config.prior.layout=file", "--config.prior.file=/nonexistent.json"],
             "config.prior.file: prior file /nonexistent.json: no such file",
         ),
-        (["--config.data.name=nodata", "--config.data.source=files"], "nodata"),
+        pytest.param(
+            ["--config.data.name=nodata", "--config.data.source=files"], "nodata", marks=SLOW
+        ),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, args, expected):
@@ -57,6 +68,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert rc != 0 and "Traceback" in err
 
 
+@pytest.mark.slow  # a main.py start
 def test_busy_workdir_is_one_line(tmp_path):
     """A second run into a workdir held by another process names that process."""
     from exon_jax.workdir_lock import WorkdirLock
@@ -66,6 +78,7 @@ def test_busy_workdir_is_one_line(tmp_path):
     assert_one_line(rc, err, f"is in use by process {os.getpid()}")
 
 
+@pytest.mark.slow  # a main.py start that trains; in-process: test_experiment.py
 def test_divergence_is_one_line(tmp_path):
     """Weights that overflow end the run in one line naming the epoch; nothing non-finite saved."""
     rc, err = run_main(

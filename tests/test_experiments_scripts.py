@@ -102,6 +102,7 @@ def test_mnist_figures_rebuilds_run_figures(single_run, dataset):
         np.testing.assert_allclose(model[key], trained[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # trains a 4-model sweep and draws its figures
 def test_sweep_figures_heatmaps_and_seed_table(grid_run, dataset, tmp_path):
     workdir, results = grid_run
     out = sweep_figures.main(workdir, out=str(tmp_path), dataset=dataset)
@@ -269,6 +270,7 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     assert abs(float(metrics.negative_ssim(mixed)) - expected) > 1e-6
 
 
+@pytest.mark.slow  # needs the trained single run
 def test_activated_subspace_refuses_2d_latent(single_run, dataset, tmp_path):
     with pytest.raises(ValueError, match="latent dim 2"):
         activated_subspace.main(single_run[0], out=str(tmp_path), dataset=dataset)
@@ -308,6 +310,7 @@ def test_trend_direction_from_numbers():
 
 
 @pytest.mark.parametrize("script", ["mnist_figures", "sweep_figures", "activated_subspace"])
+@pytest.mark.slow  # three process starts
 def test_cli_wrappers(script):
     """Each script runs as `python experiments/<script>.py` (imports resolve from any cwd)."""
     done = subprocess.run(

@@ -246,6 +246,7 @@ def assert_same_run(reference, killed):
     assert not [n for n in listing(killed) if TMP in n]
 
 
+@pytest.mark.slow  # a dozen main.py starts; bit-exact resume in CI: test_preemption.py
 def test_killed_during_save_and_training_ends_bit_identical(tmp_path):
     reference, killed, events, logs = interrupted_run(tmp_path, kills=2, seed=0)
     assert events[0][0] == "save" and events[0][1]

@@ -85,6 +85,7 @@ def _jobs(directory):
     ]
 
 
+@pytest.mark.slow  # figure workers (infrastructure)
 def test_figures_drawn_in_worker_processes_equal_those_drawn_here(tmp_path):
     here = plots.save_all(_jobs(str(tmp_path / "here")), workers=1)
     there = plots.save_all(_jobs(str(tmp_path / "there")), workers=2)
@@ -94,6 +95,7 @@ def test_figures_drawn_in_worker_processes_equal_those_drawn_here(tmp_path):
         assert os.path.exists(plots.pdf_path(b))
 
 
+@pytest.mark.slow  # figure workers (infrastructure)
 def test_figure_pool_starts_its_workers_ahead_and_draws_in_job_order(tmp_path):
     before = set(multiprocessing.active_children())
     with plots.FigurePool(2) as pool:
@@ -135,6 +137,7 @@ def test_writer_images_reach_tensorboard_by_close(tmp_path):
     assert [(r["epoch"], r["model"]) for r in rows] == [(e, m) for e in (1, 2, 3) for m in (0, 1)]
 
 
+@pytest.mark.slow  # a run with six figures, drawn twice (~20 s quiet)
 def test_figures_of_the_trained_states_equal_those_analyze_restores(tmp_path):
     """main.py draws figures from the states training leaves in memory; they are
     byte-identical to those --mode=analyze draws from the checkpoint. The run's phases are
@@ -184,6 +187,7 @@ print(json.dumps({"tuned": done["tuned"], "mmapped_bytes": libc.mallinfo2().hblk
 
 
 @pytest.mark.parametrize("tuning", ["1", "0"])
+@pytest.mark.slow  # malloc tuning (infrastructure), two process starts
 def test_host_allocator_keeps_large_blocks_off_mmap(tuning):
     """glibc's own statistics: after `tune()` a 64 MiB malloc comes from the heap (no mmap'd
     bytes); untouched (EXON_MALLOC_TUNING=0), glibc mmaps it."""

@@ -108,6 +108,7 @@ def two_processes(tmp_path_factory):
     return workdir, _csv(workdir)
 
 
+@pytest.mark.slow  # three main.py processes (~30 s quiet)
 def test_two_processes_equal_one_process(one_process_four_devices, two_processes):
     _assert_same_numbers(two_processes[1], one_process_four_devices[1])
     workdir = two_processes[0]
@@ -139,6 +140,7 @@ def test_killed_process_resumes_to_the_same_numbers(two_processes, tmp_path):
     assert _csv(workdir) == two_processes[1]
 
 
+@pytest.mark.slow  # two process starts after the four-device run
 def test_a_failing_process_ends_the_other(one_process_four_devices, tmp_path):
     """evaluate where process 1 cannot find its run: both end, process 1 says why in one line."""
     port = _free_port()

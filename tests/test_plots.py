@@ -2,6 +2,7 @@
 
 import sys
 
+import matplotlib.colors
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -258,15 +259,27 @@ def test_activation_bars_threshold_line_and_axis_labels(rng):
     threshold = 0.1
     ratios = rng.uniform(0.0, 0.05, size=(2, 12))  # every bar below delta
     ratios[1, 3] = 4.0  # one far above it
+    ratios[1, 7] = threshold  # on the line: not activated (F_kj > delta activates)
     fig = plots.activation_bars(ratios, NAMES[:2], threshold=threshold, ncols=2)
-    for ax in fig.axes:
+    red = matplotlib.colors.to_rgba("tab:red")
+    blue = matplotlib.colors.to_rgba("tab:blue")
+    for ax, row, name in zip(fig.axes, ratios, NAMES[:2]):
         lines = [line for line in ax.lines if np.allclose(line.get_ydata(), threshold)]
         assert len(lines) == 1, "threshold line missing"
         assert lines[0].get_zorder() > max(patch.get_zorder() for patch in ax.patches)
         low, high = ax.get_ylim()
-        assert low <= threshold < high
-        assert ax.get_xlabel() and ax.get_ylabel() or ax is not fig.axes[0]
-    assert fig.axes[0].get_ylabel() == "$F_{kj}$"
+        assert low <= threshold < high and high >= row.max()
+        # One bar per latent dim, at dim j, as tall as F_kj, red exactly where F_kj > delta.
+        bars = sorted(ax.patches, key=lambda patch: patch.get_x())
+        np.testing.assert_allclose([b.get_x() + b.get_width() / 2 for b in bars], range(12))
+        np.testing.assert_allclose([b.get_height() for b in bars], row)
+        colours = [b.get_facecolor() for b in bars]
+        assert colours == [red if value > threshold else blue for value in row]
+        active = int((row > threshold).sum())
+        assert ax.get_title().startswith(f"{name}: {active} of 12 dims")
+    assert [int((row > threshold).sum()) for row in ratios] == [0, 1]
+    # Both panels are in the bottom row; only the first column carries the y label.
+    assert [ax.get_ylabel() for ax in fig.axes] == ["$F_{kj}$", ""]
     assert all(ax.get_xlabel() == "latent dim $j$" for ax in fig.axes)
 
 
