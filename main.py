@@ -243,9 +243,11 @@ def main(argv):
         log = _keep_traceback(_WORKDIR.value)
         print(f"error: {message}" + (f" (traceback in {log})" if log else ""), file=sys.stderr)
         sys.stderr.flush()
-        if _in_cluster():
+        from exon_jax.parallel import ProcessMismatch
+
+        if _in_cluster() and not isinstance(error, ProcessMismatch):
             os._exit(1)  # no shutdown barrier: the other processes see this one gone and stop
-        sys.exit(1)
+        sys.exit(1)  # every process raised it alike: they leave together, nothing cut short
 
 
 _PEER_LOST = ("Gloo", "heartbeat", "Connection reset", "UNAVAILABLE", "Barrier", "barrier")

@@ -29,6 +29,30 @@ if TYPE_CHECKING:  # drawing (Matplotlib) is imported only when figures are draw
     from exon_jax import plots
 
 
+_PER_HOST_FIELDS = ("data.dir", "data.path", "prior.file")  # paths; their contents compared
+
+
+def process_identity(exp: experiment.Experiment) -> dict[str, dict[str, Any]]:
+    """What every process of a run must share: config (paths aside), data, priors, code
+    (`parallel.check_processes_agree` groups)."""
+    record = experiment.run_record_of(exp)
+    config = {
+        f"config.{k}": v
+        for k, v in run_record.flatten(record["config"]).items()
+        if k not in _PER_HOST_FIELDS
+    }
+    code = run_record.code_identity()
+    return {
+        "config": config,
+        "data": {"the data set (sha256 of its arrays)": exp.fingerprint["sha256"]},
+        "priors": {"the priors": record["priors"], "the grid points": record["points"]},
+        "code": {
+            "the exon_jax source (sha256)": code["source_sha256"],
+            "the jax version": jax.__version__,
+        },
+    }
+
+
 def restore_run(
     workdir: str,
     overrides: dict[str, Any] | None = None,
@@ -66,6 +90,7 @@ def restore_run(
                 f"cannot be loaded now ({error}); pass the same arrays as dataset="
             ) from None
     exp = experiment.build_experiment(config, dataset, stored_priors=record["priors"])
+    parallel.check_processes_agree(process_identity(exp))  # e.g. overrides given to one
     run_record.check_same_data(record, exp.fingerprint)
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
     try:

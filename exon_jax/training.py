@@ -117,7 +117,7 @@ def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
         stored = identity.config
         changes = run_record.check_resume(stored, config) if stored is not None else []
         exp = experiment.build_experiment(config, dataset)
-        parallel.check_processes_agree(_process_identity(exp))
+        parallel.check_processes_agree(saved_run.process_identity(exp))
         _stop_before_training(stop, workdir, config.train.epochs, None)
         os.makedirs(workdir, exist_ok=True)
         lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
@@ -125,30 +125,6 @@ def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
         if jax.process_index() == 0:
             run_record.write_rebuilt(workdir, identity)
         return _train_locked(exp, workdir, stored is not None, changes, progress, stopwatch, stop)
-
-
-_PER_HOST_FIELDS = ("data.dir", "data.path", "prior.file")  # paths; their contents compared
-
-
-def _process_identity(exp: experiment.Experiment) -> dict[str, dict[str, Any]]:
-    """What every process of a run must share: config, data, priors, code
-    (`parallel.check_processes_agree` groups)."""
-    record = experiment.run_record_of(exp)
-    config = {
-        f"config.{k}": v
-        for k, v in run_record.flatten(record["config"]).items()
-        if k not in _PER_HOST_FIELDS
-    }
-    code = run_record.code_identity()
-    return {
-        "config": config,
-        "data": {"the data set (sha256 of its arrays)": exp.fingerprint["sha256"]},
-        "priors": {"the priors": record["priors"], "the grid points": record["points"]},
-        "code": {
-            "the exon_jax source (sha256)": code["source_sha256"],
-            "the jax version": jax.__version__,
-        },
-    }
 
 
 @dataclasses.dataclass

@@ -149,3 +149,19 @@ def test_a_dying_peer_ends_the_other_in_one_line(tmp_path):
         "error: another process of this run stopped or cannot be reached ("
     ), err[-3000:]
     assert f"resume from the last checkpoint in {workdir}/checkpoints" in lines[0]
+
+
+@pytest.mark.slow  # a one-epoch run, then a two-process evaluation: ~40 s on 2 cores
+def test_evaluate_with_an_override_on_one_process_stops_both(tmp_path):
+    workdir = str(tmp_path / "run")
+    trained = test_preemption.start(workdir, open(tmp_path / "run.log", "w"), "xla-agreement")
+    assert test_faults.finish(trained) == 0, test_faults.read_log(tmp_path / "run.log")[-3000:]
+    processes = start_pair(workdir, ((), ("--config.data.max_test=100",)), args=["--mode=evaluate"])
+    for p in processes:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 1 and "Traceback" not in err, err[-3000:]
+        [line] = [line for line in err.splitlines() if line.startswith("error:")]
+        assert line.startswith(
+            "error: process 1 differs from process 0 in config.data.max_test: every process of "
+            "a run must be started with the same config, data and code"
+        ), err[-3000:]
