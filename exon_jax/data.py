@@ -805,6 +805,20 @@ def _read_tfds_split(tfds, name, split, data_dir, download):
     ), names
 
 
+NETWORK_PROBE = ("storage.googleapis.com", 443)  # where tfds downloads most data sets from
+
+
+def _network_unreachable(timeout: float = 5.0) -> str | None:
+    """Why NETWORK_PROBE cannot be reached (one short line), or None when it can."""
+    import socket
+
+    try:
+        socket.create_connection(NETWORK_PROBE, timeout=timeout).close()
+    except OSError as error:
+        return f"{NETWORK_PROBE[0]}:{NETWORK_PROBE[1]}: {error.strerror or error}"
+    return None
+
+
 def _tfds_not_prepared(tfds, name, data_dir) -> bool:
     try:
         return not tfds.builder(name, data_dir=data_dir).is_prepared()
@@ -820,6 +834,12 @@ def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> ImageDatas
         raise _missing_module(e) from e
     except Exception as e:  # noqa: BLE001 - any import failure means tfds cannot serve
         raise _TfdsError(f"tensorflow_datasets cannot be imported ({_short(e)})") from e
+    offline = None
+    if download and _tfds_not_prepared(tfds, name, data_dir):
+        # no network: read only what is there and fail now, not after minutes of download
+        # retries and their warnings
+        offline = _network_unreachable()
+        download = offline is None
     try:
         train, names = _read_tfds_split(tfds, name, "train", data_dir, download)
         test, _ = _read_tfds_split(tfds, name, "test", data_dir, download)
@@ -831,6 +851,11 @@ def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> ImageDatas
         if _tfds_not_prepared(tfds, name, data_dir):
             where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
             tried = f"; preparing it here failed ({_short(e)})" if download else ""
+            if offline:
+                tried = (
+                    f"; it cannot be downloaded: the network is unreachable ({offline}; "
+                    f"{_short(e)})"
+                )
             raise _TfdsError(
                 f"it is not prepared in {where}{tried}. Prepare it with "
                 f"{_prepare_command(name, data_dir)}"

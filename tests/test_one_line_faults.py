@@ -93,3 +93,40 @@ def test_prior_variance_too_small_names_the_prior(tmp_path):
     )
     assert_one_line(rc, err, "variances must be >= 1e-06, got 1e-30")
     assert f"config.prior.file ({prior})" in err or str(prior) in err, err
+
+
+def test_tfds_without_network_fails_fast(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from exon_jax import data as data_lib
+    from tests.test_cli import ROOT
+
+    if data_lib._network_unreachable(timeout=3.0) is None:
+        pytest.skip("the network is reachable here: tfds would download")
+    started = time.monotonic()
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "main.py"),
+            *TINY,
+            f"--workdir={tmp_path / 'w'}",
+            "--config.data.source=tfds",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env=dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds")),
+    )
+    assert time.monotonic() - started < 60  # was 212 s of download retries
+    assert_one_line(
+        out.returncode,
+        out.stderr.strip(),
+        "tfds could not serve 'mnist': it is not prepared in ",
+    )
+    assert "it cannot be downloaded: the network is unreachable (storage.googleapis.com:443" in (
+        out.stderr
+    )
+    assert "Retrying" not in out.stderr
