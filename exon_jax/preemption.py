@@ -91,7 +91,9 @@ class StopRequests:
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
-        self._previous = {s: signal.signal(s, _ignore) for s in SIGNALS}
+        self._previous = {  # a signal the process was started ignoring stays ignored
+            s: signal.signal(s, _ignore) for s in SIGNALS if signal.getsignal(s) != signal.SIG_IGN
+        }
         self._active = True
         self._thread = threading.Thread(target=self._watch, name="exon-stop-requests", daemon=True)
         self._thread.start()
@@ -102,7 +104,7 @@ class StopRequests:
             return
         self._active = False
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         signal.set_wakeup_fd(self._previous_fd)
         self._write.close()  # the watcher's recv returns b"" and it ends
         self._thread.join(timeout=5)

@@ -143,3 +143,24 @@ def test_a_signal_while_compiling_stops_before_the_first_epoch(tmp_path, monkeyp
         f"in {workdir / 'checkpoints'})"
     )
     assert not os.listdir(workdir / "checkpoints")
+
+
+def test_an_ignored_signal_stays_ignored_and_the_handlers_come_back():
+    """A process started with SIGINT ignored (a background job) keeps ignoring it."""
+    from exon_jax import preemption
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with preemption.StopRequests() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+            assert not stop.requested
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while not stop.requested and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert stop.requested and stop.signal_name == "SIGTERM"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before)
