@@ -113,7 +113,10 @@ def get_config(arg=None):
 
     config.analysis = ml_collections.ConfigDict()
     config.analysis.grid_size = 13  # decoded grid for negative SSIM (paper: 13 x 13)
-    config.analysis.grid_extent = 15.0  # on [-extent, extent]^2
+    # Decoded grid on [-extent, extent]^2. 0 = auto: the figures' grid (manifold, label map,
+    # Figure 3) covers every designed centre +- 3 prior sd; negative SSIM keeps the paper's
+    # [-15, 15]^2. A number sets both (the figures warn if it leaves a designed centre out).
+    config.analysis.grid_extent = 0.0
     config.analysis.label_map_size = 200
     config.analysis.activation_threshold = 0.1
     config.analysis.posterior = "samples"  # codes of Figures 3-4: samples z ~ q(z|x) (paper) | mean
@@ -122,6 +125,10 @@ def get_config(arg=None):
     # (Figure 10), traversals use both (Figure 13); further ones get noise probes too.
     # Default (1, 7): automobile and horse in CIFAR-10's label order, as in the paper.
     config.analysis.classes = (1, 7)
+    # Interpolations of the run's figures: (from, to) pairs of label indices or class names,
+    # each decoded from one designed centre to the other, e.g. ((4, 9), ("0", "6")).
+    # () = class 0 -> class K // 2 (the pre-design path for two classes and d = 2).
+    config.analysis.interpolations = ()
     config.analysis.figures = True
     config.analysis.figure_workers = 0  # processes drawing figures: 0 = one per core, at most 8
     config.analysis.pdf = True  # a PDF beside each figure's PNG (about half of the drawing time)

@@ -25,11 +25,12 @@ and `imshow` with its default `origin='upper'` shows the map the right way up.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from exon_jax import metrics, sampling
 from exon_jax.priors import MixturePrior
@@ -46,6 +47,7 @@ PREDESIGN_NUM = 11
 TRAVERSAL_LOW = -2.0
 TRAVERSAL_HIGH = 2.0
 POSTERIOR_KINDS = ("mean", "samples")
+DESIGN_SDS = 3.0  # the automatic grid covers every designed centre +- 3 prior sd
 
 
 def _check(assertion, *args, name: str, **kwargs) -> None:
@@ -336,3 +338,117 @@ def posterior_codes(
     if key is None:
         raise ValueError("argument `key` is required for kind 'samples'")
     return sampling.sample_latent(key, logits, mean, logvar, hard=True)
+
+
+# --- the design on the host: grid extent and principal plane (NumPy, for the figures) ------
+
+
+def design_extent(prior: MixturePrior, sds: float = DESIGN_SDS) -> float:
+    """Half-width of the square grid that holds every designed centre +- `sds` prior sd.
+
+    E = max_j max_k (|mu0_kj| + sds * sqrt(v0_kj)) over the first two axes (j < 2): the
+    square [-E, E]^2 of `latent_grid` reaches every component's centre plus `sds` of its
+    standard deviations along both axes. The paper's circle (radius 12.94, sd 2) gives 18.94;
+    a centre at x = 24 with sd 2 gives 30.
+
+    Args:
+      prior: a 2-D (or higher; the first two axes count) mixture, means/variances [K, d].
+      sds: prior standard deviations beyond each centre.
+
+    Returns:
+      E > 0 as a Python float.
+    """
+    means = np.asarray(prior.means, np.float64)[:, :2]
+    sds_of = np.sqrt(np.asarray(prior.variances, np.float64))[:, :2]
+    return float(np.max(np.abs(means) + sds * sds_of))
+
+
+def centres_outside(means, extent: float) -> list[int]:
+    """Indices k of the designed centres mu0_k [K, 2+] outside the square [-extent, extent]^2
+    (first two axes): the classes a grid of that extent leaves off the decoded manifold."""
+    means = np.asarray(means, np.float64)[:, :2]
+    return [int(k) for k in np.nonzero(np.any(np.abs(means) > extent, axis=1))[0]]
+
+
+class PrincipalPlane(NamedTuple):
+    """An orthonormal 2-D view of a d-dimensional latent space (`principal_plane`).
+
+    project(z) = (z - centre) @ basis.T maps [N, d] codes to [N, 2].
+
+    Attributes:
+      centre: [d] the mean of the designed centres.
+      basis: [2, d] orthonormal rows: the axes of the plane.
+      explained: [2] share of the designed centres' variance along each axis (the second is
+        0 when the centres lie on a line and the axis comes from the codes instead).
+    """
+
+    centre: np.ndarray
+    basis: np.ndarray
+    explained: np.ndarray
+
+    def project(self, z) -> np.ndarray:
+        """[N, d] codes -> [N, 2] coordinates on the plane."""
+        return (np.asarray(z, np.float64) - self.centre) @ self.basis.T
+
+
+def principal_plane(means, codes=None, tol: float = 1e-6) -> PrincipalPlane:
+    """The principal plane of the K designed centres mu0_k (PCA of the prior means).
+
+    The axes are the first two right singular vectors of the centred means [K, d]
+    (`np.linalg.svd`), each signed so that its largest-magnitude entry is positive. When the
+    means span fewer than two directions (e.g. the paper's CIFAR blocks prior: K points on
+    one line), the missing axis is the principal direction of `codes` orthogonal to the
+    axes found (or the first coordinate axis orthogonal to them, without codes), so the
+    plane still shows how the codes spread. d = 1: the second axis is all zeros.
+
+    Args:
+      means: [K, d] designed centres.
+      codes: optional [N, d] codes completing a degenerate plane.
+      tol: a singular value below tol x the largest (or below tol) counts as zero.
+
+    Returns:
+      `PrincipalPlane` with centre [d], basis [2, d], explained [2].
+    """
+    means = np.asarray(means, np.float64)
+    dim = means.shape[1]
+    centre = means.mean(axis=0)
+    _, singular, vt = np.linalg.svd(means - centre, full_matrices=False)
+    total = float(np.sum(singular**2))
+    rank = int(np.sum(singular > tol * max(float(singular[0]) if singular.size else 0.0, 1.0)))
+    axes = [vt[i] for i in range(min(rank, 2))]
+    explained = [float(singular[i] ** 2 / total) for i in range(len(axes))]
+    while len(axes) < 2:
+        if dim <= len(axes):
+            axes.append(np.zeros(dim))
+        else:
+            axes.append(_next_axis(axes, dim, codes))
+        explained.append(0.0)
+    basis = np.stack([_signed(a) for a in axes])
+    return PrincipalPlane(centre, basis, np.asarray(explained))
+
+
+def _signed(axis: np.ndarray) -> np.ndarray:
+    """`axis` with the sign that makes its largest-magnitude entry positive."""
+    return axis if axis[np.argmax(np.abs(axis))] >= 0 else -axis
+
+
+def _next_axis(axes: list[np.ndarray], dim: int, codes) -> np.ndarray:
+    """A unit vector orthogonal to `axes`: the codes' principal direction in the orthogonal
+    complement, else the first coordinate axis with a component left there."""
+    known = np.stack(axes) if axes else np.zeros((0, dim))
+
+    def complement(x):
+        return x - (x @ known.T) @ known
+
+    if codes is not None and len(codes) > 1:
+        residual = complement(np.asarray(codes, np.float64))
+        residual = residual - residual.mean(axis=0)
+        _, singular, vt = np.linalg.svd(residual, full_matrices=False)
+        if singular.size and singular[0] > 1e-9:
+            return vt[0]
+    for j in range(dim):
+        candidate = complement(np.eye(dim)[j])
+        norm = float(np.linalg.norm(candidate))
+        if norm > 1e-6:
+            return candidate / norm
+    return np.zeros(dim)

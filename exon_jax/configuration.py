@@ -246,7 +246,35 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
             f"analysis.{name}",
             f"must be an integer >= {low}, got {value!r}",
         )
-    _require_float32(analysis.get("grid_extent", 1.0), "analysis.grid_extent", positive=True)
+    extent = analysis.get("grid_extent", 0.0)
+    _require(
+        isinstance(extent, (int, float, np.number))
+        and not isinstance(extent, bool)
+        and bool(np.isfinite(extent))
+        and bool(0 <= extent <= _FLOAT32_MAX),
+        "analysis.grid_extent",
+        f"must be 0 (auto: every designed centre +- 3 prior sd) or a finite number > 0, "
+        f"got {extent!r}",
+    )
+    pairs = analysis.get("interpolations", ())
+    _require(
+        isinstance(pairs, (tuple, list))
+        and all(
+            isinstance(p, (tuple, list))
+            and len(p) == 2
+            and all(isinstance(c, str) or (_is_int(c) and c >= 0) for c in p)
+            for p in pairs
+        ),
+        "analysis.interpolations",
+        f"must be a tuple of (from, to) pairs of label indices or class names, got {pairs!r}",
+    )
+    if num_classes is not None:
+        bad = [c for p in pairs for c in p if _is_int(c) and c >= num_classes]
+        _require(
+            not bad,
+            "analysis.interpolations",
+            f"label {bad[0] if bad else ''} is out of range: the data has {num_classes} classes",
+        )
     _require_float32(analysis.get("activation_threshold", 0.0), "analysis.activation_threshold")
     for name in ("figures", "pdf", "tensorboard_images"):
         value = analysis.get(name, True)
@@ -320,7 +348,9 @@ class AnalysisSettings:
 
     Attributes:
       grid_size, grid_extent: the decoded grid_size x grid_size latent grid on
-        [-extent, extent]^2 (paper: 13 x 13 for negative SSIM, eq. 19).
+        [-extent, extent]^2 (paper: 13 x 13 on [-15, 15]^2 for negative SSIM, eq. 19);
+        extent 0 = auto: the figures' grid covers every designed centre +- 3 prior sd,
+        negative SSIM keeps the paper's 15.
       label_map_size: pixels a side of the label map (Figure 3).
       activation_threshold: delta of the activated subspace (Figures 5, 14).
       posterior: "samples" (z ~ q(z|x), as the paper draws Figures 3-4) or "mean".

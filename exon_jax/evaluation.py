@@ -35,11 +35,14 @@ def make_evaluate(
 
     Per model: classification error (eq. 20), mean KL bound (eq. 18), negative SSIM
     (eq. 19) of the decoded grid_size x grid_size latent grid on [-extent, extent]^2
-    (2-D latents) or of the reconstructions of the first grid_size^2 images
-    (higher-dimensional latents), design fidelity of the posterior codes, the codes
-    [N, d], the decoded probe and the first NUM_RECONSTRUCTIONS reconstructions.
+    (2-D latents; extent 0, `analysis.grid_extent`'s auto, keeps the paper's 15 here) or of
+    the reconstructions of the first grid_size^2 images (other latents), with
+    `negative_ssim_probe` [2] saying which (`negative_ssim_on`), design fidelity of the
+    posterior codes, the codes [N, d], the decoded probe and the first NUM_RECONSTRUCTIONS
+    reconstructions.
     """
     encode = train.make_eval_forward(model)
+    grid_extent = grid_extent or analysis.GRID_EXTENT  # 0 (auto): the paper's [-15, 15]^2
     grid = analysis.latent_grid(grid_extent, grid_size)
 
     def evaluate_one(state, hparams, images, labels):
@@ -55,6 +58,10 @@ def make_evaluate(
             "classification_error": metrics.classification_error(logits, labels),
             "kl": metrics.mean_kl(logits, mean, logvar, hparams.prior),
             "negative_ssim": metrics.negative_ssim(decoded),
+            # [2] (grid half-width, or 0 for test codes; images decoded): `negative_ssim_on`
+            "negative_ssim_probe": jnp.asarray(
+                [grid_extent if latent_dim == 2 else 0.0, probe.shape[0]], jnp.float32
+            ),
             "max_centre_distance": fidelity["max_centre_distance"],
             "mean_inside_95": fidelity["mean_inside_95"],
             "centre_distance": fidelity["centre_distance"],
@@ -114,6 +121,17 @@ def scalar_row(values: dict[str, Any], index: int) -> dict[str, float]:
     return {k: float(np.asarray(v)[index]) for k, v in values.items() if np.ndim(v) == 1}
 
 
+def negative_ssim_on(probe) -> str:
+    """What negative SSIM was computed on, from `negative_ssim_probe` [2] of one model:
+    'decoded 13 x 13 latent grid on [-15, 15]^2' or 'reconstructions (decoded posterior-mean codes) of the
+    first 169 test images'."""
+    extent, count = float(probe[0]), int(round(float(probe[1])))
+    if extent > 0:
+        size = int(round(count**0.5))
+        return f"decoded {size} x {size} latent grid on [-{extent:g}, {extent:g}]^2"
+    return f"reconstructions (decoded posterior-mean codes) of the first {count} test images"
+
+
 def summarise(
     points: Sequence[dict[str, Any]],
     betas,
@@ -125,7 +143,8 @@ def summarise(
     train_seconds: float,
     devices: str,
 ) -> dict[str, Any]:
-    """Per-model results: the paper's three metrics, design fidelity, final beta.
+    """Per-model results: the paper's three metrics (with `negative_ssim_on`: what negative
+    SSIM was computed on), design fidelity, final beta.
 
     Args:
       points: the G grid points.
@@ -146,6 +165,8 @@ def summarise(
             "mean_inside_95": float(evaluated["mean_inside_95"][i]),
             "beta": float(np.asarray(betas)[i]),
         }
+        if "negative_ssim_probe" in evaluated:
+            row["negative_ssim_on"] = negative_ssim_on(evaluated["negative_ssim_probe"][i])
         if validated is not None:
             row["validation_error"] = float(validated["classification_error"][i])
             row["validation_kl"] = float(validated["kl"][i])

@@ -12,13 +12,20 @@ One implementation per job, shared with `experiments/`:
 - `grid_table`: the heat-map / seed table of a grid (mean, std, count per cell);
 - `predesign_strips`: the Figure 9 rows, one per distance (ascending, then seed).
 
-Config fields read (`config.analysis`): grid_size, grid_extent, label_map_size,
-activation_threshold, posterior ("mean" | "samples": the codes of Figures 3-4).
+Config fields read (`config.analysis`): grid_size, grid_extent (0 = auto: every designed
+centre +- 3 prior sd), label_map_size, activation_threshold, posterior ("mean" | "samples":
+the codes of Figures 3-4), interpolations ((from, to) class pairs; () = 0 -> K // 2).
+
+`write_run_figures` replaces what it wrote before: the files listed in the directory's
+`run_figures.json` (its record of the last write) that this write does not produce are
+removed, e.g. the PDFs after a write with `analysis.pdf=False`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -107,6 +114,68 @@ def scatter_codes(exp, fns: ModelFunctions, state, index: int, mean_codes) -> np
     return np.asarray(analysis.posterior_codes(logits, mean, logvar, "samples", key))
 
 
+def figure_grid_extent(extent: float, prior: priors.MixturePrior, names: Sequence[str]) -> float:
+    """Half-width of the decoded grid of the 2-D figures (manifold, label map, Figure 3).
+
+    `extent` 0 (`analysis.grid_extent`'s default, auto): `analysis.design_extent`, every
+    designed centre +- 3 prior sd. A number is used as it is, with a warning naming the
+    classes whose centre lies outside [-extent, extent]^2 (they are off the manifold, the
+    label map and Figure 3).
+    """
+    if not extent:
+        return analysis.design_extent(prior)
+    outside = analysis.centres_outside(prior.means, extent)
+    if outside:
+        means = np.asarray(prior.means)
+        where = ", ".join(f"{names[k]} at ({means[k, 0]:.3g}, {means[k, 1]:.3g})" for k in outside)
+        warnings.warn(
+            f"config.analysis.grid_extent={extent:g} leaves the designed centres of {where} "
+            f"outside the decoded grid [-{extent:g}, {extent:g}]^2; 0 (auto) covers every "
+            f"centre +- 3 prior sd: {analysis.design_extent(prior):.3g}",
+            stacklevel=2,
+        )
+    return float(extent)
+
+
+def interpolation_pairs(pairs, names: Sequence[str]) -> list[tuple[int, int]]:
+    """`analysis.interpolations` as (from, to) class indices; () -> [(0, K // 2)].
+
+    Args:
+      pairs: tuple of (from, to) pairs, each a label index or a class name.
+      names: the K class names.
+
+    Raises:
+      ConfigError: a pair that is not two classes of this data set, naming the field.
+    """
+    num_classes = len(names)
+    if not tuple(pairs):
+        return [(0, num_classes // 2)]
+
+    def index(entry) -> int:
+        if isinstance(entry, str) and entry in names:
+            return list(names).index(entry)
+        if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+            if 0 <= entry < num_classes:
+                return int(entry)
+        raise configuration.ConfigError(
+            f"config.analysis.interpolations: {entry!r} is neither a class name of this data "
+            f"set ({', '.join(names)}) nor a label index in [0, {num_classes})"
+        )
+
+    resolved = []
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise configuration.ConfigError(
+                f"config.analysis.interpolations: each entry must be a (from, to) pair of "
+                f"classes, got {pair!r}"
+            )
+        resolved.append((index(pair[0]), index(pair[1])))
+    return resolved
+
+
+INTERPOLATION_STEPS = 11  # decoded points from one designed centre to the other
+
+
 def model_figure_jobs(
     exp,
     fns: ModelFunctions,
@@ -119,9 +188,13 @@ def model_figure_jobs(
     """The per-model figures of model `index`, computed here and drawn later (`plots.save_all`).
 
     2-D latents: prior samples (Figure 2), test posterior with the designed centres,
-    decoded manifold, label map, the three-panel Figure 3, and an interpolation strip
-    between two designed centres (or the pre-design path for two components).
-    Higher-dimensional latents: reconstructions and per-class activation bars.
+    decoded manifold, label map and the three-panel Figure 3 (on `figure_grid_extent`), and
+    an interpolation strip per pair of `analysis.interpolations` (default class 0 -> K // 2;
+    the pre-design path for two components).
+    Other latents (any d != 2): prior samples and test posterior codes projected on the
+    designed means' principal plane (`analysis.principal_plane`; pairwise panels for d <= 4),
+    `latent.png`, the centre interpolations (`centre_interpolation.png`), reconstructions
+    and per-class activation bars.
 
     Args:
       codes: [N, d] posterior-mean codes of the first N test images (evaluation output).
@@ -131,21 +204,29 @@ def model_figure_jobs(
     names = exp.dataset.class_names
     labels = np.asarray(exp.dataset.test.labels[: codes.shape[0]])
     means = np.asarray(prior.means)
+    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    shown = scatter_codes(exp, fns, state, index, codes)
+    posterior_title = POSTERIOR_TITLES[exp.analysis.posterior]
+    z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, 5000)
+    z, y = np.asarray(z), np.asarray(y)
+    strips = [
+        fns.decode_np(state, analysis.centre_interpolation(prior, a, b, INTERPOLATION_STEPS))
+        for a, b in pairs
+    ]
+    strip_titles = [f"centre of {names[a]} -> {names[b]}" for a, b in pairs]
     jobs = []
 
     def job(name, draw, *args, **kwargs):
         jobs.append(plots.FigureJob(draw, os.path.join(directory, name), args, kwargs, cfg.pdf))
 
     if prior.latent_dim == 2:
-        shown = scatter_codes(exp, fns, state, index, codes)
-        posterior_title = POSTERIOR_TITLES[exp.analysis.posterior]
-        z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, 5000)
-        job("prior_samples.png", "prior_samples", np.asarray(z), np.asarray(y), means, names)
+        extent = figure_grid_extent(cfg.grid_extent, prior, names)
+        job("prior_samples.png", "prior_samples", z, y, means, names)
         job(
             "posterior.png", "posterior_scatter", shown, labels, means, names, title=posterior_title
         )
         manifold = np.asarray(
-            analysis.decode_grid(lambda g: fns.decode(state, g), cfg.grid_extent, cfg.grid_size)
+            analysis.decode_grid(lambda g: fns.decode(state, g), extent, cfg.grid_size)
         )
         job(
             "manifold.png",
@@ -153,11 +234,10 @@ def model_figure_jobs(
             manifold,
             cfg.grid_size,
             cfg.grid_size,
-            title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on "
-            f"[-{cfg.grid_extent:g}, {cfg.grid_extent:g}]$^2$",
+            title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on [-{extent:.3g}, {extent:.3g}]$^2$",
         )
-        label_map = fns.label_map(state, cfg.grid_extent, cfg.label_map_size)
-        job("label_map.png", "label_map_figure", label_map, cfg.grid_extent, means, names)
+        label_map = fns.label_map(state, extent, cfg.label_map_size)
+        job("label_map.png", "label_map_figure", label_map, extent, means, names)
         job(
             "figure3.png",
             "figure3",
@@ -165,48 +245,65 @@ def model_figure_jobs(
             labels,
             manifold,
             label_map,
-            cfg.grid_extent,
+            extent,
             means,
             names,
             titles=(posterior_title, "decoded latent grid", "predicted label of the decoded grid"),
         )
-        if prior.num_classes == 2:
-            path, title = analysis.predesign_path(), "pre-design path (-10, 0) -> (10, 0)"
-        else:
-            far = prior.num_classes // 2
-            path = analysis.centre_interpolation(prior, 0, far, 11)
-            title = f"centre of {names[0]} -> {names[far]}"
-        job("interpolation.png", "interpolation_strips", [fns.decode_np(state, path)], [title])
-    else:
-        images = exp.dataset.test.images[:16]
-        logits, mean, _ = fns.encode(state, images)
-        recon = fns.decode_np(state, metrics.posterior_mean_code(logits, mean))
-        shown = np.concatenate([np.asarray(batching.scale_images(images)), recon])
-        job(
-            "reconstructions.png",
-            "image_grid",
-            shown,
-            2,
-            16,
-            title="test images (top) and reconstructions (bottom)",
-        )
-        count = min(2000, exp.dataset.test.labels.shape[0])
-        ratios, _ = activation_statistics(
-            fns,
-            state,
-            exp.dataset.test.images[:count],
-            exp.dataset.test.labels[:count],
-            prior.num_classes,
-            cfg.activation_threshold,
-        )
-        job(
-            "activation_bars.png",
-            "activation_bars",
-            ratios,
-            names,
-            cfg.activation_threshold,
-            title=f"activation ratio F per class, {count} test images",
-        )
+        if prior.num_classes == 2 and not tuple(exp.config.analysis.get("interpolations", ())):
+            strips = [fns.decode_np(state, analysis.predesign_path())]
+            strip_titles = ["pre-design path (-10, 0) -> (10, 0)"]
+        job("interpolation.png", "interpolation_strips", strips, strip_titles)
+        return jobs
+
+    plane = analysis.principal_plane(means, shown)
+    plane_args = (means, plane.basis, plane.centre, plane.explained, names)
+    job(
+        "prior_samples.png",
+        "latent_projection",
+        z,
+        y,
+        *plane_args,
+        title=f"samples from the designed prior (d = {prior.latent_dim})",
+    )
+    job(
+        "latent.png",
+        "latent_projection",
+        shown,
+        labels,
+        *plane_args,
+        title=f"{posterior_title} (d = {prior.latent_dim})",
+    )
+    job("centre_interpolation.png", "interpolation_strips", strips, strip_titles)
+    images = exp.dataset.test.images[:16]
+    logits, mean, _ = fns.encode(state, images)
+    recon = fns.decode_np(state, metrics.posterior_mean_code(logits, mean))
+    originals = np.concatenate([np.asarray(batching.scale_images(images)), recon])
+    job(
+        "reconstructions.png",
+        "image_grid",
+        originals,
+        2,
+        16,
+        title="test images (top) and reconstructions (bottom)",
+    )
+    count = min(2000, exp.dataset.test.labels.shape[0])
+    ratios, _ = activation_statistics(
+        fns,
+        state,
+        exp.dataset.test.images[:count],
+        exp.dataset.test.labels[:count],
+        prior.num_classes,
+        cfg.activation_threshold,
+    )
+    job(
+        "activation_bars.png",
+        "activation_bars",
+        ratios,
+        names,
+        cfg.activation_threshold,
+        title=f"activation ratio F per class, {count} test images",
+    )
     return jobs
 
 
@@ -371,7 +468,8 @@ def write_run_figures(
 
     The arrays are computed first (JAX, this process), then the figures drawn in `workers`
     processes (`plots.save_all`; 0 = one per CPU core, at most 8), or by `pool`, a
-    `plots.FigurePool` started earlier. Returns the PNG paths.
+    `plots.FigurePool` started earlier. Then what the previous write left and this one did
+    not write is removed (`replace_written`). Returns the PNG paths.
     """
     fns = ModelFunctions(exp.model)
     jobs = []
@@ -392,4 +490,74 @@ def write_run_figures(
         )
     if exp.num_models > 1:
         jobs += grid_figure_jobs(exp, states, evaluated, directory, fns)
-    return plots.save_all(jobs, workers, pool)
+    written = plots.save_all(jobs, workers, pool)
+    earlier = EARLIER_FIGURES[2 if exp.analysis.latent_dim == 2 else 0] + EARLIER_GRID_FIGURES
+    replace_written(directory, [f for j in jobs for f in job_files(j)], earlier)
+    return written
+
+
+RECORD_OF_FIGURES = "run_figures.json"  # what write_run_figures wrote last, for the next write
+# What the code before the record wrote (a directory without RECORD_OF_FIGURES), by latent
+# dimension: these names in the directory and its point subdirectories count as written before.
+EARLIER_FIGURES = {
+    2: ("prior_samples", "posterior", "manifold", "label_map", "figure3", "interpolation")
+    + ("posterior_panel",),
+    0: ("reconstructions", "activation_bars"),  # any d != 2
+}
+EARLIER_GRID_FIGURES = (
+    "heatmap_kl",
+    "heatmap_negative_ssim",
+    "heatmap_classification_error",
+    "predesign_interpolation",
+)
+
+
+def job_files(job: plots.FigureJob) -> list[str]:
+    """The files a job writes: its PNG, and the PDF beside it when the job asks for one."""
+    return [job.path, plots.pdf_path(job.path)] if job.pdf else [job.path]
+
+
+def replace_written(directory: str, files: Sequence[str], earlier: Sequence[str] = ()) -> list[str]:
+    """Removes what the previous write into `directory` left that this one did not write, and
+    records `files` in `directory/run_figures.json` for the next write.
+
+    The previous write is the list in run_figures.json; without it (figures written by an
+    earlier version), the PNGs and PDFs named `earlier` in `directory` and in its
+    immediate subdirectories. Other files (e.g. `experiments/curves.py`'s curves.png)
+    are never touched.
+
+    Args:
+      files: paths of the files just written.
+      earlier: file stems (no extension) the earlier version wrote.
+
+    Returns:
+      The paths removed.
+    """
+    record = os.path.join(directory, RECORD_OF_FIGURES)
+    now = {os.path.relpath(os.path.abspath(f), os.path.abspath(directory)) for f in files}
+    if os.path.exists(record):
+        with open(record) as f:
+            before = set(json.load(f))
+    else:
+        subdirectories = [""]
+        if os.path.isdir(directory):
+            subdirectories += [
+                e.name for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)
+            ]
+        before = {
+            os.path.join(sub, stem + ext)
+            for sub in subdirectories
+            for stem in earlier
+            for ext in (".png", ".pdf")
+        }
+    removed = []
+    for name in sorted(before - now):
+        path = os.path.join(directory, name)
+        if name.startswith("..") or os.path.isabs(name) or not os.path.isfile(path):
+            continue
+        os.remove(path)
+        removed.append(path)
+    os.makedirs(directory, exist_ok=True)
+    with open(record, "w") as f:
+        json.dump(sorted(now), f, indent=1)
+    return removed

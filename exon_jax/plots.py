@@ -7,14 +7,15 @@ backend is left alone (safe in notebooks and headless runs), and a figure is
 freed as soon as it is no longer referenced. `save(fig, path)` writes a PNG and a PDF beside
 it (`pdf=False`: the PNG only); `FigurePool` draws `FigureJob`s in worker processes.
 
-Paper figures: `prior_samples` (Figure 2), `figure3` / `posterior_scatter` /
-`image_grid` / `label_map_figure` (Figure 3), `posterior_panel` (Figure 4),
+Paper figures: `prior_samples` (Figure 2; `latent_projection` for d != 2), `figure3` /
+`posterior_scatter` / `image_grid` / `label_map_figure` (Figure 3), `posterior_panel` (Figure 4),
 `activation_bars` (Figures 5, 14), `image_grid` on noise probes (Figures 6, 11,
 12) and traversals (Figure 13), `trend` (Figure 7), `heatmap` (Figure 8),
 `interpolation_strips` (Figures 1, 9, 10).
 
 Label colours are tab10 (tab20 for 11-20 classes), one per class index, the same
-in every figure.
+in every figure; every scatter carries a legend naming the classes in their colours
+(`class_legend`). `latent_projection` shows codes of any latent dimension.
 """
 
 from __future__ import annotations
@@ -300,6 +301,29 @@ def _mark_centres(ax, means: np.ndarray, class_names: Sequence[str] | None) -> N
         )
 
 
+def class_legend(ax, num_classes: int, class_names: Sequence[str] | None = None, **kwargs):
+    """A legend naming every class in its scatter colour (`class_colormap`), right of `ax`.
+
+    One round marker per class k, coloured like label k and labelled with its name.
+    kwargs go to `ax.legend` (e.g. loc, bbox_to_anchor, ncols).
+
+    Returns:
+      The Legend.
+    """
+    from matplotlib.lines import Line2D
+
+    cmap, _ = class_colormap(num_classes)
+    names = _class_names(class_names, num_classes)
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markersize=5, color=cmap(k), label=name)
+        for k, name in enumerate(names)
+    ]
+    options = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    options.update(kwargs)
+    options.setdefault("ncols", 1 if num_classes <= 12 else 2)
+    return ax.legend(handles=handles, borderaxespad=0.0, handletextpad=0.2, **options)
+
+
 def _scatter_labels(ax, points, labels, num_classes: int, size: float = 3.0) -> None:
     points, labels = np.asarray(points), np.asarray(labels)
     cmap, norm = class_colormap(num_classes)
@@ -334,12 +358,13 @@ def prior_samples(
       title: axes title, or None.
 
     Returns:
-      Figure with one axes.
+      Figure with one axes and a legend naming the classes in their colours.
     """
-    fig = _new_figure(5.0, 5.0)
+    fig = _new_figure(6.0, 5.0)
     ax = fig.add_subplot()
     _scatter_labels(ax, z, labels, np.asarray(means).shape[0])
     _mark_centres(ax, means, class_names)
+    class_legend(ax, np.asarray(means).shape[0], class_names)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     _set_title(ax, title)
@@ -353,6 +378,7 @@ def posterior_scatter(
     class_names: Sequence[str] | None = None,
     ax=None,
     title: str | None = None,
+    legend: bool = True,
 ) -> Figure:
     """Latent codes of test inputs coloured by true label, designed centres marked.
 
@@ -365,14 +391,17 @@ def posterior_scatter(
       class_names: K names, or None for '0'..'K-1'.
       ax: axes to draw into (its figure is returned); None makes a new figure.
       title: axes title, or None.
+      legend: a legend naming the classes in their colours (`class_legend`).
 
     Returns:
       The Figure holding the axes.
     """
     if ax is None:
-        ax = _new_figure(5.0, 5.0).add_subplot()
+        ax = _new_figure(6.0, 5.0).add_subplot()
     _scatter_labels(ax, codes, labels, np.asarray(means).shape[0])
     _mark_centres(ax, means, class_names)
+    if legend:
+        class_legend(ax, np.asarray(means).shape[0], class_names)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     _set_title(ax, title)
@@ -417,7 +446,8 @@ def posterior_panel(
 
     Returns:
       Figure with len(panels) axes sharing x and y; the window is the square
-      [-h, h]^2 holding every code and centre (h = 1.1 x the largest |coordinate|).
+      [-h, h]^2 holding every code and centre (h = 1.1 x the largest |coordinate|); one
+      legend naming the classes, right of the top row.
     """
     rows, columns = _grid_shape(len(panels), ncols)
     fig = _new_figure(3.2 * columns, 3.2 * rows + (0.4 if title else 0.0))
@@ -429,9 +459,88 @@ def posterior_panel(
         1.0,
     )
     for ax, panel, centre in zip(axes, panels, centres):
-        posterior_scatter(panel[0], panel[1], centre, class_names, ax=ax, title=panel[2])
+        posterior_scatter(
+            panel[0], panel[1], centre, class_names, ax=ax, title=panel[2], legend=False
+        )
     axes[0].set_xlim(-half, half)
     axes[0].set_ylim(-half, half)
+    class_legend(axes[columns - 1], centres[0].shape[0], class_names)  # right of the top row
+    if title:
+        fig.suptitle(_wrap(title, fig.get_size_inches()[0]) or "")
+    return fig
+
+
+MAX_PAIRWISE_DIM = 4  # latent_projection adds every pair of coordinates up to this d
+
+
+def latent_projection(
+    codes,
+    labels,
+    means,
+    basis,
+    centre,
+    explained=None,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    max_pairwise_dim: int = MAX_PAIRWISE_DIM,
+) -> Figure:
+    """Codes of any latent dimension d and the designed centres in 2-D views.
+
+    Panel 1: codes and centres projected on the plane with orthonormal axes `basis`
+    through `centre` (`analysis.principal_plane` of the designed means: x = (z - centre) @
+    basis.T). For 2 <= d <= max_pairwise_dim, one more panel per pair of coordinates
+    (z_i, z_j), i < j: d = 3 gives 3, d = 4 gives 6. Points are coloured by label, centres
+    marked 'x' with their class names; a legend names the classes in their colours.
+
+    Args:
+      codes: [N, d] codes (test posterior codes, prior samples, ...).
+      labels: [N] int labels (true labels, or the component of a prior sample).
+      means: [K, d] designed centres mu0_k.
+      basis: [2, d] orthonormal axes of the plane.
+      centre: [d] origin of the plane.
+      explained: optional [2] share of the centres' variance along each axis (axis labels).
+      class_names: K names, or None.
+      title: figure title, or None.
+      max_pairwise_dim: largest d that gets the pairwise panels.
+
+    Returns:
+      Figure with 1 + (d choose 2) axes (1 when d > max_pairwise_dim or d = 1).
+    """
+    codes, means = np.asarray(codes, np.float64), np.asarray(means, np.float64)
+    basis, centre = np.asarray(basis, np.float64), np.asarray(centre, np.float64)
+    dim, num_classes = means.shape[1], means.shape[0]
+    if codes.ndim != 2 or codes.shape[1] != dim or basis.shape != (2, dim):
+        raise ValueError(
+            f"argument shapes: codes [N, {dim}] and basis [2, {dim}] for means [K, {dim}], got "
+            f"codes {codes.shape} and basis {basis.shape}"
+        )
+    pairs = (
+        [(i, j) for i in range(dim) for j in range(i + 1, dim)]
+        if 2 <= dim <= max_pairwise_dim
+        else []
+    )
+    count = 1 + len(pairs)
+    rows, columns = _grid_shape(count, 4)
+    fig = _new_figure(3.6 * columns + 1.2, 3.6 * rows + (0.4 if title else 0.0))
+    axes = _grid_axes(fig, count, 4)
+    plane_codes = (codes - centre) @ basis.T
+    plane_means = (means - centre) @ basis.T
+    shares = ["", ""]
+    if explained is not None:
+        shares = [f" ({100 * float(e):.0f} % of the centres' variance)" for e in explained]
+    views = [(plane_codes, plane_means, "$PC_1$" + shares[0], "$PC_2$" + shares[1])]
+    views += [
+        (codes[:, [i, j]], means[:, [i, j]], f"$z_{{{i + 1}}}$", f"$z_{{{j + 1}}}$")
+        for i, j in pairs
+    ]
+    for index, (ax, (points, centres, xlabel, ylabel)) in enumerate(zip(axes, views)):
+        _scatter_labels(ax, points, labels, num_classes)
+        _mark_centres(ax, centres, class_names)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if index == 0:
+            _set_title(ax, "principal plane of the designed centres", fontsize=10)
+    class_legend(axes[min(count, columns) - 1], num_classes, class_names)
     if title:
         fig.suptitle(_wrap(title, fig.get_size_inches()[0]) or "")
     return fig
@@ -566,7 +675,10 @@ def figure3(
     The paper's left panel is z_i ~ q(z | x_i) for the test inputs x_i coloured by
     their label (pass prior samples instead for a prior view; then change `titles`).
     The middle panel shows the decoded grid in latent coordinates, the right one
-    the label map; both cover [-extent, extent]^2 and may use different grid sizes.
+    the label map; both cover [-extent, extent]^2 and may use different grid sizes. The
+    three panels share their axes: one window, the decoded grid's cells
+    [-extent - h/2, extent + h/2]^2 (h its spacing), so a point is at the same place in
+    each panel (codes outside the grid are cut off); a legend names the classes.
 
     Args:
       codes: [N, 2] latent codes.
@@ -579,7 +691,7 @@ def figure3(
       titles: the three panel titles.
 
     Returns:
-      Figure with three axes.
+      Figure with three axes sharing x and y.
     """
     manifold_images = np.asarray(manifold_images)
     size = int(round(np.sqrt(manifold_images.shape[0])))
@@ -587,17 +699,24 @@ def figure3(
         raise ValueError(
             f"argument `manifold_images` must hold S * S images, got {manifold_images.shape[0]}"
         )
-    fig = _new_figure(15.0, 5.0)
-    scatter_ax, manifold_ax, map_ax = fig.subplots(1, 3)
-    posterior_scatter(codes, labels, means, class_names, ax=scatter_ax, title=titles[0])
-    _show_tiled(
-        manifold_ax, tile_images(manifold_images, size, size), extent=_cell_extent(extent, size)
+    fig = _new_figure(16.0, 5.0)
+    scatter_ax, manifold_ax, map_ax = fig.subplots(1, 3, sharex=True, sharey=True)
+    posterior_scatter(
+        codes, labels, means, class_names, ax=scatter_ax, title=titles[0], legend=False
     )
+    window = _cell_extent(extent, size)
+    _show_tiled(manifold_ax, tile_images(manifold_images, size, size), extent=window)
     manifold_ax.set_xlabel("$z_1$")
     manifold_ax.set_ylabel("$z_2$")
     _set_title(manifold_ax, titles[1])
     _draw_label_map(map_ax, label_map, extent, means, class_names)
     _set_title(map_ax, titles[2])
+    # One window for the three panels: the decoded grid's cells (the coarser of the two grids).
+    for ax in (scatter_ax, manifold_ax, map_ax):
+        ax.set_aspect("equal", adjustable="box")
+    scatter_ax.set_xlim(window[0], window[1])
+    scatter_ax.set_ylim(window[2], window[3])
+    class_legend(map_ax, np.asarray(means).shape[0], class_names)
     return fig
 
 
@@ -724,7 +843,7 @@ def activation_bars(
       title: figure title, or None.
 
     Returns:
-      Figure with K axes (x: latent dim j, y: F_kj).
+      Figure with K axes (x: latent dim j, integer ticks; y: F_kj).
     """
     ratios = np.atleast_2d(np.asarray(ratios, dtype=float))
     num_classes, dim = ratios.shape
@@ -752,6 +871,7 @@ def activation_bars(
         )
         ax.set_title(f"{name}: {int(active.sum())} of {dim} dims > {threshold:g}", fontsize=9)
         ax.set_xlim(-0.5, dim - 0.5)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # dims j
         if not sharey:
             ax.set_ylim(0.0, max(float(np.nanmax(row, initial=0.0)), threshold) * 1.08)
         else:
