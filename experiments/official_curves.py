@@ -63,7 +63,8 @@ def official_test_errors(official: str, experiment: str = "mnist_100") -> dict[s
     """{beta: test error in % [E]} from their `logs/<experiment>/beta_*/test` events;
     entry e is the error after epoch e + 1."""
     curves = {}
-    for folder in sorted(glob.glob(os.path.join(official, "logs", experiment, "beta_*"))):
+    folders = glob.glob(os.path.join(official, "logs", experiment, "beta_*"))
+    for folder in sorted(folders, key=lambda f: float(os.path.basename(f)[len("beta_") :])):
         files = sorted(glob.glob(os.path.join(folder, "test", "events.*")))
         if not files:
             continue
@@ -97,6 +98,7 @@ def our_test_errors(workdir: str, model: int = 0) -> tuple[np.ndarray, np.ndarra
 def main(official: str, workdirs: str, out: str, experiment: str = "mnist_100") -> str:
     """Draws the figure; returns the PNG's path."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,6 +126,8 @@ def main(official: str, workdirs: str, out: str, experiment: str = "mnist_100") 
         record["ours"][name] = {"epochs": epochs.tolist(), "error_percent": errors.tolist()}
         ax.plot(epochs, errors, marker="o", ms=2.5, lw=1.2, label=f"exon_jax: {name}")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.set_title(f"{experiment}: test error by epoch")
