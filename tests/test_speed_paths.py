@@ -202,6 +202,7 @@ def _result(common, machine: dict, name: str, value) -> dict:
     }
 
 
+@pytest.mark.slow  # bench bookkeeping (infrastructure)
 def test_table_never_mixes_machines(bench_modules, tmp_path, monkeypatch):
     common, run_all = bench_modules
     base = {
@@ -253,6 +254,7 @@ def test_table_never_mixes_machines(bench_modules, tmp_path, monkeypatch):
     assert f"| {id4} |" not in only
 
 
+@pytest.mark.slow  # bench bookkeeping (infrastructure)
 def test_tf_reference_found_from_options_environment_or_layout(
     bench_modules, tmp_path, monkeypatch
 ):
