@@ -242,11 +242,13 @@ def epoch_key(config: ml_collections.ConfigDict, epoch: int, mesh) -> jax.Array:
     )
 
 
-def compile_epoch(exp: Experiment):
+def compile_epoch(exp: Experiment, progress=None):
     """The G-model epoch `(states, hparams, data, epoch_key) -> (states, metrics)`.
 
     One jitted `lax.scan` over the epoch's steps, or (`epoch_loop`) one jitted step
     per Python call; either way the states are donated and batches gathered on device.
+    `progress(i, metrics)` is called after each step's dispatch of a stepwise epoch
+    (`train.make_stepwise_epoch`); a scanned epoch ignores it.
     """
     lift = functools.partial(
         train.over_models, num_models=exp.num_models, mode=model_axis_mode(exp)
@@ -255,7 +257,9 @@ def compile_epoch(exp: Experiment):
     indexed_step = train.make_indexed_step(step, parallel.batch_sharded(exp.mesh))
     if epoch_loop(exp) == "scan":
         return jax.jit(lift(train.make_train_epoch(indexed_step, exp.settings)), donate_argnums=0)
-    return train.make_stepwise_epoch(jax.jit(lift(indexed_step), donate_argnums=0), exp.settings)
+    return train.make_stepwise_epoch(
+        jax.jit(lift(indexed_step), donate_argnums=0), exp.settings, progress
+    )
 
 
 def epoch_loop(exp: Experiment) -> str:

@@ -335,13 +335,17 @@ def make_train_epoch(indexed_step: Callable, settings: TrainSettings) -> Callabl
     return train_epoch
 
 
-def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Callable:
+def make_stepwise_epoch(
+    jitted_step: Callable, settings: TrainSettings, progress: Callable | None = None
+) -> Callable:
     """The same epoch as `make_train_epoch`, driven one compiled step per call from Python.
 
     `jitted_step` is a jitted (possibly model-lifted) `make_indexed_step`. Used where a
     scanned loop is slow (convolutions on XLA:CPU run ~10x slower inside a while loop)
     and by the benchmarks as the baseline of the scanned epoch. Restarting labelled
-    batches of k sizes compile k programs (one per size).
+    batches of k sizes compile k programs (one per size). `progress(i, metrics)`, when
+    given, is called after step i (1-based) is dispatched, with its metrics still on
+    device (nothing waits for them).
     """
     orders_fn = jax.jit(settings.batch_indices)
     summarise = jax.jit(summarise_steps)
@@ -355,6 +359,8 @@ def make_stepwise_epoch(jitted_step: Callable, settings: TrainSettings) -> Calla
             labelled_batch = labelled[i] if size == labelled.shape[1] else labelled[i, :size]
             state, metrics = jitted_step(state, hparams, data, unlabelled[i], labelled_batch)
             per_step.append(metrics)
+            if progress is not None:
+                progress(i + 1, metrics)
         return state, summarise(jax.tree.map(lambda *m: jnp.stack(m), *per_step))
 
     return stepwise_epoch

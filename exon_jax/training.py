@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import queue
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -257,7 +259,8 @@ def _train_locked(
         manager = checkpoints.make_manager(
             os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
         )
-    writer, bar, evaluated = None, None, None
+    writer, evaluated = None, None
+    bar = _ProgressBar(progress, exp)
     try:
         with stopwatch.phase("setup"):
             start = _restore(exp, manager, workdir, progress)
@@ -272,7 +275,7 @@ def _train_locked(
                     states = pretrain_classifier(exp, states, data, workdir, progress)
         with stopwatch.phase("compile"):
             epoch_fn, memory = parallel.compile_ahead(
-                experiment.compile_epoch(exp),
+                experiment.compile_epoch(exp, bar.step),
                 states,
                 hparams,
                 data,
@@ -287,7 +290,7 @@ def _train_locked(
         with stopwatch.phase("logging"):
             writer = MetricWriter(workdir, names, start.epoch)
             writer.write_hparams(config.to_dict())
-        bar = _progress_bar(progress, start.epoch, epochs)
+        bar.open(start.epoch, epochs)
         elapsed, last_good = start.train_seconds, start.last_good
         for epoch in range(start.epoch, epochs):
             done = epoch + 1
@@ -309,7 +312,7 @@ def _train_locked(
                 _check_finite(health, train_metrics, evaluated, done, names, last_good, workdir)
             with stopwatch.phase("logging"):
                 _log_epoch(writer, exp, done, train_metrics, evaluated)
-                _update_bar(bar, train_metrics, evaluated)
+                bar.epoch_done(done, train_metrics, evaluated)
             saved = done % config.train.checkpoint_every == 0 or done == epochs
             if saved:
                 with stopwatch.phase("checkpoints"):
@@ -327,8 +330,7 @@ def _train_locked(
                 )
     finally:
         with stopwatch.phase("logging"):
-            if bar is not None:
-                bar.close()
+            bar.close()
             if writer is not None:
                 writer.close()
         with stopwatch.phase("checkpoints"):
@@ -425,22 +427,76 @@ def _log(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _progress_bar(progress: bool, start: int, total: int):
-    if not progress or jax.process_index() != 0:
-        return None
-    from tqdm import tqdm
+class _ProgressBar:
+    """The training bar, on process 0 only. A stepwise epoch (`experiment.epoch_loop`
+    'python') counts steps, each when the device has finished it (a background thread
+    waits on the dispatched steps' metrics; the training loop never does), so a long
+    epoch shows its progress and ETA; a scanned epoch counts epochs (its rate is the
+    epoch's time, the ETA of the next one)."""
 
-    return tqdm(total=total, initial=start, unit="epoch", dynamic_ncols=True)
+    def __init__(self, progress: bool, exp: experiment.Experiment):
+        self._show = progress and jax.process_index() == 0
+        stepwise = experiment.epoch_loop(exp) == "python"
+        self._per_epoch = exp.settings.steps_per_epoch if stepwise else 1
+        self._unit = "step" if stepwise else "epoch"
+        self._bar: Any = None
+        self._steps: queue.Queue = queue.Queue()
+        self._watcher: threading.Thread | None = None
 
+    def open(self, start: int, total: int) -> None:
+        if not self._show:
+            return
+        from tqdm import tqdm
 
-def _update_bar(bar, train_metrics, evaluated) -> None:
-    if bar is None:
-        return
-    postfix = {
-        "loss": f"{float(np.mean(train_metrics['loss'])):.4g}",
-        "beta": f"{float(np.mean(train_metrics['beta'])):.3g}",
-    }
-    if evaluated is not None:
-        postfix["test_err"] = f"{float(np.mean(evaluated['classification_error'])):.4f}"
-    bar.set_postfix(postfix, refresh=False)
-    bar.update(1)
+        self._total = total
+        stepwise = self._per_epoch > 1
+        self._bar = tqdm(
+            total=total * self._per_epoch,
+            initial=start * self._per_epoch,
+            unit=self._unit,
+            dynamic_ncols=True,
+            desc=f"epoch {min(start + 1, total)}/{total}" if stepwise else None,
+        )
+        if stepwise:
+            self._watcher = threading.Thread(target=self._watch, name="progress", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while (metrics := self._steps.get()) is not None:
+            try:
+                jax.block_until_ready(metrics)
+                self._bar.update(1)
+            except Exception:  # noqa: BLE001 - a failed step is reported by the loop
+                pass
+            finally:
+                self._steps.task_done()
+        self._steps.task_done()
+
+    def step(self, i: int, metrics) -> None:
+        """`train.make_stepwise_epoch`'s progress callback: step i was dispatched."""
+        if self._watcher is not None:
+            self._steps.put(metrics)
+
+    def epoch_done(self, done: int, train_metrics, evaluated) -> None:
+        if self._bar is None:
+            return
+        self._steps.join()  # the epoch's metrics are on the host: every step has finished
+        postfix = {
+            "loss": f"{float(np.mean(train_metrics['loss'])):.4g}",
+            "beta": f"{float(np.mean(train_metrics['beta'])):.3g}",
+        }
+        if evaluated is not None:
+            postfix["test_err"] = f"{float(np.mean(evaluated['classification_error'])):.4f}"
+        self._bar.set_postfix(postfix, refresh=False)
+        if self._per_epoch > 1 and done < self._total:
+            self._bar.set_description(f"epoch {done + 1}/{self._total}", refresh=False)
+        self._bar.update(done * self._per_epoch - self._bar.n)
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._steps.put(None)
+            self._watcher.join()
+            self._watcher = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
