@@ -97,6 +97,7 @@ def get_config(arg=None):
     config.train.checkpoint_every = 20  # epochs; the last epoch is always saved
     config.train.eval_every = 10  # epochs; test metrics logged
     config.train.max_checkpoints = 3
+    config.train.keep_best = False  # also keep the lowest-validation-error model (data.validation)
     config.train.model_axis = "auto"  # auto | vmap | map: how a grid's models run
     config.train.epoch_loop = "auto"  # auto | scan | python: steps in one lax.scan or per call
     config.train.dense_layout = "auto"  # auto | xla | smaller | ...: dense weight-gradient kernel

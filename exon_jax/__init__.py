@@ -25,8 +25,9 @@ def _version() -> str:
 __version__ = _version()
 
 
-def load_run(workdir: str, point=None):
-    """A trained run from its workdir (see `exon_jax.api.load_run`)."""
+def load_run(workdir: str, point=None, which: str = "latest"):
+    """A trained run from its workdir (see `exon_jax.api.load_run`); which="best" for the
+    best-on-validation checkpoint (train.keep_best)."""
     from exon_jax.api import load_run as _load_run
 
-    return _load_run(workdir, point)
+    return _load_run(workdir, point, which)

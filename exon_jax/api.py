@@ -598,7 +598,10 @@ def _export(path, codes, probs, predicted, labels, class_names) -> None:
             writer.writerow(row)
 
 
-def load_run(workdir: str, point: int | str | None = None) -> Run:
+WHICH = ("latest", "best")
+
+
+def load_run(workdir: str, point: int | str | None = None, which: str = "latest") -> Run:
     """Restores one model of a trained workdir (the newest checkpoint that restores).
 
     Read-only: nothing in `workdir` is moved, written or deleted. A damaged newer
@@ -611,10 +614,21 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
       workdir: a training run's directory.
       point: for a grid, the model's index or name (e.g. "lambda1=10_lambda2=1.1");
         None for a single run.
+      which: "latest" (the newest checkpoint) or "best": the model's state of its lowest
+        validation error, kept by a run trained with train.keep_best (and data.validation);
+        `Run.epoch` is then that state's epoch.
 
     Returns:
       A Run.
     """
+    if which not in WHICH:
+        raise InputError(f"which={which!r}: must be one of {WHICH}")
+    directory = os.path.join(workdir, "checkpoints" if which == "latest" else "best_checkpoints")
+    if which == "best" and not os.path.isdir(directory):
+        raise InputError(
+            f"which='best': {workdir} has no best checkpoint ({os.path.abspath(directory)}): "
+            "train with --config.train.keep_best=True and data.validation > 0"
+        )
     identity = run_record.run_identity(workdir)  # reads only; a missing file is rebuilt
     if identity.config is not None:
         config = run_record.apply_overrides(identity.config, {})
@@ -676,7 +690,6 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
         )(keys)
 
     abstract = jax.eval_shape(lambda: create(jax.random.split(jax.random.key(0), len(points))))
-    directory = os.path.join(workdir, "checkpoints")
     states, meta, epoch, skipped = checkpoints.restore_latest(
         directory, abstract, set_aside=False, read_only=True
     )
@@ -690,6 +703,8 @@ def load_run(workdir: str, point: int | str | None = None) -> Run:
             stacklevel=3,  # the caller of exon_jax.load_run
         )
     prior = priors.prior_from_arrays(meta.get("priors", record["priors"])[index])
+    if which == "best":
+        epoch = int(meta["best_epochs"][index])  # the saves are counted, not epochs
     state = train.TrainState(  # model `index`, on the host: no per-leaf slicing programs
         step=np.asarray(states.step)[index],
         params=jax.tree.map(lambda x: np.asarray(x)[index], states.params),

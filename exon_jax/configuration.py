@@ -45,6 +45,7 @@ RUN_OPTION_FIELDS = (
     "train.epoch_loop",
     "train.dense_layout",
     "train.conv_layout",
+    "train.keep_best",
     "data.dir",
     "data.path",
     "data.max_test",
@@ -225,6 +226,18 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         config.train.get("conv_layout", "auto") in backend.CONV_LAYOUTS,
         "train.conv_layout",
         f"must be one of {backend.CONV_LAYOUTS}",
+    )
+    keep_best = config.train.get("keep_best", False)
+    _require(
+        isinstance(keep_best, bool),
+        "train.keep_best",
+        f"must be True or False, got {keep_best!r}",
+    )
+    _require(
+        not keep_best or bool(config.data.get("validation", 0)),
+        "train.keep_best",
+        "keeps the checkpoint of the lowest validation error: set data.validation (the "
+        "training images held out for it) above 0",
     )
     _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
     _require(

@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -229,13 +230,23 @@ def _check_finite(
 
 
 def _log_epoch(
-    writer: MetricWriter, exp: experiment.Experiment, epoch: int, train_metrics, evaluated
+    writer: MetricWriter,
+    exp: experiment.Experiment,
+    epoch: int,
+    train_metrics,
+    evaluated,
+    validated=None,
 ) -> None:
-    """One metrics row per model (train, and eval when evaluated), images to TensorBoard."""
+    """One metrics row per model (train, and eval when evaluated: the test metrics, and
+    eval/validation_error and eval/validation_kl when validated), images to TensorBoard."""
     for i in range(exp.num_models):
         row = {f"train/{k}": v for k, v in evaluation.scalar_row(train_metrics, i).items()}
         if evaluated is not None:
             row.update({f"eval/{k}": v for k, v in evaluation.scalar_row(evaluated, i).items()})
+        if validated is not None:
+            row["eval/validation_error"] = float(validated["classification_error"][i])
+            row["eval/validation_kl"] = float(validated["kl"][i])
+        if evaluated is not None:
             if exp.analysis.tensorboard_images:
                 writer.write_images(epoch, "reconstructions", evaluated["reconstructions"][i], i)
                 writer.write_images(epoch, "decoded_probe", evaluated["decoded_probe"][i], i)
@@ -259,8 +270,9 @@ def _train_locked(
         manager = checkpoints.make_manager(
             os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
         )
-    writer, evaluated = None, None
+    writer, evaluated, validated = None, None, None
     bar = _ProgressBar(progress, exp)
+    validation = _Validation(exp)
     try:
         with stopwatch.phase("setup"):
             start = _restore(exp, manager, workdir, progress)
@@ -285,6 +297,9 @@ def _train_locked(
             evaluate_fn, _ = parallel.compile_ahead(
                 experiment.make_evaluate(exp), states, hparams, test_images, test_labels
             )
+            validation.compile(states, hparams)
+        with stopwatch.phase("checkpoints"):
+            validation.open_best(workdir, start.epoch, progress)
 
         _stop_before_training(stop, workdir, epochs, start.epoch)
         with stopwatch.phase("logging"):
@@ -303,15 +318,19 @@ def _train_locked(
                 )
             elapsed = start.train_seconds + stopwatch.seconds["train"]
             _check_finite(health, train_metrics, None, done, names, last_good, workdir)
-            evaluated = None
+            evaluated, validated = None, None
             if done % config.train.eval_every == 0 or done == epochs:
                 with stopwatch.phase("evaluate"):
                     evaluated = parallel.to_host(
                         evaluate_fn(states, hparams, test_images, test_labels)
                     )
+                    validated = validation.evaluate(states, hparams)
                 _check_finite(health, train_metrics, evaluated, done, names, last_good, workdir)
+                if validated is not None:
+                    with stopwatch.phase("checkpoints"):
+                        validation.keep_best(done, states, validated, elapsed)
             with stopwatch.phase("logging"):
-                _log_epoch(writer, exp, done, train_metrics, evaluated)
+                _log_epoch(writer, exp, done, train_metrics, evaluated, validated)
                 bar.epoch_done(done, train_metrics, evaluated)
             saved = done % config.train.checkpoint_every == 0 or done == epochs
             if saved:
@@ -335,12 +354,13 @@ def _train_locked(
                 writer.close()
         with stopwatch.phase("checkpoints"):
             manager.close()
+            validation.close()
 
     with stopwatch.phase("evaluate"):
         if evaluated is None:  # nothing trained now: the restored run's last epoch
             evaluated = parallel.to_host(evaluate_fn(states, hparams, test_images, test_labels))
         results = experiment.summarise(
-            exp, states, evaluated, start.train_seconds + stopwatch.seconds["train"]
+            exp, states, evaluated, start.train_seconds + stopwatch.seconds["train"], validated
         )
         saved_run.describe_results(results, exp, {})
         evaluation.write_results(workdir, results)
@@ -425,6 +445,106 @@ def pretrain_classifier(
 def _log(progress: bool, message: str) -> None:
     if progress and jax.process_index() == 0:
         print(message, flush=True)
+
+
+BEST_DIR = "best_checkpoints"  # train.keep_best: each model's lowest validation error
+
+
+@jax.jit
+def _select_models(improved: jax.Array, states, best):
+    """`states` for the models where `improved` [G], `best` for the others (new buffers)."""
+
+    def pick(new, old):
+        mask = improved.reshape(improved.shape + (1,) * (new.ndim - 1))
+        return jax.lax.select(jnp.broadcast_to(mask, new.shape), new, old)
+
+    return jax.tree.map(pick, states, best)
+
+
+class _Validation:
+    """The validation hold-out (`data.validation` > 0) evaluated at every evaluation and,
+    with `train.keep_best`, the best-on-validation checkpoint: each model's state of its
+    lowest validation error so far (the first of equals), kept on device beside the
+    training states and saved to workdir/best_checkpoints whenever one model improves."""
+
+    def __init__(self, exp: experiment.Experiment):
+        self._exp = exp
+        self._fn: Any = None
+        self._manager: Any = None
+        self._best: Any = None
+        self._errors = np.full(exp.num_models, np.inf)
+        self._epochs = np.zeros(exp.num_models, np.int64)
+        self._saves = 0
+
+    def compile(self, states, hparams) -> None:
+        if self._exp.validation is None:
+            return
+        self._split = experiment.device_test_set(self._exp, self._exp.validation)
+        self._fn, _ = parallel.compile_ahead(
+            experiment.make_evaluate(self._exp), states, hparams, *self._split
+        )
+
+    def open_best(self, workdir: str, start_epoch: int, progress: bool) -> None:
+        """The best checkpoint of a resumed run, unless it is of a later epoch than the
+        one resumed (then the tracking starts again)."""
+        if self._fn is None or not self._exp.config.train.get("keep_best", False):
+            return
+        self._manager = checkpoints.make_manager(os.path.join(workdir, BEST_DIR), 1)
+        self._saves = checkpoints.latest_epoch(self._manager) or 0
+        if not self._saves:
+            return
+        try:
+            best, meta, _, _ = checkpoints.restore_latest(
+                self._manager, experiment.abstract_states(self._exp)
+            )
+        except checkpoints.CheckpointError as error:
+            _log(progress, f"the best checkpoint is not used ({error}); tracking starts again")
+            return
+        if meta["epoch"] > start_epoch:
+            _log(
+                progress,
+                f"the best checkpoint (epoch {meta['epoch']}) is newer than the resumed epoch "
+                f"{start_epoch}; tracking the best starts again",
+            )
+            return
+        self._best = best
+        self._errors = np.asarray(meta["validation_error"], np.float64)
+        self._epochs = np.asarray(meta["best_epochs"], np.int64)
+
+    def evaluate(self, states, hparams) -> dict[str, np.ndarray] | None:
+        if self._fn is None:
+            return None
+        return parallel.to_host(self._fn(states, hparams, *self._split))
+
+    def keep_best(self, epoch: int, states, validated, train_seconds: float) -> None:
+        if self._manager is None:
+            return
+        errors = np.asarray(validated["classification_error"], np.float64)
+        improved = errors < self._errors
+        if not improved.any():
+            return
+        mask = parallel.global_array(improved, parallel.replicated(self._exp.mesh))
+        self._best = _select_models(mask, states, states if self._best is None else self._best)
+        self._errors = np.where(improved, errors, self._errors)
+        self._epochs = np.where(improved, epoch, self._epochs)
+        self._saves += 1
+        checkpoints.save(
+            self._manager,
+            self._saves,  # a count of saves: the best of each model may be of other epochs
+            self._best,
+            {
+                "epoch": epoch,
+                "best_epochs": self._epochs.tolist(),
+                "validation_error": self._errors.tolist(),
+                "train_seconds": float(train_seconds),
+                **experiment.run_record_of(self._exp),
+            },
+        )
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
 
 
 class _ProgressBar:

@@ -1,15 +1,19 @@
 """Workflow (issue 22.4): step progress, validation every evaluation and the best checkpoint,
 resuming from the stored config, TensorBoard hyper-parameters."""
 
+import json
 import math
 import os
 import re
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from exon_jax import train, training
-from tests.synthetic import small_mnist_config, synthetic_mnist
+import exon_jax
+from exon_jax import configuration, train, training
+from exon_jax import data as data_lib
+from tests.synthetic import mnist_slice, small_mnist_config, synthetic_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,3 +64,110 @@ def test_long_epochs_show_step_progress(tmp_path, capsys):
     assert re.search(r"\b8/8 \[.*step", err), err[-2000:]
     assert re.search(r"epoch 1/2: .*\b[1-3]/8 ", err), err[-2000:]  # inside the first epoch
     assert "0/2" not in err
+
+
+# --- (b) validation every evaluation, the best-on-validation checkpoint ---------------------
+
+VALIDATION = 200
+
+
+@pytest.fixture(scope="module")
+def validated_run(tmp_path_factory):
+    """3 epochs on 1 200 real MNIST images, 200 of them held out for validation, the best
+    checkpoint kept (checkpoints keep only the newest: max_checkpoints 1)."""
+    dataset = mnist_slice(1400, 200)
+    config = small_mnist_config(3, labelled_per_class=10)
+    config.data.validation = VALIDATION
+    config.train.batch_unlabelled = 200
+    config.train.batch_labelled = 50
+    config.train.max_checkpoints = 1
+    config.train.keep_best = True
+    workdir = str(tmp_path_factory.mktemp("validated") / "run")
+    training.run(config, workdir, dataset, progress=False)
+    _, validation = data_lib.split_validation(dataset.train, VALIDATION, config.data.seed)
+    return workdir, validation
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _error(run, split) -> float:
+    return float(np.mean(run.classify(split.images) != split.labels))
+
+
+def test_validation_error_every_evaluation(validated_run):
+    """Every evaluated epoch's row holds the validation error, equal to the error of that
+    epoch's model classifying the held-out images itself (the newest checkpoint: epoch 3)."""
+    workdir, validation = validated_run
+    rows = [r for r in _rows(workdir) if "eval/classification_error" in r]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all("eval/validation_error" in r for r in rows), rows[0].keys()
+    latest = exon_jax.load_run(workdir)
+    assert latest.epoch == 3
+    assert rows[-1]["eval/validation_error"] == pytest.approx(_error(latest, validation), abs=1e-6)
+
+
+def test_validation_error_in_tensorboard(validated_run):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    workdir, _ = validated_run
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard", "model"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("eval/validation_error")]
+    assert steps == [1, 2, 3]
+    by_epoch = {r["epoch"]: r["eval/validation_error"] for r in _rows(workdir)}
+    for e in events.Scalars("eval/validation_error"):
+        assert e.value == pytest.approx(by_epoch[e.step], abs=1e-6)
+
+
+def test_best_checkpoint_is_the_lowest_validation_error(validated_run):
+    """load_run(which="best") restores the epoch of the lowest validation error (the first
+    of equals), and that model's own error on the held-out images is that lowest error."""
+    workdir, validation = validated_run
+    errors = {r["epoch"]: r["eval/validation_error"] for r in _rows(workdir)}
+    best_epoch = min(errors, key=lambda e: (errors[e], e))
+    best = exon_jax.load_run(workdir, which="best")
+    assert best.epoch == best_epoch
+    assert _error(best, validation) == pytest.approx(errors[best_epoch], abs=1e-6)
+    assert _error(best, validation) <= _error(exon_jax.load_run(workdir), validation)
+
+
+def test_keep_best_needs_a_validation_set(tmp_path):
+    config = _tiny(1)
+    config.train.keep_best = True
+    with pytest.raises(configuration.ConfigError, match="config.train.keep_best.*data.validation"):
+        training.run(config, str(tmp_path / "w"), synthetic_mnist(1200, 200), progress=False)
+    del config.train["keep_best"]  # a ConfigDict keeps a field's type: a new field
+    config.train.keep_best = "yes"
+    config.data.validation = 100
+    with pytest.raises(configuration.ConfigError, match="config.train.keep_best"):
+        training.run(config, str(tmp_path / "w"), synthetic_mnist(1200, 200), progress=False)
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_load_run_best_without_best_checkpoint(validated_run, tmp_path):
+    """A run trained without train.keep_best has no best checkpoint: one clear error."""
+    config = _tiny(1)
+    training.run(config, str(tmp_path / "w"), synthetic_mnist(1200, 200), progress=False)
+    with pytest.raises(ValueError, match="train.keep_best"):
+        exon_jax.load_run(str(tmp_path / "w"), which="best")
+    with pytest.raises(ValueError, match="which"):
+        exon_jax.load_run(validated_run[0], which="newest")
+
+
+def test_best_checkpoint_survives_a_resume(tmp_path):
+    """A resumed run keeps comparing with the best before the restart: the best is the
+    lowest validation error over both runs' epochs (the first of equals)."""
+    workdir = str(tmp_path / "w")
+    dataset = synthetic_mnist(1200, 200)
+    for epochs in (1, 2):
+        config = _tiny(epochs, keep_best=True)
+        config.data.validation = 100
+        training.run(config, workdir, dataset, progress=False)
+    errors = {r["epoch"]: r["eval/validation_error"] for r in _rows(workdir)}
+    assert sorted(errors) == [1, 2]
+    assert exon_jax.load_run(workdir, which="best").epoch == min(
+        errors, key=lambda e: (errors[e], e)
+    )
