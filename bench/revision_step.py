@@ -14,7 +14,7 @@ Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this mac
 before and after the rounds (the higher kept), and where our step's time goes: the
 augmentation, the pseudo-label pass and the classifier forward+backward alone.
 
-  TFREF=<venv> EXON_OFFICIAL=<clone> python bench/revision_step.py [--quick]
+  TFREF=<venv> EXON_OFFICIAL=<clone> python bench/revision_step.py [--quick] [--dataset cifar10]
 """
 
 from __future__ import annotations
@@ -34,16 +34,22 @@ from exon_jax import experiment, train
 from exon_jax.revision import augment
 
 
-def our_step(conv_layout: str = "auto"):
-    """(experiment, compiled step, state, hparams, batch) of the MNIST-100 revision config,
-    its classifier convolutions' weight gradients as `conv_layout` (config.train)."""
-    from configs import mnist100_revision
+def our_step(dataset: str = "mnist", conv_layout: str = "auto"):
+    """(experiment, compiled step, state, hparams, batch) of the MNIST-100 (real MNIST) or
+    CIFAR-10-4000 (generated 32x32x3 images) revision config, its classifier
+    convolutions' weight gradients as `conv_layout` (config.train)."""
+    from configs import cifar10_4000_revision, mnist100_revision
 
-    config = mnist100_revision.get_config()
+    if dataset == "cifar10":
+        config = cifar10_4000_revision.get_config()
+        images = common.cifar_dataset()
+    else:
+        config = mnist100_revision.get_config()
+        config.data.source = "files"
+        config.data.dir = os.path.join(common.REPO_ROOT, "data")
+        images = common.mnist_dataset()
     config.train.conv_layout = conv_layout
-    config.data.source = "files"
-    config.data.dir = os.path.join(common.REPO_ROOT, "data")
-    exp = experiment.build_experiment(config, common.mnist_dataset())
+    exp = experiment.build_experiment(config, images)
     state, hparams = common.single_model(exp)
     data = experiment.device_data(exp)
     unlabelled, labelled = exp.settings.batch_indices(
@@ -56,13 +62,13 @@ def our_step(conv_layout: str = "auto"):
     return exp, compiled, state, hparams, batch
 
 
-def parts(exp, state, batch):
+def parts(exp, state, batch, augmentation: str = "mnist"):
     """Jitted pieces of the step for the breakdown: name -> zero-argument call."""
     model = exp.model
     x = 2.0 * batch[0] - 1.0
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
     key = jax.random.key(0)
-    aug = jax.jit(lambda k, x: augment.augment_batch(k, x, "mnist"))
+    aug = jax.jit(lambda k, x: augment.augment_batch(k, x, augmentation))
 
     def classify(params, x):
         logits, _ = model.apply(
@@ -88,11 +94,11 @@ def parts(exp, state, batch):
 class Official:
     """Their step in a long-lived subprocess (bench/official_driver.py)."""
 
-    def __init__(self, python: str, official: str):
+    def __init__(self, python: str, official: str, dataset: str):
         driver = os.path.join(common.BENCH_DIR, "official_driver.py")
         mnist = os.path.join(common.REPO_ROOT, "data", "mnist", "mnist.npz")
         self.proc = subprocess.Popen(
-            [python, driver, "--official", official, "--mnist", mnist],
+            [python, driver, "--official", official, "--mnist", mnist, "--dataset", dataset],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -122,15 +128,17 @@ def main():
         lambda p: (
             common.add_tf_options(p),
             p.add_argument("--official", default=os.environ.get("EXON_OFFICIAL")),
+            p.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10")),
         ),
     )
+    cifar = args.dataset == "cifar10"
     common.tune_allocator()
     rounds = common.repeats(args, full=5, quick=3)
     ours_per_round = 10
     n_short, n_long = (2, 6) if args.quick else (2, 10)
     rates = common.matmul_rates(args.quick)
 
-    exp, compiled, state, hparams, batch = our_step()
+    exp, compiled, state, hparams, batch = our_step(args.dataset)
     flops = common.xla_flops(compiled)
     holder = {"state": state}
 
@@ -138,7 +146,7 @@ def main():
         holder["state"], metrics = compiled(holder["state"], hparams, batch)
         return metrics
 
-    _, compiled_stock, state_stock, _, _ = our_step("xla")
+    _, compiled_stock, state_stock, _, _ = our_step(args.dataset, "xla")
     holder["stock"] = state_stock
 
     def ours_stock():  # XLA's own convolution weight gradients
@@ -151,7 +159,7 @@ def main():
     theirs = None
     if why_not is None and args.official:
         common.log("starting the authors' step (bench/official_driver.py) ...")
-        theirs = Official(python, args.official)
+        theirs = Official(python, args.official, args.dataset)
     elif why_not is None:
         why_not = "no clone of an-seunghwan/EXoN_official given (--official or $EXON_OFFICIAL)"
 
@@ -170,13 +178,17 @@ def main():
         theirs.close()
     breakdown = {
         name: common.timeit(fn, repeats=rounds, warmup=1)["median_s"]
-        for name, fn in parts(exp, holder["state"], batch).items()
+        for name, fn in parts(exp, holder["state"], batch, "cifar" if cifar else "mnist").items()
     }
     rates = common.bracket_rates(rates, args.quick)
     ours_s = statistics.median(ours_times)
     achieved = flops / ours_s if flops else None
     payload = {
-        "config": "configs/mnist100_revision.py (96 + 32 images a step)",
+        "config": (
+            "configs/cifar10_4000_revision.py (96 + 32 generated 32x32x3 images a step)"
+            if cifar
+            else "configs/mnist100_revision.py (96 + 32 images a step)"
+        ),
         "ours": {
             "per_step": common.summarize(ours_times),
             "xla_flops": flops,
@@ -229,7 +241,7 @@ def main():
         payload["official"] = {"skipped": why_not, "install": common.TF_INSTALL}
         summary = f"ours {ours_s:.3f} s/step; authors' step skipped: {why_not}"
     payload["table"] = table
-    common.write_json("revision_step", payload, summary)
+    common.write_json("revision_step_cifar10" if cifar else "revision_step", payload, summary)
 
 
 if __name__ == "__main__":
