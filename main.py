@@ -2,13 +2,15 @@
 
   python main.py                                       # the paper's MNIST run (configs/mnist.py)
   python main.py --config=configs/mnist.py --config.train.epochs=5 --workdir=workdirs/quick
+  python main.py --workdir=workdirs/mnist --config.train.epochs=300   # resume, stored config
   python main.py --mode=evaluate --workdir=workdirs/mnist    # restore, rewrite results.json
   python main.py --mode=evaluate --workdir=workdirs/mnist --config.data.max_test=100
                                           # -> results_data.max_test=100.json, not results.json
   python main.py --mode=analyze --workdir=workdirs/mnist     # restore, rewrite figures/
 
 `--mode=train` draws the run's figures after training unless `config.analysis.figures`
-is off. evaluate / analyze use the config the run was trained with; `--config.<field>`
+is off. Without `--config`, a workdir that holds a run resumes with the config stored there;
+`--config.<field>` may then set run options and train.epochs only. evaluate / analyze use the config the run was trained with; `--config.<field>`
 may override run options only (analysis.*, data.max_test, ...). An expected failure
 (config, data, checkpoint, disk, divergence, memory, a busy workdir) prints one line and
 exits with status 1; `--debug` shows the traceback, which is also kept in
@@ -151,6 +153,34 @@ def _print_results(results, tag: str = "") -> None:
     print(f"results{size} in {os.path.join(_WORKDIR.value, name)}")
 
 
+def _train_config(workdir: str):
+    """--config's config; without --config, a workdir that holds a run resumes with the
+    config it stored (config.json, or its newest checkpoint's), with --config.<field>
+    overrides of run options and train.epochs only."""
+    if flags.FLAGS["config"].present:
+        return _CONFIG.value
+    from exon_jax import run_record
+
+    stored = run_record.run_identity(workdir).config
+    if stored is None:  # a new run: the default config
+        return _CONFIG.value
+    overrides = dict(config_flags.get_override_values(flags.FLAGS["config"]))
+    epochs = overrides.pop("train.epochs", None)
+    config = run_record.apply_overrides(stored, overrides)
+    if epochs is not None:
+        config.train.epochs = epochs
+    import jax
+
+    if jax.process_index() == 0:
+        print(
+            f"note: no --config: the run's stored config ({workdir}), with "
+            + (", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "no overrides")
+            + (f", train.epochs={epochs}" if epochs is not None else ""),
+            file=sys.stderr,
+        )
+    return config
+
+
 def _figure_pool(config):
     """The processes drawing the run's figures (process 0 draws them), or None."""
     import jax
@@ -170,7 +200,7 @@ def run() -> None:
     if _MODE.value == "train":
         stopwatch = timing.Stopwatch()
         stopwatch.seconds["startup"] = timing.process_age_seconds() or 0.0
-        config = _CONFIG.value
+        config = _train_config(workdir)
         with stopwatch.phase("setup"):  # starts the backend; the figure workers start now
             pool = _figure_pool(config)  # and warm up while the model trains
         with pool or contextlib.nullcontext():

@@ -171,3 +171,56 @@ def test_best_checkpoint_survives_a_resume(tmp_path):
     assert exon_jax.load_run(workdir, which="best").epoch == min(
         errors, key=lambda e: (errors[e], e)
     )
+
+
+# --- (c) main.py --workdir=W alone resumes from the run's stored config --------------------
+
+
+def _main(*args):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_workdir_alone_resumes_from_its_stored_config(tmp_path):
+    """A run trained with non-default training fields is resumed by `--workdir=W` and
+    `--config.train.epochs` alone (no --config): it trains epoch 2 with the stored fields;
+    a training field given alone is refused in one line naming it."""
+    workdir = str(tmp_path / "run")
+    trained = [
+        "--config=configs/mnist.py:tiny",
+        f"--workdir={workdir}",
+        "--config.train.epochs=1",
+        "--config.data.max_unlabelled=500",
+        "--config.loss.lambda1=10",
+        "--config.analysis.figures=False",
+    ]
+    rc, out, err = _main(*trained)
+    assert rc == 0, err[-2000:]
+    with open(os.path.join(workdir, "config.json")) as f:
+        stored = f.read()
+
+    rc, out, err = _main(f"--workdir={workdir}", "--config.train.epochs=2")
+    assert rc == 0, err[-2000:]
+    assert "resumed from epoch 1" in out
+    assert sorted({r["epoch"] for r in _rows(workdir)}) == [1, 2]
+    with open(os.path.join(workdir, "resumes.jsonl")) as f:
+        resumes = [json.loads(line) for line in f]
+    assert [r["from_epoch"] for r in resumes] == [1]
+    assert resumes[0]["changed"] == {"train.epochs": [1, 2]}
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == stored  # the first run's config is kept
+    assert not os.path.exists(os.path.join(workdir, "figures"))  # analysis.figures=False kept
+
+    rc, out, err = _main(f"--workdir={workdir}", "--config.loss.lambda1=5")
+    assert rc == 1 and "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "config.loss.lambda1" in lines[0], err
