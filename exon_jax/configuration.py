@@ -33,6 +33,15 @@ MODEL_AXIS_MODES = ("auto", "vmap", "map")
 EPOCH_LOOPS = ("auto", "scan", "python")
 SWEEP_MODES = ("product", "zip")
 SWEEP_FIELDS = ("lambda1", "lambda2", "epsilon", "distance", "beta", "seed")
+# the config field each sweep field sets for its grid point (`build_hparams`, `point_seed`)
+SWEEP_TARGETS = {
+    "lambda1": "loss.lambda1",
+    "lambda2": "loss.lambda2",
+    "epsilon": "loss.epsilon",
+    "distance": "prior.distance",
+    "beta": "model.beta",
+    "seed": "seed",
+}
 # Fields that cannot change what a run trained: they may differ when a run resumes and may
 # be overridden on top of the stored config by --mode=evaluate / analyze. A field matches
 # when it equals an entry or lies below it ("analysis" covers analysis.grid_size).

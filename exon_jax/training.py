@@ -254,6 +254,30 @@ def _log_epoch(
     writer.flush()
 
 
+_HPARAM_METRICS = (
+    "eval/classification_error",
+    "eval/validation_error",
+    "eval/kl",
+    "eval/negative_ssim",
+    "eval/max_centre_distance",
+    "train/loss",
+)
+
+
+def _point_hparams(exp: experiment.Experiment) -> list[dict[str, Any]]:
+    """Each model's flat config ("loss.lambda1": 10.0, ...) with its grid point's values in
+    the fields they set (`configuration.SWEEP_TARGETS`); the sweep lists left out."""
+    base = {
+        k: v
+        for k, v in run_record.flatten(run_record.config_as_dict(exp.config)).items()
+        if not k.startswith("sweep.")
+    }
+    return [
+        {**base, **{configuration.SWEEP_TARGETS[k]: v for k, v in point.items()}}
+        for point in exp.points
+    ]
+
+
 def _train_locked(
     exp: experiment.Experiment,
     workdir: str,
@@ -304,7 +328,10 @@ def _train_locked(
         _stop_before_training(stop, workdir, epochs, start.epoch)
         with stopwatch.phase("logging"):
             writer = MetricWriter(workdir, names, start.epoch)
-            writer.write_hparams(config.to_dict())
+            writer.write_hparams(
+                _point_hparams(exp),
+                [m for m in _HPARAM_METRICS if exp.validation is not None or "valid" not in m],
+            )
         bar.open(start.epoch, epochs)
         elapsed, last_good = start.train_seconds, start.last_good
         for epoch in range(start.epoch, epochs):

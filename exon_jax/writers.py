@@ -121,11 +121,34 @@ class MetricWriter:
             self._images.submit(self._tb[model].add_images, name, images, epoch, dataformats="NHWC")
         )
 
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        """Records the run's hyper-parameters as TensorBoard text."""
-        if self._active:
-            for tb in self._tb:
-                tb.add_text("hparams", json.dumps(hparams, indent=1, default=str), 0)
+    def write_hparams(
+        self,
+        hparams: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        metrics: Sequence[str] = (),
+    ) -> None:
+        """Records each model's hyper-parameters in TensorBoard's HParams view (one session
+        per grid point's run, so grid points compare by any field, e.g. loss.lambda1,
+        against the scalar tags `metrics`), and as text.
+
+        Args:
+          hparams: one flat {name: value} per model, or one for every model; a value
+            that is not a bool, number or str is recorded as its str.
+          metrics: scalar tags the HParams view shows per session (e.g. eval/kl).
+        """
+        if not self._active or not self._tb:
+            return
+        from tensorboardX.summary import hparams as hparams_summary
+
+        per_model = [hparams] * len(self._tb) if isinstance(hparams, Mapping) else hparams
+        for tb, values in zip(self._tb, per_model):
+            plain = {
+                k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                for k, v in values.items()
+            }
+            experiment, session, _ = hparams_summary(plain, {m: 0.0 for m in metrics})
+            tb.file_writer.add_summary(experiment)
+            tb.file_writer.add_summary(session)
+            tb.add_text("hparams", json.dumps(values, indent=1, default=str), 0)
 
     def flush(self) -> None:
         """Flushes metrics.jsonl (TensorBoard flushes itself, and at `close`)."""

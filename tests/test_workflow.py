@@ -224,3 +224,47 @@ def test_workdir_alone_resumes_from_its_stored_config(tmp_path):
     assert rc == 1 and "Traceback" not in err, err[-2000:]
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "config.loss.lambda1" in lines[0], err
+
+
+# --- (d) TensorBoard: installed by the set-up, hyper-parameters in its HParams view --------
+
+
+def test_tensorboard_is_pinned_and_installed():
+    """requirements.txt and pyproject.toml pin tensorboard, the version installed here, and
+    its command (the README's `tensorboard --logdir ...`) exists beside this Python."""
+    import sys
+    from importlib import metadata
+
+    version = metadata.version("tensorboard")
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        assert f"tensorboard=={version}" in f.read().split()
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert f'"tensorboard=={version}"' in f.read()
+    assert os.path.exists(os.path.join(os.path.dirname(sys.executable), "tensorboard"))
+
+
+def test_grid_points_compare_by_lambda_in_hparams(tmp_path):
+    """Each grid point's TensorBoard run carries its own λ1 in the HParams plugin's session
+    (read with TensorBoard's own reader), and the experiment names the eval metrics."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    config = _tiny(1)
+    config.sweep.lambda1 = (3.0, 30.0)
+    config.loss.lambda2 = 0.5
+    training.run(config, str(tmp_path / "w"), synthetic_mnist(1200, 200), progress=False)
+    for lambda1 in (3.0, 30.0):
+        events = event_accumulator.EventAccumulator(
+            str(tmp_path / "w" / "tensorboard" / f"lambda1={lambda1:g}")
+        )
+        events.Reload()
+        content = events.PluginTagToContent("hparams")
+        data = {}
+        for tag, raw in content.items():
+            data[tag] = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        session = data["_hparams_/session_start_info"].session_start_info
+        assert session.hparams["loss.lambda1"].number_value == lambda1
+        assert session.hparams["loss.lambda2"].number_value == 0.5
+        assert session.hparams["prior.layout"].string_value == "circle"
+        metrics = {m.name.tag for m in data["_hparams_/experiment"].experiment.metric_infos}
+        assert "eval/classification_error" in metrics
