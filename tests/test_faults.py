@@ -46,15 +46,16 @@ def cache_dir(cache="xla-faults"):
     return os.path.join(ROOT, ".pytest_cache", cache)
 
 
-def start(workdir, log, cache="xla-faults"):
-    """main.py with its own --compilation_cache (the environment variable would win)."""
+def start(workdir, log, cache="xla-faults", args=None):
+    """main.py with `args` (default ARGS) and its own --compilation_cache (the environment
+    variable would win)."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen(
         [
             sys.executable,
             os.path.join(ROOT, "main.py"),
-            *ARGS,
+            *(ARGS if args is None else args),
             f"--workdir={workdir}",
             f"--compilation_cache={cache_dir(cache)}",
         ],

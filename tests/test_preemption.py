@@ -9,14 +9,12 @@ the checkpoint found after the signal can only be the one the signal caused.
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests import test_faults
-from tests.test_faults import EPOCHS, ROOT, RUN_TIMEOUT, assert_same_run, read_log
+from tests.test_faults import EPOCHS, RUN_TIMEOUT, assert_same_run, read_log
 
 ARGS = [a for a in test_faults.ARGS if "checkpoint_every" not in a] + [
     "--config.train.checkpoint_every=100"
@@ -24,21 +22,7 @@ ARGS = [a for a in test_faults.ARGS if "checkpoint_every" not in a] + [
 
 
 def start(workdir, log, cache):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "main.py"),
-            *ARGS,
-            f"--workdir={workdir}",
-            f"--compilation_cache={test_faults.cache_dir(cache)}",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return test_faults.start(workdir, log, cache, ARGS)
 
 
 def epochs_logged(workdir) -> int:
