@@ -190,24 +190,31 @@ def _main(*args):
     return out.returncode, out.stdout, out.stderr
 
 
+def _trained_tiny_run(workdir):
+    """configs/mnist.py:tiny with non-default training fields, 1 epoch, trained in process
+    (the data: data/mnist, as main.py finds it)."""
+    from configs import mnist
+
+    config = mnist.get_config("tiny")
+    config.train.epochs = 1
+    config.data.max_unlabelled = 500
+    config.loss.lambda1 = 10.0
+    config.analysis.figures = False
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # data.dir is relative to the repository, as for main.py
+    try:
+        training.run(config, workdir, progress=False)
+    finally:
+        os.chdir(cwd)
+    with open(os.path.join(workdir, "config.json")) as f:
+        return f.read()
+
+
 def test_workdir_alone_resumes_from_its_stored_config(tmp_path):
     """A run trained with non-default training fields is resumed by `--workdir=W` and
-    `--config.train.epochs` alone (no --config): it trains epoch 2 with the stored fields;
-    a training field given alone is refused in one line naming it."""
+    `--config.train.epochs` alone (no --config): it trains epoch 2 with the stored fields."""
     workdir = str(tmp_path / "run")
-    trained = [
-        "--config=configs/mnist.py:tiny",
-        f"--workdir={workdir}",
-        "--config.train.epochs=1",
-        "--config.data.max_unlabelled=500",
-        "--config.loss.lambda1=10",
-        "--config.analysis.figures=False",
-    ]
-    rc, out, err = _main(*trained)
-    assert rc == 0, err[-2000:]
-    with open(os.path.join(workdir, "config.json")) as f:
-        stored = f.read()
-
+    stored = _trained_tiny_run(workdir)
     rc, out, err = _main(f"--workdir={workdir}", "--config.train.epochs=2")
     assert rc == 0, err[-2000:]
     assert "resumed from epoch 1" in out
@@ -220,10 +227,18 @@ def test_workdir_alone_resumes_from_its_stored_config(tmp_path):
         assert f.read() == stored  # the first run's config is kept
     assert not os.path.exists(os.path.join(workdir, "figures"))  # analysis.figures=False kept
 
+
+@pytest.mark.slow  # a main.py start
+def test_workdir_alone_refuses_a_training_field(tmp_path):
+    """Without --config, a training field given on the command line is refused in one line
+    naming it, nothing trained."""
+    workdir = str(tmp_path / "run")
+    _trained_tiny_run(workdir)
     rc, out, err = _main(f"--workdir={workdir}", "--config.loss.lambda1=5")
     assert rc == 1 and "Traceback" not in err, err[-2000:]
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "config.loss.lambda1" in lines[0], err
+    assert sorted({r["epoch"] for r in _rows(workdir)}) == [1]
 
 
 # --- (d) TensorBoard: installed by the set-up, hyper-parameters in its HParams view --------
