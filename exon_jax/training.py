@@ -76,9 +76,9 @@ def train_and_evaluate(
 
     Writes into workdir: config.json (once, by the first run), record.json, metrics.jsonl,
     tensorboard/<point>/, checkpoints/, best_checkpoints/ (train.keep_best), results.json
-    (per model; for a grid also sweep_results.json/.csv). A restart whose config changes a training field, or whose
-    data differ from the recorded ones, is refused before anything is written. Figures are
-    drawn by `saved_run.write_figures`.
+    (per model; for a grid also sweep_results.json/.csv). A restart whose config changes a
+    training field, or whose data differ from the recorded ones, is refused before anything
+    is written. Figures are drawn by `saved_run.write_figures`.
 
     Returns:
       The results dict written to results.json.
