@@ -63,8 +63,16 @@ def official_test_errors(official: str, experiment: str = "mnist_100") -> dict[s
     """{beta: test error in % [E]} from their `logs/<experiment>/beta_*/test` events;
     entry e is the error after epoch e + 1."""
     curves = {}
+
+    def beta(folder: str) -> float:
+        try:
+            return float(os.path.basename(folder)[len("beta_") :])
+        except ValueError:  # e.g. their beta_path.csv
+            return float("nan")
+
     folders = glob.glob(os.path.join(official, "logs", experiment, "beta_*"))
-    for folder in sorted(folders, key=lambda f: float(os.path.basename(f)[len("beta_") :])):
+    folders = [f for f in folders if os.path.isdir(f) and beta(f) == beta(f)]
+    for folder in sorted(folders, key=beta):
         files = sorted(glob.glob(os.path.join(folder, "test", "events.*")))
         if not files:
             continue

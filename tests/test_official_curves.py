@@ -42,6 +42,7 @@ def test_reads_tensor_and_simple_value_scalars(tmp_path):
     simple = str(tmp_path / "logs" / "mnist_100" / "beta_5" / "test")
     value = summary_pb2.Summary.Value(tag="accuracy", simple_value=0.5)
     _write(simple, [event_pb2.Event(step=0, summary=summary_pb2.Summary(value=[value]))])
+    (tmp_path / "logs" / "mnist_100" / "beta_path.csv").write_text("beta,error\n")  # as theirs
     errors = official_curves.official_test_errors(str(tmp_path))
     assert set(errors) == {"0.1", "5"}
     np.testing.assert_allclose(errors["0.1"], 100 * (1 - np.float32(accuracies)), rtol=1e-5)
