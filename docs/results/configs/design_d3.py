@@ -1,4 +1,5 @@
 """A 3-D odd/even design on the tiny MNIST config: even digits on a ring at z_3 = +6, odd at -6."""
+
 import math
 
 from configs import mnist

@@ -1,4 +1,5 @@
 """The issue's 2 x 5 design at x = -20 .. 20 on the tiny MNIST config (wider than +-15)."""
+
 from configs import mnist
 
 
