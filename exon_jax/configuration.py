@@ -115,9 +115,9 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "must name a data set",
     )
     _require(
-        _is_int(config.data.labelled_per_class) and config.data.labelled_per_class > 0,
+        _is_int(config.data.labelled_per_class) and config.data.labelled_per_class >= 0,
         "data.labelled_per_class",
-        "must be a positive integer",
+        "must be an integer >= 0 (0 = adapt to the data set: `adapted_labelled_per_class`)",
     )
     for name in ("max_unlabelled", "max_test", "validation"):
         value = config.data.get(name, 0)
@@ -207,10 +207,12 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "max_checkpoints",
     ):
         value = config.train[name]
+        adaptable = name in ("batch_unlabelled", "batch_labelled")
         _require(
-            _is_int(value) and value > 0,
+            _is_int(value) and (value > 0 or (adaptable and value == 0)),
             f"train.{name}",
-            f"must be a positive integer, got {value!r}"
+            f"must be a positive integer{' (or 0 = adapt to the data set)' if adaptable else ''}"
+            f", got {value!r}"
             + (" (checkpoints are how a run resumes)" if name == "max_checkpoints" else ""),
         )
     _require(
@@ -526,23 +528,52 @@ def build_optimizer(
     return methods.method_of(config).build_optimizer(config, steps_per_epoch)
 
 
+ADAPTED_STEPS_PER_EPOCH = 10
+ADAPTED_MAX_BATCH = 2000
+
+
+def adapted_labelled_per_class(class_counts) -> int:
+    """`data.labelled_per_class = 0`: a tenth of the smallest class's training images, at
+    least 1 and at most all but one of them (the paper's MNIST: 500 of ~5 400)."""
+    smallest = int(min(class_counts))
+    return max(1, min(smallest - 1, smallest // 10))
+
+
+def adapted_batches(
+    num_unlabelled: int, num_labelled: int, batch_unlabelled: int = 0
+) -> tuple[int, int]:
+    """`train.batch_unlabelled / batch_labelled = 0`: about ADAPTED_STEPS_PER_EPOCH steps an
+    epoch (at most ADAPTED_MAX_BATCH unlabelled images a step, the paper's 2 000) unless
+    `batch_unlabelled` is given, and labelled images in the data's proportion to it (at
+    least 1, at most all of them; the paper's MNIST: 179 beside 2 000, for 5 000 and
+    55 000 images)."""
+    batch_u = batch_unlabelled or max(
+        1, min(ADAPTED_MAX_BATCH, -(-num_unlabelled // ADAPTED_STEPS_PER_EPOCH))
+    )
+    batch_l = max(1, min(num_labelled, round(batch_u * num_labelled / max(num_unlabelled, 1))))
+    return batch_u, batch_l
+
+
 def build_settings(
     config: ml_collections.ConfigDict, num_unlabelled: int, num_labelled: int
 ) -> TrainSettings:
-    """Static settings; refuses batches larger than the data.
+    """Static settings; refuses batches larger than the data. Batch sizes of 0 adapt to the
+    data (`adapted_batches`).
 
     `num_unlabelled` is the size of the pool the epoch draws from (`methods.Pipeline.pool`).
     """
     pipeline = methods.method_of(config).pipeline(config)
+    batch_u, batch_l = adapted_batches(num_unlabelled, num_labelled, config.train.batch_unlabelled)
+    batch_l = config.train.batch_labelled or batch_l
     _require(
-        config.train.batch_unlabelled <= num_unlabelled,
+        batch_u <= num_unlabelled,
         "train.batch_unlabelled",
-        f"{config.train.batch_unlabelled} is larger than the {num_unlabelled} unlabelled examples",
+        f"{batch_u} is larger than the {num_unlabelled} unlabelled examples",
     )
     _require(
-        config.train.batch_labelled <= num_labelled,
+        batch_l <= num_labelled,
         "train.batch_labelled",
-        f"{config.train.batch_labelled} is larger than the {num_labelled} labelled examples",
+        f"{batch_l} is larger than the {num_labelled} labelled examples",
     )
     return TrainSettings(
         likelihood=config.loss.likelihood,
@@ -550,13 +581,11 @@ def build_settings(
         objective=config.loss.objective,
         temperature=float(config.loss.temperature),
         hard=bool(config.loss.hard),
-        batch_unlabelled=config.train.batch_unlabelled,
-        batch_labelled=config.train.batch_labelled,
+        batch_unlabelled=batch_u,
+        batch_labelled=batch_l,
         num_unlabelled=num_unlabelled,
         num_labelled=num_labelled,
-        epoch_steps=pipeline.epoch_steps(
-            num_unlabelled, config.train.batch_unlabelled, config.train.batch_labelled
-        ),
+        epoch_steps=pipeline.epoch_steps(num_unlabelled, batch_u, batch_l),
         labelled_restart=pipeline.labelled_restart,
     )
 

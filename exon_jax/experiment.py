@@ -117,8 +117,11 @@ def build_experiment(
     fingerprint = data_lib.dataset_fingerprint(dataset)
     dataset, validation = select_data(config, dataset)
     configuration.validate_config(config, dataset.num_classes)
+    per_class = config.data.labelled_per_class or configuration.adapted_labelled_per_class(
+        np.bincount(dataset.train.labels, minlength=dataset.num_classes)
+    )
     labelled_idx, unlabelled_idx = data_lib.labelled_split(
-        dataset.train.labels, config.data.labelled_per_class, config.data.seed, dataset.num_classes
+        dataset.train.labels, per_class, config.data.seed, dataset.num_classes
     )
     if config.data.max_unlabelled:
         rng = np.random.default_rng(config.data.seed)
