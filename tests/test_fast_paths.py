@@ -24,7 +24,7 @@ def _pool_oracle(x):
 
 def test_max_pool_2x2_values_and_gradient():
     """Values equal window maxima (odd sizes drop the last row/column); the gradient of
-    sum(pool * g) puts g at each window's argmax and 0 elsewhere."""
+    sum(pool * g) puts g at each window's first argmax (row-major) and 0 elsewhere."""
     x = np.asarray(jax.random.normal(jax.random.key(0), (2, 7, 6, 3)))
     expected, at_max = _pool_oracle(x)
     np.testing.assert_array_equal(models.max_pool_2x2(jnp.asarray(x)), expected)
@@ -33,6 +33,27 @@ def test_max_pool_2x2_values_and_gradient():
     spread = np.zeros_like(x)
     spread[:, :6, :6, :] = np.repeat(np.repeat(g, 2, axis=1), 2, axis=2)
     np.testing.assert_allclose(grad, spread * at_max, rtol=1e-6)
+
+
+def test_max_pool_2x2_ties_go_to_the_first_maximum_as_flax_max_pool():
+    """A constant background ties every window (MNIST): the whole cotangent goes to the
+    window's first pixel, as nn.max_pool's select-and-scatter (and Keras) give it."""
+    import flax.linen as nn
+
+    x = np.zeros((2, 7, 8, 3), np.float32)
+    x[0, 2, 3, 1] = 5.0  # one window with a clear maximum, the rest tied
+    x[1, 4:6, 4:6, :] = 2.0  # a window tied at a non-zero value
+    expected, at_max = _pool_oracle(x)  # np.argmax: the first maximum
+    g = np.asarray(jax.random.normal(jax.random.key(2), expected.shape))
+    grad = jax.grad(lambda x: jnp.sum(models.max_pool_2x2(x) * g))(jnp.asarray(x))
+    spread = np.zeros_like(x)
+    spread[:, :6, :8, :] = np.repeat(np.repeat(g, 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(grad, spread * at_max)
+    stock = jax.grad(
+        lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID") * g)
+    )(jnp.asarray(x))
+    np.testing.assert_array_equal(grad, stock)
+    assert jax.vmap(models.max_pool_2x2)(jnp.stack([x, x])).shape == (2, *expected.shape)
 
 
 def _conv_oracle(x, kernel):
