@@ -290,7 +290,9 @@ def _peer_lost(error: BaseException) -> bool:
 
     return (
         _in_cluster()
-        and isinstance(error, jax.errors.JaxRuntimeError)
+        # jax raises a failed Gloo collective as JaxRuntimeError or (process_allgather)
+        # ValueError, depending on the call
+        and isinstance(error, (jax.errors.JaxRuntimeError, ValueError, RuntimeError))
         and any(s in str(error) for s in _PEER_LOST)
     )
 
