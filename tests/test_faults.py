@@ -46,6 +46,12 @@ def cache_dir(cache="xla-faults"):
     return os.path.join(ROOT, ".pytest_cache", cache)
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A shell starts background jobs
+    with SIGINT ignored, and main.py keeps a signal ignored that it was started ignoring."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(workdir, log, cache="xla-faults", args=None):
     """main.py with `args` (default ARGS) and its own --compilation_cache (the environment
     variable would win)."""
@@ -63,6 +69,7 @@ def start(workdir, log, cache="xla-faults", args=None):
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=default_sigint,
     )
 
 
