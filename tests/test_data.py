@@ -120,8 +120,8 @@ def _write_mnist_pkl(path):
 def _pin(monkeypatch, path):
     """Makes `path` the pinned mnist.pkl.gz (size and sha256), as if it were the real one."""
     blob = open(path, "rb").read()
-    monkeypatch.setattr(data, "MNIST_PKL_SIZE", len(blob))
-    monkeypatch.setattr(data, "MNIST_PKL_SHA256", hashlib.sha256(blob).hexdigest())
+    monkeypatch.setattr(data.files, "MNIST_PKL_SIZE", len(blob))
+    monkeypatch.setattr(data.files, "MNIST_PKL_SHA256", hashlib.sha256(blob).hexdigest())
 
 
 def test_mnist_pkl_gz_unpinned_is_refused(tmp_path):
@@ -832,7 +832,7 @@ def test_tfds_missing_module_is_named(tmp_path, monkeypatch):
             "No module named 'importlib_resources'", name="importlib_resources"
         )
 
-    monkeypatch.setattr(data, "_read_tfds_split", missing)
+    monkeypatch.setattr(data.tfds_source, "_read_tfds_split", missing)
     with pytest.raises(DataError) as err:
         data.load_dataset("mnist", "tfds", tfds_data_dir=str(tmp_path))
     msg = str(err.value)

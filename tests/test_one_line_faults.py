@@ -103,7 +103,7 @@ def test_tfds_without_network_fails_fast(tmp_path):
     from exon_jax import data as data_lib
     from tests.test_cli import ROOT
 
-    if data_lib._network_unreachable(timeout=3.0) is None:
+    if data_lib.network_unreachable(timeout=3.0) is None:
         pytest.skip("the network is reachable here: tfds would download")
     started = time.monotonic()
     out = subprocess.run(
