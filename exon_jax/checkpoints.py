@@ -38,13 +38,14 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint._src import asyncio_utils as _orbax_asyncio
 
 from exon_jax.workdir_lock import held_elsewhere
+from exon_jax.errors import ExpectedError
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 DAMAGED_DIR = "damaged"
 _INTEGRITY = "_integrity"  # meta key holding the checksums (stripped on restore)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ExpectedError, RuntimeError):
     """A checkpoint cannot be written, or no usable one exists where one was expected."""
 
 

@@ -22,6 +22,7 @@ from exon_jax import backend, methods, priors
 from exon_jax.analysis import POSTERIOR_KINDS
 from exon_jax.losses import LIKELIHOODS
 from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
+from exon_jax.errors import ExpectedError
 
 METHODS = tuple(methods.METHODS)
 PRIOR_LAYOUTS = ("circle", "two_component", "blocks", "grid", "groups", "file", "custom")
@@ -62,7 +63,7 @@ RUN_OPTION_FIELDS = (
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class ConfigError(ValueError):
+class ConfigError(ExpectedError, ValueError):
     """A config field holds a value the experiment cannot use."""
 
 

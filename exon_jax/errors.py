@@ -1,28 +1,14 @@
 """The failures a run is expected to meet, each reported by `main.py` as one line.
 
-Each module keeps its own error type next to the code that raises it; this tuple
-gathers them for the command line (config, data, prior, checkpoint, disk,
-divergence, memory, a busy workdir, processes that disagree).
+Each module keeps its own error type next to the code that raises it (config, data,
+prior, checkpoint, a busy workdir, a changed data set, processes that disagree,
+divergence), derived from `ExpectedError`; this module imports nothing of exon_jax.
 """
 
-from exon_jax.checkpoints import CheckpointError
-from exon_jax.configuration import ConfigError
-from exon_jax.data import DataError
-from exon_jax.parallel import ProcessMismatch
-from exon_jax.run_record import DataMismatch
-from exon_jax.training import TrainingDiverged
-from exon_jax.priors import PriorError
-from exon_jax.workdir_lock import WorkdirBusyError
 
-EXPECTED_ERRORS = (
-    ConfigError,
-    DataError,
-    PriorError,
-    CheckpointError,
-    DataMismatch,
-    ProcessMismatch,
-    TrainingDiverged,
-    WorkdirBusyError,
-    MemoryError,
-    OSError,
-)
+class ExpectedError(Exception):
+    """A failure the command line reports as one line without a traceback."""
+
+
+# What `main.py` reports in one line: exon_jax's own, and running out of memory or disk.
+EXPECTED_ERRORS = (ExpectedError, MemoryError, OSError)

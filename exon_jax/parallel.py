@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from exon_jax.errors import ExpectedError
 
 MODEL_AXIS = "model"
 DATA_AXIS = "data"
@@ -154,7 +155,7 @@ def device_memory_limit_gib() -> float | None:
 # --- processes that must agree -------------------------------------------------------------
 
 
-class ProcessMismatch(ValueError):
+class ProcessMismatch(ExpectedError, ValueError):
     """The processes of one run were given different configs, data or code."""
 
 

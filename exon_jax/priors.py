@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from exon_jax.errors import ExpectedError
 
 
 class MixturePrior(NamedTuple):
@@ -191,7 +192,7 @@ WEIGHTS_SUM_TOLERANCE = 1e-3
 MIN_VARIANCE = 1e-6  # smallest component variance a prior may have (sd 1e-3)
 
 
-class PriorError(ValueError):
+class PriorError(ExpectedError, ValueError):
     """Prior arrays that do not describe a usable mixture (shape, sign, normalisation)."""
 
 

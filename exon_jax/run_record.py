@@ -22,6 +22,7 @@ import ml_collections
 
 from exon_jax import checkpoints, configuration
 from exon_jax.checkpoints import CheckpointError
+from exon_jax.errors import ExpectedError
 
 CONFIG_FILE = "config.json"
 RESUMES_FILE = "resumes.jsonl"
@@ -195,7 +196,7 @@ def apply_overrides(stored: dict[str, Any], overrides: dict[str, Any]) -> ml_col
 RECORD_FILE = "record.json"  # data set identity, grid points and exact priors of a run
 
 
-class DataMismatch(ValueError):
+class DataMismatch(ExpectedError, ValueError):
     """The data set found now is not the one the run was trained on."""
 
 

@@ -43,9 +43,10 @@ from exon_jax import data as data_lib
 from exon_jax.timing import Stopwatch
 from exon_jax.workdir_lock import WorkdirLock
 from exon_jax.writers import MetricWriter
+from exon_jax.errors import ExpectedError
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ExpectedError, RuntimeError):
     """The loss or the parameters became non-finite."""
 
 

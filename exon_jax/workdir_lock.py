@@ -16,12 +16,13 @@ import errno
 import fcntl
 import os
 import socket
+from exon_jax.errors import ExpectedError
 
 LOCK_FILE = ".lock"
 _HELD_HERE: set[str] = set()  # real paths of the workdirs this process holds
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(ExpectedError, RuntimeError):
     """Another live process holds the workdir's lock."""
 
 

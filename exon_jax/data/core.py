@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+from exon_jax.errors import ExpectedError
 
 SOURCES = ("auto", "files", "tfds")
 
@@ -39,7 +40,7 @@ FILE_DATASETS = {
 }
 
 
-class DataError(ValueError):
+class DataError(ExpectedError, ValueError):
     """Data that cannot be loaded or is malformed (shape, dtype, labels, counts)."""
 
 
