@@ -62,15 +62,18 @@ class _DropOrbaxRecords(logging.Filter):
 
 
 _ORBAX_FILTER = _DropOrbaxRecords()
-logging.getLogger("absl").addFilter(_ORBAX_FILTER)  # orbax logs through absl.logging
+_SHOW_ORBAX_LOGS = False
+_INSTALLED = False
 
 
 def show_orbax_logs(show: bool = True) -> None:
     """Lets Orbax's own log records through (e.g. under `--debug`), or drops them again."""
-    logger = logging.getLogger("absl")
+    global _SHOW_ORBAX_LOGS
+    _SHOW_ORBAX_LOGS = show
+    logger = logging.getLogger("absl")  # orbax logs through absl.logging
     if show:
         logger.removeFilter(_ORBAX_FILTER)
-    else:
+    elif _INSTALLED:
         logger.addFilter(_ORBAX_FILTER)
 
 
@@ -108,8 +111,21 @@ def _run_sync_via_new_loop(coro):
             loop.close()
 
 
-if hasattr(_orbax_asyncio, "_run_sync_via_new_loop"):  # orbax-checkpoint 0.12.x
-    _orbax_asyncio._run_sync_via_new_loop = _run_sync_via_new_loop
+def install_orbax_workarounds() -> None:
+    """Installs, once, what this module needs from Orbax (`make_manager` calls it).
+
+    Orbax's log records are dropped (unless `show_orbax_logs()`), and orbax-checkpoint
+    0.12.x's `_run_sync_via_new_loop` is replaced by the one above. Nothing is changed by
+    importing this module.
+    """
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    _INSTALLED = True
+    if not _SHOW_ORBAX_LOGS:
+        logging.getLogger("absl").addFilter(_ORBAX_FILTER)
+    if hasattr(_orbax_asyncio, "_run_sync_via_new_loop"):  # orbax-checkpoint 0.12.x
+        _orbax_asyncio._run_sync_via_new_loop = _run_sync_via_new_loop
 
 
 # --- PRNG keys and leaf names --------------------------------------------------------------
@@ -277,6 +293,7 @@ def make_manager(
     progress (e.g. `--mode=evaluate` beside a training run). With `read_only` nothing
     is created, removed or saved (`exon_jax.load_run`).
     """
+    install_orbax_workarounds()
     directory = os.path.abspath(directory)
     if read_only:
         options = ocp.CheckpointManagerOptions(
