@@ -143,6 +143,60 @@ def load_run_to_encode(workdir: str, cache: str) -> dict:
     return out
 
 
+FIGURES = r"""
+import dataclasses, json, sys, tempfile, time
+from exon_jax import experiment, figures, plots, saved_run
+exp, states, _ = saved_run.restore_run(sys.argv[1])
+evaluated = experiment.evaluate_states(exp, states)
+out = {"num_models": exp.num_models, "test_points": int(evaluated["codes"].shape[1])}
+with plots.FigurePool(exp.analysis.figure_workers) as pool:
+    pool.draw([])  # the pool's workers start and warm up before the clock, as in main.py
+    time.sleep(5)
+    for pdf in (True, False, True, False):
+        exp.analysis = dataclasses.replace(exp.analysis, pdf=pdf)
+        t0 = time.perf_counter()
+        figures.write_run_figures(exp, states, evaluated, tempfile.mkdtemp(), pool=pool)
+        out.setdefault("png_and_pdf_s" if pdf else "png_only_s", []).append(
+            time.perf_counter() - t0
+        )
+    out["workers"] = pool.workers
+print(json.dumps(out))
+"""
+
+
+def figures_only(scratch: str) -> dict:
+    """A single model's figure set, timed alone: an own-prior run of one epoch (figures
+    off) is trained, then a fresh process restores it and calls `write_run_figures` four
+    times (PNG + PDF, PNG only, twice each; the first pair pays the compilation of the
+    arrays' program, the second finds it compiled), with a warm `FigurePool` as main.py has."""
+    workdir = os.path.join(scratch, "figures_run")
+    cache = os.path.join(scratch, "cache_figures")
+    run_main(
+        "figures_run",
+        "configs/mnist_custom_prior.py",
+        ["--config.train.epochs=1", "--config.analysis.figures=False"],
+        workdir,
+        cache,
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=common.REPO_ROOT,
+        JAX_COMPILATION_CACHE_DIR=cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", FIGURES, workdir],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=common.REPO_ROOT,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"figures failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def measure(quick: bool, scratch: str) -> dict:
     tiny_cache = os.path.join(scratch, "cache_tiny")
     cases = {}
@@ -256,13 +310,45 @@ def table(result: dict) -> list[dict]:
     ]
 
 
+def _options(parser) -> None:
+    parser.add_argument("--label", default=None, help="e.g. before / after")
+    parser.add_argument(
+        "--figures-only",
+        action="store_true",
+        help="time only a single model's figure set (`figures_only`), stored under the "
+        "label's `figures_only` key",
+    )
+
+
+def _figures_only(args, scratch: str) -> None:
+    measured = figures_only(scratch)
+    measured["machine"] = common.machine()
+    label = args.label or "latest"
+    path = os.path.join(common.results_dir(), "overhead.json")
+    doc: dict = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = json.load(f)
+    runs = doc.get("runs", {})
+    runs.setdefault(label, {})["figures_only"] = measured
+    payload = {k: v for k, v in doc.items() if k not in ("benchmark", "summary", "machine")}
+    payload["runs"] = runs
+    summary = (
+        f"figures of one model: PNG + PDF {min(measured['png_and_pdf_s']):.1f} s, PNG only "
+        f"{min(measured['png_only_s']):.1f} s (best of 2)"
+    )
+    common.write_json("overhead", payload, summary)
+
+
 def main() -> None:
     args = common.parse_args(
         "main.py's overhead around training (issue 24)",
-        lambda p: p.add_argument("--label", default=None, help="e.g. before / after"),
+        _options,
     )
     scratch = tempfile.mkdtemp(prefix="exon_overhead_")
     try:
+        if args.figures_only:
+            return _figures_only(args, scratch)
         result = measure(args.quick, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
