@@ -65,3 +65,46 @@ def conv_weight_gradient(requested: str = "auto", backend: str | None = None) ->
     if requested != "auto":
         return requested
     return "shifted" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of bfloat16 arithmetic (/proc/cpuinfo)
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU does bfloat16 arithmetic: True / False from the `flags` line of
+    `cpuinfo` (one of BF16_CPU_FLAGS), None where that cannot be told (no such file, no
+    flags line: e.g. not Linux on x86)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return any(flag in line.split(":", 1)[1].split() for flag in BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return None
+
+
+def bf16_note(
+    compute_dtype: str, backend: str | None = None, cpuinfo: str = "/proc/cpuinfo"
+) -> str | None:
+    """The start-up note of a bfloat16 run on a CPU without bfloat16 arithmetic (XLA:CPU
+    then emulates it, slower than float32), or None: float32, a CPU with it, a CPU that
+    cannot be told, or a non-CPU backend."""
+    if compute_dtype != "bfloat16" or (backend or jax.default_backend()) != "cpu":
+        return None
+    if cpu_has_bf16(cpuinfo) is not False:
+        return None
+    return (
+        "model.compute_dtype=bfloat16 on a CPU without bfloat16 arithmetic (no "
+        f"{' / '.join(BF16_CPU_FLAGS)} in {cpuinfo}): it is emulated and runs slower than "
+        "float32 here"
+    )
+
+
+def warn_bf16(compute_dtype: str, backend: str | None = None) -> None:
+    """Warns once at start-up with `bf16_note` when there is one."""
+    note = bf16_note(compute_dtype, backend)
+    if note is not None:
+        import warnings
+
+        warnings.warn(note, stacklevel=2)

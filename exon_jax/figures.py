@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from exon_jax import analysis, configuration, metrics, plots, priors, train
+from exon_jax import analysis, backend, configuration, metrics, plots, priors, train
 from exon_jax import batching
 
 MAX_PER_MODEL_FIGURES = 8  # larger grids get the panel figures only
@@ -174,6 +174,118 @@ def interpolation_pairs(pairs, names: Sequence[str]) -> list[tuple[int, int]]:
 
 
 INTERPOLATION_STEPS = 11  # decoded points from one designed centre to the other
+PRIOR_SAMPLES = 5000  # points of the prior-samples figure
+
+
+def _predesign(exp) -> bool:
+    """Two classes and no `analysis.interpolations`: the strip is the pre-design path."""
+    return len(exp.dataset.class_names) == 2 and not tuple(
+        exp.config.analysis.get("interpolations", ())
+    )
+
+
+def strip_titles_of(exp, names: Sequence[str]) -> list[str]:
+    """Titles of the interpolation strips of a model's figures (`model_figure_arrays`)."""
+    if exp.analysis.latent_dim == 2 and _predesign(exp):
+        return ["pre-design path (-10, 0) -> (10, 0)"]
+    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    return [f"centre of {names[a]} -> {names[b]}" for a, b in pairs]
+
+
+def model_figure_arrays(
+    exp,
+    fns: ModelFunctions,
+    states,
+    codes,
+    extents: Sequence[float],
+    mode: str = "vmap",
+    indices: Sequence[int] | None = None,
+    prior: priors.MixturePrior | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of the 2-D per-model figures of the first G' models, in one compiled call
+    over the model axis (`train.over_models`, `mode` vmap or map) instead of one model and
+    one small program at a time.
+
+    Per model i (as `scatter_codes`, `analysis.decode_grid`, `analysis.label_map`,
+    `analysis.centre_interpolation` compute them one at a time):
+      prior_z [G', S, 2], prior_y [G', S]: S = PRIOR_SAMPLES prior samples (key analysis.seed);
+      shown [G', N, 2]: the scatter codes (posterior means, or z ~ q(z|x) with key
+        fold_in(analysis.seed, 1000 + i));
+      manifold [G', grid_size^2, H, W, C]: decoded grid on [-extent_i, extent_i]^2;
+      label_map [G', label_map_size, label_map_size] int32;
+      strips [G', P, INTERPOLATION_STEPS or PREDESIGN_NUM, H, W, C]: decoded interpolations.
+
+    Args:
+      states: stacked states with at least G' = len(extents) models (opt_state unused).
+      codes: [G, N, d] posterior-mean codes of the evaluation (first G' used).
+      extents: [G'] half-widths of each model's grid (`figure_grid_extent`).
+      indices: [G'] the models' indices in the run (default 0..G'-1; the sampling keys).
+      prior: stacked [G'] priors (default the run's first G').
+    """
+    cfg = exp.analysis
+    count = len(extents)
+    names = exp.dataset.class_names
+    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    predesign = _predesign(exp)
+    num_codes = np.asarray(codes).shape[1]
+    images = exp.dataset.test.images[:num_codes]
+    seed = exp.analysis.seed
+
+    def one(state, per):
+        prior = per["prior"]
+        z, y = priors.sample_prior(jax.random.key(seed), prior, PRIOR_SAMPLES)
+        if cfg.posterior == "mean":
+            shown = per["codes"]
+        else:
+            logits, mean, logvar = fns.encode(state, images)
+            key = jax.random.fold_in(jax.random.key(seed), 1000 + per["index"])
+            shown = analysis.posterior_codes(logits, mean, logvar, "samples", key)
+        extent = per["extent"]
+        manifold = analysis.decode_grid(lambda g: fns.decode(state, g), extent, cfg.grid_size)
+        label_map = analysis.label_map(
+            lambda g: fns.decode(state, g),
+            lambda x: fns.classify(state, x),
+            extent,
+            cfg.label_map_size,
+        )
+        if predesign:
+            paths = [analysis.predesign_path()]
+        else:
+            paths = [
+                analysis.centre_interpolation(prior, a, b, INTERPOLATION_STEPS) for a, b in pairs
+            ]
+        strips = jnp.stack([fns.decode(state, path) for path in paths])
+        return {
+            "prior_z": z,
+            "prior_y": y,
+            "shown": shown,
+            "manifold": manifold,
+            "label_map": label_map,
+            "strips": strips,
+        }
+
+    first = jax.tree.map(lambda leaf: leaf[:count], states.replace(opt_state=()))
+    per_model = {
+        "prior": prior
+        if prior is not None
+        else jax.tree.map(lambda leaf: leaf[:count], exp.hparams.prior),
+        "codes": jnp.asarray(np.asarray(codes)[:count]),
+        "extent": jnp.asarray(extents, jnp.float32),
+        "index": jnp.asarray(indices if indices is not None else range(count), jnp.int32),
+    }
+    compute = jax.jit(train.over_models(one, count, mode))
+    return {k: np.asarray(v) for k, v in compute(first, per_model).items()}
+
+
+def _one_model_arrays(exp, fns, state, index: int, codes, prior, extent: float):
+    """`model_figure_arrays` of one unstacked model with its own prior (as
+    `model_figure_jobs` computes them when called alone)."""
+    stacked = jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], state.replace(opt_state=()))
+    prior = jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], prior)
+    arrays = model_figure_arrays(
+        exp, fns, stacked, np.asarray(codes)[None], [extent], indices=[index], prior=prior
+    )
+    return {k: v[0] for k, v in arrays.items()}
 
 
 def model_figure_jobs(
@@ -184,6 +296,7 @@ def model_figure_jobs(
     codes: np.ndarray,
     prior: priors.MixturePrior,
     directory: str,
+    arrays: dict[str, Any] | None = None,
 ) -> list[plots.FigureJob]:
     """The per-model figures of model `index`, computed here and drawn later (`plots.save_all`).
 
@@ -199,21 +312,13 @@ def model_figure_jobs(
     Args:
       codes: [N, d] posterior-mean codes of the first N test images (evaluation output).
       directory: where the PNGs (and PDFs beside them) go.
+      arrays: 2-D latents: this model's `model_figure_arrays` (computed here when None).
     """
     cfg = exp.analysis
     names = exp.dataset.class_names
     labels = np.asarray(exp.dataset.test.labels[: codes.shape[0]])
     means = np.asarray(prior.means)
-    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
-    shown = scatter_codes(exp, fns, state, index, codes)
     posterior_title = POSTERIOR_TITLES[exp.analysis.posterior]
-    z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, 5000)
-    z, y = np.asarray(z), np.asarray(y)
-    strips = [
-        fns.decode_np(state, analysis.centre_interpolation(prior, a, b, INTERPOLATION_STEPS))
-        for a, b in pairs
-    ]
-    strip_titles = [f"centre of {names[a]} -> {names[b]}" for a, b in pairs]
     jobs = []
 
     def job(name, draw, *args, **kwargs):
@@ -221,12 +326,14 @@ def model_figure_jobs(
 
     if prior.latent_dim == 2:
         extent = figure_grid_extent(cfg.grid_extent, prior, names)
+        if arrays is None:
+            arrays = _one_model_arrays(exp, fns, state, index, codes, prior, extent)
+        z, y, shown = arrays["prior_z"], arrays["prior_y"], arrays["shown"]
+        manifold, label_map = arrays["manifold"], arrays["label_map"]
+        strips, strip_titles = list(arrays["strips"]), strip_titles_of(exp, names)
         job("prior_samples.png", "prior_samples", z, y, means, names)
         job(
             "posterior.png", "posterior_scatter", shown, labels, means, names, title=posterior_title
-        )
-        manifold = np.asarray(
-            analysis.decode_grid(lambda g: fns.decode(state, g), extent, cfg.grid_size)
         )
         job(
             "manifold.png",
@@ -236,7 +343,6 @@ def model_figure_jobs(
             cfg.grid_size,
             title=f"decoded {cfg.grid_size} x {cfg.grid_size} grid on [-{extent:.3g}, {extent:.3g}]$^2$",
         )
-        label_map = fns.label_map(state, extent, cfg.label_map_size)
         job("label_map.png", "label_map_figure", label_map, extent, means, names)
         job(
             "figure3.png",
@@ -250,12 +356,18 @@ def model_figure_jobs(
             names,
             titles=(posterior_title, "decoded latent grid", "predicted label of the decoded grid"),
         )
-        if prior.num_classes == 2 and not tuple(exp.config.analysis.get("interpolations", ())):
-            strips = [fns.decode_np(state, analysis.predesign_path())]
-            strip_titles = ["pre-design path (-10, 0) -> (10, 0)"]
         job("interpolation.png", "interpolation_strips", strips, strip_titles)
         return jobs
 
+    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    shown = scatter_codes(exp, fns, state, index, codes)
+    z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, PRIOR_SAMPLES)
+    z, y = np.asarray(z), np.asarray(y)
+    strips = [
+        fns.decode_np(state, analysis.centre_interpolation(prior, a, b, INTERPOLATION_STEPS))
+        for a, b in pairs
+    ]
+    strip_titles = strip_titles_of(exp, names)
     plane = analysis.principal_plane(means, shown)
     plane_args = (means, plane.basis, plane.centre, plane.explained, names)
     job(
@@ -383,18 +495,31 @@ def predesign_strips(exp, fns: ModelFunctions, states) -> tuple[list[np.ndarray]
 
 
 def grid_figure_jobs(
-    exp, states, evaluated: dict[str, np.ndarray], directory: str, fns: ModelFunctions
+    exp,
+    states,
+    evaluated: dict[str, np.ndarray],
+    directory: str,
+    fns: ModelFunctions,
+    scatter: Sequence[np.ndarray] | None = None,
 ) -> list[plots.FigureJob]:
     """Grid figures: the Figure 4 posterior panel (2-D latents, each panel with its own
     designed centres), Figure 8 heat maps over `heatmap_fields` and the Figure 9 strips
-    (distance sweeps); computed here, drawn by `plots.save_all`."""
+    (distance sweeps); computed here, drawn by `plots.save_all`.
+
+    Args:
+      scatter: the scatter codes of the first models, already computed
+        (`model_figure_arrays`'s `shown`); the others' are computed here.
+    """
+    scatter = list(scatter or [])
     jobs = []
     names = exp.dataset.class_names
     if exp.analysis.latent_dim == 2:
         labels = np.asarray(exp.dataset.test.labels[: evaluated["codes"].shape[1]])
         panels = [
             (
-                scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
+                scatter[i]
+                if i < len(scatter)
+                else scatter_codes(exp, fns, model_state(states, i), i, evaluated["codes"][i]),
                 labels,
                 point_title(p),
                 np.asarray(prior_of(exp, i).means),
@@ -456,6 +581,10 @@ def write_grid_figures(
     )
 
 
+def _model_axis(exp) -> str:
+    return backend.model_axis(exp.config.train.model_axis, exp.method.network_kind(exp.config))
+
+
 def write_run_figures(
     exp,
     states,
@@ -472,8 +601,21 @@ def write_run_figures(
     not write is removed (`replace_written`). Returns the PNG paths.
     """
     fns = ModelFunctions(exp.model)
+    shown = exp.points[:MAX_PER_MODEL_FIGURES]
+    batched = None
+    if exp.analysis.latent_dim == 2:  # every model's arrays in one call
+        names = exp.dataset.class_names
+        extents = [
+            figure_grid_extent(exp.analysis.grid_extent, prior_of(exp, i), names)
+            for i in range(len(shown))
+        ]
+        with warnings.catch_warnings():  # figure_grid_extent warns again per model below
+            warnings.simplefilter("ignore")
+            batched = model_figure_arrays(
+                exp, fns, states, evaluated["codes"], extents, _model_axis(exp)
+            )
     jobs = []
-    for i, point in enumerate(exp.points[:MAX_PER_MODEL_FIGURES]):
+    for i, point in enumerate(shown):
         sub = (
             directory
             if exp.num_models == 1
@@ -487,9 +629,11 @@ def write_run_figures(
             np.asarray(evaluated["codes"][i]),
             prior_of(exp, i),
             sub,
+            None if batched is None else {k: v[i] for k, v in batched.items()},
         )
     if exp.num_models > 1:
-        jobs += grid_figure_jobs(exp, states, evaluated, directory, fns)
+        panel_codes = None if batched is None else list(batched["shown"])
+        jobs += grid_figure_jobs(exp, states, evaluated, directory, fns, panel_codes)
     written = plots.save_all(jobs, workers, pool)
     earlier = EARLIER_FIGURES[2 if exp.analysis.latent_dim == 2 else 0] + EARLIER_GRID_FIGURES
     replace_written(directory, [f for j in jobs for f in job_files(j)], earlier)

@@ -6,7 +6,7 @@ checked with chex at entry; a bad shape raises `ValueError` naming the argument.
 
 - `classification_error`, paper eq. 20.
 - `mean_kl`, paper eq. 18 (mean of the eq. 14 bound, no sampling).
-- `pairwise_ssim`, `negative_ssim`, paper eq. 19 (SSIM from dm-pix).
+- `pairwise_ssim`, `negative_ssim`, paper eq. 19 (SSIM as dm-pix computes it).
 - `activated_subspace`, `activated_subspace_by_class`, paper Section 3.2.
 - `design_fidelity`, with `posterior_mean_code` / `expected_code`: how well the
   codes of each class sit on the component designed for its label.
@@ -21,7 +21,6 @@ import functools
 from typing import Mapping
 
 import chex
-import dm_pix
 import jax
 import jax.numpy as jnp
 
@@ -96,26 +95,30 @@ def _check_images(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32)
 
 
-def _ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-    return dm_pix.ssim(
-        a,
-        b,
-        max_val=SSIM_MAX_VAL,
-        filter_size=SSIM_FILTER_SIZE,
-        filter_sigma=SSIM_FILTER_SIGMA,
-        k1=SSIM_K1,
-        k2=SSIM_K2,
-    )
+def _gaussian_window_matrix(size: int) -> jax.Array:
+    """[size - F + 1, size] matrix of dm-pix's 1-D SSIM filter ('valid', F = SSIM_FILTER_SIZE):
+    row o holds the normalised Gaussian window (sigma SSIM_FILTER_SIGMA) at columns o..o+F-1
+    (`jnp.convolve`'s flipped kernel), so `A @ z` filters z along its axis."""
+    half = SSIM_FILTER_SIZE // 2
+    shift = (2 * half - SSIM_FILTER_SIZE + 1) / 2
+    taps = jnp.exp(-0.5 * ((jnp.arange(SSIM_FILTER_SIZE) - half + shift) / SSIM_FILTER_SIGMA) ** 2)
+    taps = (taps / jnp.sum(taps))[::-1]
+    rows = size - SSIM_FILTER_SIZE + 1
+    offset = jnp.arange(size)[None, :] - jnp.arange(rows)[:, None]  # [rows, size]
+    inside = (offset >= 0) & (offset < SSIM_FILTER_SIZE)
+    return jnp.where(inside, taps[jnp.clip(offset, 0, SSIM_FILTER_SIZE - 1)], 0.0)
 
 
 def pairwise_ssim(images: jax.Array, rows_per_block: int | None = None) -> jax.Array:
     """SSIM of every ordered pair of images (the matrix behind paper eq. 19).
 
     SSIM is single scale with an 11x11 Gaussian window (sigma 1.5), k1 = 0.01,
-    k2 = 0.03, data range 1, as computed by `dm_pix.ssim`: 'valid' filtering,
-    the SSIM map averaged over pixels and channels. Rows are computed by
-    `jax.lax.map`, each row one image broadcast against all N, so memory is
-    O(rows_per_block * N * H * W * C) rather than O(N^2 * H * W * C).
+    k2 = 0.03, data range 1, as `dm_pix.ssim` computes it: 'valid' separable filtering,
+    variances clipped at eps^2 and the covariance at sqrt(var_a var_b), the SSIM map
+    averaged over pixels and channels. The filtered means and second moments of each
+    image are computed once; a pair needs only the filtered product of its two images
+    (two small matmuls), rows by `jax.lax.map`, each row one image against all N, so
+    memory is O(rows_per_block * N * H * W * C) rather than O(N^2 * H * W * C).
 
     Args:
       images: [N, H, W, C] images in [0, 1], H and W >= 11.
@@ -126,12 +129,30 @@ def pairwise_ssim(images: jax.Array, rows_per_block: int | None = None) -> jax.A
       [N, N] matrix S with S[i, j] = SSIM(images[i], images[j]); symmetric,
       ones on the diagonal.
     """
-    images = _check_images(images)
+    images = jnp.moveaxis(_check_images(images), 3, 1)  # [N, C, H, W]: channels batch
+    across_h = _gaussian_window_matrix(images.shape[2])
+    across_w = _gaussian_window_matrix(images.shape[3])
 
-    def ssim_row(image: jax.Array) -> jax.Array:
-        return _ssim(jnp.broadcast_to(image, images.shape), images)
+    def blur(x):  # [..., H, W] -> [..., H', W']
+        return jnp.matmul(jnp.matmul(across_h, x), across_w.T)
 
-    return jax.lax.map(ssim_row, images, batch_size=rows_per_block)
+    mu = blur(images)  # [N, C, H', W']
+    variance = jnp.maximum(jnp.finfo(jnp.float32).eps ** 2, blur(images**2) - mu**2)
+    c1 = (SSIM_K1 * SSIM_MAX_VAL) ** 2
+    c2 = (SSIM_K2 * SSIM_MAX_VAL) ** 2
+
+    def ssim_row(row):
+        image, mu_i, variance_i = row
+        mu_ij = mu_i * mu
+        covariance = blur(image * images) - mu_ij
+        covariance = jnp.sign(covariance) * jnp.minimum(
+            jnp.sqrt(variance_i * variance), jnp.abs(covariance)
+        )
+        numerator = (2 * mu_ij + c1) * (2 * covariance + c2)
+        denominator = (mu_i**2 + mu**2 + c1) * (variance_i + variance + c2)
+        return jnp.mean(numerator / denominator, axis=(1, 2, 3))
+
+    return jax.lax.map(ssim_row, (images, mu, variance), batch_size=rows_per_block)
 
 
 def negative_ssim(images: jax.Array, rows_per_block: int | None = None) -> jax.Array:

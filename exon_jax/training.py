@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from exon_jax import (
+    backend,
     checkpoints,
     configuration,
     evaluation,
@@ -114,6 +115,8 @@ def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
     against each other) before anything is written, then trains under the workdir lock."""
     with stopwatch.phase("setup"):
         configuration.validate_config(config)
+        if jax.process_index() == 0:
+            backend.warn_bf16(config.model.compute_dtype)
         identity = run_record.run_identity(workdir)  # rebuilt from a checkpoint if need be
         if jax.process_index() == 0:
             for note in identity.notes:

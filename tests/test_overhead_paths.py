@@ -1,0 +1,98 @@
+"""The faster paths of issue 24 against the slower computations they replace.
+
+- `metrics.pairwise_ssim` (each image's filtered moments once, a pair's filtered product
+  as matmuls) against `dm_pix.ssim` on every pair, the library's own SSIM;
+- `figures.model_figure_arrays` (every model's figure arrays in one compiled call) against
+  the one-model-at-a-time functions it batches (`scatter_codes`, `analysis.decode_grid`,
+  `ModelFunctions.label_map`, `priors.sample_prior`, decoded `centre_interpolation`).
+"""
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from exon_jax import analysis, figures, metrics, priors
+
+
+def _dm_pix_pairwise(images):
+    def one(a, b):
+        return dm_pix.ssim(
+            a,
+            b,
+            max_val=metrics.SSIM_MAX_VAL,
+            filter_size=metrics.SSIM_FILTER_SIZE,
+            filter_sigma=metrics.SSIM_FILTER_SIGMA,
+            k1=metrics.SSIM_K1,
+            k2=metrics.SSIM_K2,
+        )
+
+    return np.asarray(jax.vmap(lambda a: jax.vmap(lambda b: one(a, b))(images))(images))
+
+
+@pytest.mark.parametrize("shape", [(7, 28, 28, 1), (5, 32, 32, 3), (6, 11, 15, 2)])
+def test_pairwise_ssim_matches_dm_pix_on_every_pair(shape):
+    images = jax.random.uniform(jax.random.key(3), shape)
+    images = images.at[0].set(0.0).at[1].set(1.0)  # flat images: the clipped variances
+    images = images.at[2].set(1.0 - images[3])  # a negative covariance: the clipped one
+    np.testing.assert_allclose(
+        np.asarray(metrics.pairwise_ssim(images)), _dm_pix_pairwise(images), atol=2e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(metrics.pairwise_ssim(images, rows_per_block=4)),
+        _dm_pix_pairwise(images),
+        atol=2e-6,
+    )
+
+
+def _grid_run(posterior: str, interpolations=()):
+    """An untrained 2-model grid of the tiny config on synthetic data (2-D latent)."""
+    from configs import mnist
+    from exon_jax import experiment
+    from tests.synthetic import synthetic_mnist
+
+    config = mnist.get_config("tiny")
+    config.model.hidden = (32, 32)
+    config.analysis.grid_size = 5
+    config.analysis.label_map_size = 20
+    config.analysis.posterior = posterior
+    config.analysis.interpolations = interpolations
+    config.data.max_test = 60
+    config.data.labelled_per_class = 10
+    config.train.batch_unlabelled, config.train.batch_labelled = 100, 20
+    config.sweep.lambda1 = (1.0, 100.0)
+    dataset = synthetic_mnist(num_train=200, num_test=60)
+    exp = experiment.build_experiment(config, dataset)
+    states = experiment.init_states(exp)
+    return exp, states, experiment.evaluate_states(exp, states)
+
+
+def test_model_figure_arrays_equal_the_one_model_computations():
+    interpolations = ((4, 9), (0, 1))
+    exp, states, evaluated = _grid_run("samples", interpolations)
+    fns = figures.ModelFunctions(exp.model)
+    names = exp.dataset.class_names
+    extents = [8.0, 11.5]  # different per model: each model's own grid
+    batched = figures.model_figure_arrays(exp, fns, states, evaluated["codes"], extents)
+    pairs = figures.interpolation_pairs(interpolations, names)
+    for i, extent in enumerate(extents):
+        state, prior = figures.model_state(states, i), figures.prior_of(exp, i)
+        codes = np.asarray(evaluated["codes"][i])
+        np.testing.assert_allclose(
+            batched["shown"][i], figures.scatter_codes(exp, fns, state, i, codes), atol=1e-5
+        )
+        z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, figures.PRIOR_SAMPLES)
+        np.testing.assert_allclose(batched["prior_z"][i], np.asarray(z), atol=1e-6)
+        np.testing.assert_array_equal(batched["prior_y"][i], np.asarray(y))
+        manifold = analysis.decode_grid(lambda g: fns.decode(state, g), extent, 5)
+        np.testing.assert_allclose(batched["manifold"][i], np.asarray(manifold), atol=1e-5)
+        np.testing.assert_array_equal(batched["label_map"][i], fns.label_map(state, extent, 20))
+        strips = [
+            fns.decode_np(state, analysis.centre_interpolation(prior, a, b, 11)) for a, b in pairs
+        ]
+        np.testing.assert_allclose(batched["strips"][i], np.stack(strips), atol=1e-5)
+    assert len(figures.strip_titles_of(exp, names)) == len(pairs)
+    # the two models differ, so the batch did not repeat model 0
+    assert not np.allclose(batched["manifold"][0], batched["manifold"][1])
+    assert jnp.asarray(batched["label_map"]).dtype == jnp.int32
