@@ -53,6 +53,10 @@ def main():
     ap.add_argument("--mnist", help="exon_jax's data/mnist/mnist.npz (MNIST)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.dataset == "cifar10":
+        # Their CIFAR-10 step under Keras 3 gets no gradients ("No gradients provided for any
+        # variable" at their optimizer.apply_gradients); Keras 2 (pip install tf_keras) runs it.
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
     import numpy as np
     import tensorflow as tf
