@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 import ml_collections
@@ -21,7 +21,7 @@ import optax
 from exon_jax import backend, methods, priors
 from exon_jax.analysis import POSTERIOR_KINDS
 from exon_jax.losses import LIKELIHOODS
-from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
+from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings, stack_trees
 
 METHODS = tuple(methods.METHODS)
 PRIOR_LAYOUTS = ("circle", "two_component", "blocks", "grid", "groups", "file", "custom")
@@ -97,17 +97,8 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     """
     method = config.get("method", "exon")
     _require(method in METHODS, "method", f"must be one of {METHODS}")
-    if method == "revision":
-        _require(
-            "revision" in config,
-            "revision",
-            "method 'revision' needs a config.revision section (configs/mnist100_revision.py)",
-        )
-        _require(
-            config.model.beta_mode == "fixed",
-            "model.beta_mode",
-            "the revision uses a fixed observation noise beta: set 'fixed'",
-        )
+    for field, problem in methods.METHODS[method].check(config)[:1]:
+        _require(False, field, problem)
     _require(config.data.source in SOURCES, "data.source", f"must be one of {SOURCES}")
     _require(
         isinstance(config.data.name, str) and config.data.name != "",
@@ -292,13 +283,6 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "analysis.interpolations",
         f"must be a tuple of (from, to) pairs of label indices or class names, got {pairs!r}",
     )
-    if num_classes is not None:
-        bad = [c for p in pairs for c in p if _is_int(c) and c >= num_classes]
-        _require(
-            not bad,
-            "analysis.interpolations",
-            f"label {bad[0] if bad else ''} is out of range: the data has {num_classes} classes",
-        )
     _require_float32(analysis.get("activation_threshold", 0.0), "analysis.activation_threshold")
     for name in ("figures", "pdf", "tensorboard_images"):
         value = analysis.get(name, True)
@@ -352,17 +336,31 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         )
     if config.prior.layout == "two_component":
         _require(config.model.latent_dim == 2, "model.latent_dim", "the two_component prior is 2-D")
-        if num_classes is not None:
-            _require(
-                num_classes == 2,
-                "prior.layout",
-                f"two_component needs 2 classes, the data has {num_classes} (set data.classes)",
-            )
     if config.prior.layout == "blocks":
         _require(
             0 < config.prior.relevant_dim <= config.model.latent_dim,
             "prior.relevant_dim",
             "must be in (0, model.latent_dim]",
+        )
+    if num_classes is not None:
+        check_classes(config, num_classes)
+
+
+def check_classes(config: ml_collections.ConfigDict, num_classes: int) -> None:
+    """The checks that need the data's K: interpolation labels in range, two_component
+    with two classes. Raises ConfigError naming the field."""
+    pairs = config.analysis.get("interpolations", ())
+    bad = [c for p in pairs for c in p if _is_int(c) and c >= num_classes]
+    _require(
+        not bad,
+        "analysis.interpolations",
+        f"label {bad[0] if bad else ''} is out of range: the data has {num_classes} classes",
+    )
+    if config.prior.layout == "two_component":
+        _require(
+            num_classes == 2,
+            "prior.layout",
+            f"two_component needs 2 classes, the data has {num_classes} (set data.classes)",
         )
 
 
@@ -386,6 +384,8 @@ class AnalysisSettings:
       tensorboard_images: reconstructions and the decoded probe in TensorBoard.
       seed: the run's seed (prior samples and posterior draws of the figures).
       latent_dim: d.
+      interpolations: (from, to) pairs of label indices or class names (Figure 8 style
+        decoded walks between designed centres).
     """
 
     grid_size: int
@@ -400,6 +400,7 @@ class AnalysisSettings:
     tensorboard_images: bool
     seed: int
     latent_dim: int
+    interpolations: tuple = ()
 
 
 def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
@@ -418,6 +419,7 @@ def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
         tensorboard_images=bool(section.get("tensorboard_images", True)),
         seed=int(config.seed),
         latent_dim=int(config.model.latent_dim),
+        interpolations=tuple(tuple(p) for p in section.get("interpolations", ())),
     )
 
 
@@ -513,10 +515,27 @@ def build_prior(
 compute_dtype = methods.compute_dtype
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, ...]):
-    """The network of `config.method` (`methods.method_of`) for images [H, W, C]."""
+def layouts(config: ml_collections.ConfigDict) -> methods.Layouts:
+    """`train.dense_layout` and `train.conv_layout` with 'auto' resolved for this backend."""
+    return methods.Layouts(
+        dense=backend.dense_weight_gradient(config.train.get("dense_layout", "auto")),
+        conv=backend.conv_weight_gradient(config.train.get("conv_layout", "auto")),
+    )
+
+
+def build_model(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    image_shape: tuple[int, ...],
+    layer_layouts: methods.Layouts | None = None,
+):
+    """The network of `config.method` (`methods.method_of`) for images [H, W, C], with the
+    backend's layer paths `layer_layouts` (default: `layouts(config)`)."""
+    layer_layouts = layer_layouts or layouts(config)
     try:
-        return methods.method_of(config).build_model(config, num_classes, tuple(image_shape))
+        return methods.method_of(config).build_model(
+            config, num_classes, tuple(image_shape), layer_layouts
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -630,3 +649,230 @@ def point_name(point: dict[str, Any]) -> str:
     if not point:
         return "model"
     return "_".join(f"{k}={v:g}" for k, v in point.items())
+
+
+# --- the resolved run ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSelection:
+    """`config.data`: which data set, and which of its images a run uses.
+
+    Attributes:
+      name, source, dir, path, test_fraction: where the data set is read from (`dir` and
+        `path` as given; `resolve_path` applies when reading).
+      classes: a subset of labels, relabelled 0..n-1; () = all.
+      validation: training images held out for model selection (0 = none).
+      labelled_per_class: labels a class (0 = `adapted_labelled_per_class`).
+      seed: the labelled split, the subsampling and the batch order.
+      max_unlabelled, max_test: 0 = all.
+      pool: the images an epoch draws ('unlabelled' or 'all': `methods.Pipeline.pool`).
+    """
+
+    name: str
+    source: str
+    dir: str
+    path: str
+    test_fraction: float
+    classes: tuple
+    validation: int
+    labelled_per_class: int
+    seed: int
+    max_unlabelled: int
+    max_test: int
+    pool: str
+
+
+def data_selection(config: ml_collections.ConfigDict) -> DataSelection:
+    """The `config.data` section (and the method's epoch pool) as a frozen dataclass."""
+    data = config.data
+    return DataSelection(
+        name=data.name,
+        source=data.source,
+        dir=data.dir,
+        path=data.get("path", ""),
+        test_fraction=float(data.get("test_fraction", 0.1)),
+        classes=tuple(data.classes),
+        validation=int(data.get("validation", 0)),
+        labelled_per_class=int(data.labelled_per_class),
+        seed=int(data.seed),
+        max_unlabelled=int(data.max_unlabelled),
+        max_test=int(data.max_test),
+        pool=methods.method_of(config).pipeline(config).pool,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What resolving a run needs to know of its data, after the selection and the split.
+
+    Attributes:
+      name: the data set's name.
+      class_names: K names.
+      image_shape: (H, W, C).
+      num_labelled, num_unlabelled: sizes of the labelled split and of the pool an epoch
+        draws from (`DataSelection.pool`).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, ...]
+    num_labelled: int
+    num_unlabelled: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run proceeds (`config.train` and `config.pretrain`), 'auto' resolved.
+
+    Attributes:
+      epochs: epochs to train in all.
+      eval_every, checkpoint_every: epochs between test evaluations / checkpoints (the
+        last epoch is always evaluated and saved).
+      max_checkpoints: checkpoints kept.
+      keep_best: keep each model's lowest-validation-error state (best_checkpoints/).
+      epoch_loop: 'scan' or 'python' (`backend.epoch_loop`).
+      model_axis: 'vmap' or 'map' (`backend.model_axis`).
+      pretrain_epochs, pretrain_learning_rate, pretrain_batch_size: the classifier's
+        pre-training (Sec. 4.2; conv network only, 0 epochs = none).
+    """
+
+    epochs: int
+    eval_every: int
+    checkpoint_every: int
+    max_checkpoints: int
+    keep_best: bool
+    epoch_loop: str
+    model_axis: str
+    pretrain_epochs: int
+    pretrain_learning_rate: float
+    pretrain_batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run, resolved: everything below `resolve` reads this, never the ConfigDict.
+
+    A run is a grid of G >= 1 models (`points`); a plain run is the one-point grid.
+
+    Attributes:
+      config: the config as the user wrote it, kept only as the run's record (config.json,
+        record.json, the TensorBoard hparams); nothing reads settings from it.
+      method: the training method (`methods.METHODS`).
+      data: the data selection.
+      dataset: what the run knows of its data (class names, image shape, split sizes).
+      layouts: the backend's layer paths, resolved.
+      settings: the static settings the train step is compiled with.
+      options: epochs, evaluation and checkpoint cadence, loops, pre-training.
+      analysis: the evaluation's and the figures' settings.
+      points: the G grid points ({} for a plain run).
+      hparams: the traced hyper-parameters, leading model axis [G]; their priors are the
+        stored ones when the run is restored.
+      seed: the base model seed (`point_seeds` gives each model's).
+      model, optimizer: the network (flax module) and the optax transformation.
+      train_step: `(state, hparams, batch) -> (state, metrics)` of one model.
+    """
+
+    config: ml_collections.ConfigDict
+    method: methods.Method
+    data: DataSelection
+    dataset: DatasetInfo
+    layouts: methods.Layouts
+    settings: TrainSettings
+    options: RunOptions
+    analysis: AnalysisSettings
+    points: tuple[dict[str, Any], ...]
+    hparams: HParams
+    seed: int
+    model: Any
+    optimizer: optax.GradientTransformation
+    train_step: Callable
+
+    @property
+    def num_models(self) -> int:
+        return len(self.points)
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.dataset.image_shape
+
+    @property
+    def point_seeds(self) -> tuple[int, ...]:
+        """The model seed of each grid point (`seed` unless the sweep sets one)."""
+        return tuple(int(p.get("seed", self.seed)) for p in self.points)
+
+    @property
+    def point_names(self) -> list[str]:
+        return [point_name(p) for p in self.points]
+
+
+def with_stored_priors(hparams: HParams, stored_priors: list[dict]) -> HParams:
+    """`hparams` [G] with the G priors a trained run recorded (`priors.prior_to_arrays`,
+    in record.json and each checkpoint's meta): the exact ones it trained with."""
+    return hparams.replace(prior=stack_trees([priors.prior_from_arrays(p) for p in stored_priors]))
+
+
+def resolve(
+    config: ml_collections.ConfigDict,
+    dataset: DatasetInfo,
+    stored_priors: list[dict] | None = None,
+) -> RunSpec:
+    """The run `config` describes on `dataset`, resolved once.
+
+    Args:
+      config: a config that passed `validate_config` (the checks needing K run here).
+      dataset: the data after selection and split (`experiment.split_data(...).info`,
+        or a trained run's record).
+      stored_priors: the G priors a trained run recorded (`priors.prior_to_arrays`),
+        used instead of building them from the config.
+
+    Raises:
+      ConfigError: naming the field when the config does not fit the data.
+    """
+    check_classes(config, dataset.num_classes)
+    method = methods.method_of(config)
+    network = method.network_kind(config)
+    settings = build_settings(config, dataset.num_unlabelled, dataset.num_labelled)
+    points = tuple(sweep_points(config))
+    hparams = stack_trees([build_hparams(config, dataset.num_classes, p) for p in points])
+    if stored_priors is not None:
+        hparams = with_stored_priors(hparams, stored_priors)
+    layer_layouts = layouts(config)
+    model = build_model(config, dataset.num_classes, dataset.image_shape, layer_layouts)
+    optimizer = build_optimizer(config, settings.steps_per_epoch)
+    train = config.train
+    return RunSpec(
+        config=config,
+        method=method,
+        data=data_selection(config),
+        dataset=dataset,
+        layouts=layer_layouts,
+        settings=settings,
+        options=RunOptions(
+            epochs=int(train.epochs),
+            eval_every=int(train.eval_every),
+            checkpoint_every=int(train.checkpoint_every),
+            max_checkpoints=int(train.max_checkpoints),
+            keep_best=bool(train.get("keep_best", False)),
+            epoch_loop=backend.epoch_loop(train.epoch_loop, network),
+            model_axis=backend.model_axis(train.model_axis, network),
+            pretrain_epochs=int(config.pretrain.epochs),
+            pretrain_learning_rate=float(config.pretrain.learning_rate),
+            pretrain_batch_size=int(config.pretrain.batch_size),
+        ),
+        analysis=analysis_settings(config),
+        points=points,
+        hparams=hparams,
+        seed=int(config.seed),
+        model=model,
+        optimizer=optimizer,
+        train_step=method.make_train_step(config, model, optimizer, settings),
+    )

@@ -6,6 +6,7 @@ meta): its config, grid points and exact priors, checked against the data found 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -19,9 +20,7 @@ from exon_jax import (
     evaluation,
     experiment,
     parallel,
-    priors,
     run_record,
-    train,
 )
 from exon_jax import data as data_lib
 
@@ -81,15 +80,16 @@ def restore_run(
         for note in identity.notes:  # a missing or damaged file, read from a checkpoint
             print(f"note: {note}", file=sys.stderr)
     config = run_record.apply_overrides(stored, overrides or {})
+    configuration.validate_config(config)
     if dataset is None:
         try:
-            dataset = experiment.load_data(config)
+            dataset = experiment.load_data(configuration.data_selection(config))
         except data_lib.DataError as error:
             raise run_record.DataMismatch(
                 f"the run was trained on data set {record['dataset'].get('name')!r}, which "
                 f"cannot be loaded now ({error}); pass the same arrays as dataset="
             ) from None
-    exp = experiment.build_experiment(config, dataset, stored_priors=record["priors"])
+    exp = experiment.build_validated(config, dataset, stored_priors=record["priors"])
     parallel.check_processes_agree(process_identity(exp))  # e.g. overrides given to one
     run_record.check_same_data(record, exp.fingerprint)
     manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
@@ -97,10 +97,12 @@ def restore_run(
         states, meta, _, _ = checkpoints.restore_latest(manager, experiment.abstract_states(exp))
     finally:
         manager.close()
-    if "priors" in meta:
-        exp.hparams = exp.hparams.replace(
-            prior=train.stack_trees([priors.prior_from_arrays(p) for p in meta["priors"]])
+    if "priors" in meta:  # the checkpoint's own record of them wins
+        spec = exp.spec
+        spec = dataclasses.replace(
+            spec, hparams=configuration.with_stored_priors(spec.hparams, meta["priors"])
         )
+        exp = dataclasses.replace(exp, spec=spec)
     return exp, states, meta
 
 
@@ -176,7 +178,7 @@ def _check_sound(exp: experiment.Experiment, states, evaluated, meta, workdir: s
     finite, largest = parallel.to_host(evaluation.parameter_health(states.params))
     reasons = evaluation.unsound_models(finite, largest, evaluated)
     if reasons:
-        names = [configuration.point_name(p) for p in exp.points]
+        names = exp.spec.point_names
         raise checkpoints.CheckpointError(
             f"checkpoint {meta.get('epoch')} in {os.path.join(workdir, 'checkpoints')} is "
             "not a sound state: "
