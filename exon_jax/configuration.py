@@ -13,7 +13,7 @@ import itertools
 import os
 from typing import Any, Callable
 
-import jax.numpy as jnp
+import jax
 import ml_collections
 import numpy as np
 import optax
@@ -21,7 +21,7 @@ import optax
 from exon_jax import backend, methods, priors
 from exon_jax.analysis import POSTERIOR_KINDS
 from exon_jax.losses import LIKELIHOODS
-from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings, stack_trees
+from exon_jax.train import BETA_MODES, OBJECTIVES, HParams, TrainSettings
 
 METHODS = tuple(methods.METHODS)
 PRIOR_LAYOUTS = ("circle", "two_component", "blocks", "grid", "groups", "file", "custom")
@@ -625,17 +625,30 @@ def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 
 def build_hparams(
-    config: ml_collections.ConfigDict, num_classes: int, point: dict[str, Any] | None = None
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    point: dict[str, Any] | None = None,
+    prior: priors.MixturePrior | None = None,
 ) -> HParams:
-    """Traced hyper-parameters of one sweep point (base config values where unset)."""
+    """Traced hyper-parameters of one sweep point (base config values where unset), with
+    `prior` (default: the config's, `build_prior`)."""
     point = point or {}
-    value = lambda name, default: jnp.asarray(point.get(name, default), jnp.float32)
+    value = lambda name, default: jax.device_put(np.float32(point.get(name, default)))
     return HParams(
         lambda1=value("lambda1", config.loss.lambda1),
         lambda2=value("lambda2", config.loss.lambda2),
         epsilon=value("epsilon", config.loss.epsilon),
         beta=value("beta", config.model.beta),  # a swept beta is the fixed / initial beta
-        prior=build_prior(config, num_classes, point.get("distance")),
+        prior=prior
+        if prior is not None
+        else build_prior(config, num_classes, point.get("distance")),
+    )
+
+
+def _stack_on_host(trees):
+    """`train.stack_trees` through NumPy: the same values, and no program compiled."""
+    return jax.tree.map(
+        lambda *leaves: jax.device_put(np.stack([np.asarray(x) for x in leaves])), *trees
     )
 
 
@@ -817,7 +830,9 @@ class RunSpec:
 def with_stored_priors(hparams: HParams, stored_priors: list[dict]) -> HParams:
     """`hparams` [G] with the G priors a trained run recorded (`priors.prior_to_arrays`,
     in record.json and each checkpoint's meta): the exact ones it trained with."""
-    return hparams.replace(prior=stack_trees([priors.prior_from_arrays(p) for p in stored_priors]))
+    return hparams.replace(
+        prior=_stack_on_host([priors.prior_from_arrays(p) for p in stored_priors])
+    )
 
 
 def resolve(
@@ -842,9 +857,12 @@ def resolve(
     network = method.network_kind(config)
     settings = build_settings(config, dataset.num_unlabelled, dataset.num_labelled)
     points = tuple(sweep_points(config))
-    hparams = stack_trees([build_hparams(config, dataset.num_classes, p) for p in points])
-    if stored_priors is not None:
-        hparams = with_stored_priors(hparams, stored_priors)
+    stored: list[priors.MixturePrior | None] = [None] * len(points)
+    if stored_priors is not None:  # the recorded priors, not the config's (its file may be gone)
+        stored = [priors.prior_from_arrays(p) for p in stored_priors]
+    hparams = _stack_on_host(
+        [build_hparams(config, dataset.num_classes, p, s) for p, s in zip(points, stored)]
+    )
     layer_layouts = layouts(config)
     model = build_model(config, dataset.num_classes, dataset.image_shape, layer_layouts)
     optimizer = build_optimizer(config, settings.steps_per_epoch)

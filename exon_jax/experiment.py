@@ -193,10 +193,15 @@ def _pool_all_images(
 
 
 def run_record_of(exp: Experiment) -> dict[str, Any]:
-    """What a checkpoint and record.json keep: config, data identity, points, exact priors."""
+    """What a checkpoint and record.json keep: config, data identity, split sizes, points,
+    exact priors (`saved_run.restore` rebuilds the run from it without its data)."""
     return {
         "config": run_record.config_as_dict(exp.config),
         "dataset": exp.fingerprint,
+        "split": {
+            "num_labelled": exp.spec.dataset.num_labelled,
+            "num_unlabelled": exp.spec.dataset.num_unlabelled,
+        },
         "points": exp.points,
         "priors": [
             priors.prior_to_arrays(train.unstack_tree(exp.hparams.prior, i))
@@ -216,9 +221,9 @@ def device_data(exp: Experiment) -> train.DeviceData:
     return train.DeviceData(**parallel.global_tree(arrays, parallel.replicated(exp.mesh)))
 
 
-def model_keys(exp: Experiment) -> jax.Array:
+def model_keys(spec: configuration.RunSpec) -> jax.Array:
     """One PRNG key per model, from its seed (a sweep may vary the seed)."""
-    return jnp.stack([jax.random.fold_in(jax.random.key(seed), 0) for seed in exp.spec.point_seeds])
+    return jnp.stack([jax.random.fold_in(jax.random.key(seed), 0) for seed in spec.point_seeds])
 
 
 def data_key(data_seed: int) -> jax.Array:
@@ -236,19 +241,25 @@ def init_states(exp: Experiment) -> train.TrainState:
         model_axis_mode(exp),
     )
     sharding = parallel.model_sharded(exp.mesh)
-    keys, hparams = parallel.global_tree((model_keys(exp), exp.hparams), sharding)
+    keys, hparams = parallel.global_tree((model_keys(exp.spec), exp.hparams), sharding)
     return jax.jit(create, out_shardings=sharding)(keys, hparams)
 
 
 def abstract_states(exp: Experiment):
     """Shapes, dtypes and shardings of `init_states` without computing it (restore target)."""
+    return abstract_states_of(exp.spec, exp.mesh)
+
+
+def abstract_states_of(spec: configuration.RunSpec, mesh: jax.sharding.Mesh):
+    """`abstract_states` of a resolved run on `mesh`: needs no data, only the spec."""
     create = jax.vmap(
         lambda key, hp: train.create_train_state(
-            key, exp.model, exp.optimizer, hp, exp.settings, exp.image_shape
+            key, spec.model, spec.optimizer, hp, spec.settings, spec.image_shape
         )
     )
-    return parallel.with_sharding(
-        jax.eval_shape(create, model_keys(exp), exp.hparams), parallel.model_sharded(exp.mesh)
+    return parallel.with_sharding(  # keys made inside eval_shape: nothing is computed
+        jax.eval_shape(lambda hp: create(model_keys(spec), hp), spec.hparams),
+        parallel.model_sharded(mesh),
     )
 
 
