@@ -99,6 +99,19 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(method in METHODS, "method", f"must be one of {METHODS}")
     for field, problem in methods.METHODS[method].check(config)[:1]:
         _require(False, field, problem)
+    _check_data(config)
+    _check_prior(config)
+    _check_model_and_loss(config)
+    _check_training(config)
+    _check_analysis(config)
+    _check_seeds_and_sweep(config)
+    _check_prior_fits_the_model(config)
+    if num_classes is not None:
+        check_classes(config, num_classes)
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    """`config.data`."""
     _require(config.data.source in SOURCES, "data.source", f"must be one of {SOURCES}")
     _require(
         isinstance(config.data.name, str) and config.data.name != "",
@@ -121,6 +134,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(
         0 < config.data.get("test_fraction", 0.1) < 1, "data.test_fraction", "must lie in (0, 1)"
     )
+
+
+def _check_prior(config: ml_collections.ConfigDict) -> None:
+    """`config.prior`: layout, variances, the file / custom arrays it names."""
     _require(
         config.prior.layout in PRIOR_LAYOUTS, "prior.layout", f"must be one of {PRIOR_LAYOUTS}"
     )
@@ -167,6 +184,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
             "prior.variances",
             "must hold the variances of the custom prior ([K, d], [K] or a scalar)",
         )
+
+
+def _check_model_and_loss(config: ml_collections.ConfigDict) -> None:
+    """`config.model` and `config.loss`."""
     _require(config.model.network in NETWORKS, "model.network", f"must be one of {NETWORKS}")
     _require(config.model.latent_dim > 0, "model.latent_dim", "must be positive")
     _require(
@@ -186,6 +207,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require_float32(config.loss.lambda2, "loss.lambda2")
     _require_float32(config.loss.epsilon, "loss.epsilon", positive=True)
     _require_float32(config.loss.temperature, "loss.temperature", positive=True)
+
+
+def _check_training(config: ml_collections.ConfigDict) -> None:
+    """`config.optimizer`, `config.pretrain` and `config.train`."""
     _require(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"must be one of {OPTIMIZERS}")
     _require_float32(config.optimizer.learning_rate, "optimizer.learning_rate", positive=True)
     _require_float32(config.pretrain.learning_rate, "pretrain.learning_rate", positive=True)
@@ -241,7 +266,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "keeps the checkpoint of the lowest validation error: set data.validation (the "
         "training images held out for it) above 0",
     )
-    _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
+
+
+def _check_analysis(config: ml_collections.ConfigDict) -> None:
+    """`config.analysis`."""
     _require(
         config.analysis.get("posterior", "mean") in POSTERIOR_KINDS,
         "analysis.posterior",
@@ -295,6 +323,11 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "analysis.classes",
         f"must be a non-empty tuple of labels or class names, got {classes}",
     )
+
+
+def _check_seeds_and_sweep(config: ml_collections.ConfigDict) -> None:
+    """The seeds and `config.sweep`."""
+    _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
     _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be an integer >= 0")
     _require(
         _is_int(config.data.seed) and config.data.seed >= 0, "data.seed", "must be an integer >= 0"
@@ -328,6 +361,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     if config.sweep.mode == "zip":
         lengths = {len(tuple(config.sweep[n])) for n in SWEEP_FIELDS if tuple(config.sweep[n])}
         _require(len(lengths) <= 1, "sweep", f"mode 'zip' needs equal-length lists, got {lengths}")
+
+
+def _check_prior_fits_the_model(config: ml_collections.ConfigDict) -> None:
+    """The prior layout against `model.latent_dim`."""
     if config.prior.layout in ("circle", "grid", "groups"):
         _require(
             config.model.latent_dim == 2,
@@ -342,8 +379,6 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
             "prior.relevant_dim",
             "must be in (0, model.latent_dim]",
         )
-    if num_classes is not None:
-        check_classes(config, num_classes)
 
 
 def check_classes(config: ml_collections.ConfigDict, num_classes: int) -> None:
