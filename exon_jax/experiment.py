@@ -3,14 +3,16 @@ and the compiled functions and device arrays a run needs.
 
 A run is always a grid of G >= 1 models: a plain run is the one-point grid. Its train
 state and hyper-parameters carry a leading model axis, and one jitted, vmapped epoch
-trains all G models on the same batches. The flow: `build_experiment` (config -> host
-arrays) -> `device_data` / `init_states` (device arrays) -> `compile_epoch` (compiled
-training) -> `training` (the host loop, checkpoints) -> `evaluation` / `saved_run`
-(results, figures).
+trains all G models on the same batches. The flow: `build_experiment` (validate the
+config once, load and split the data, `configuration.resolve` -> a frozen `Experiment`:
+RunSpec, host arrays, mesh) -> `place` (device arrays, states, compiled epoch and
+evaluations: a frozen `Placed`) -> `training` (the host loop, checkpoints) ->
+`evaluation` / `saved_run` (results, figures).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any
@@ -353,4 +355,94 @@ def evaluate_states(
     """Test (or `split`) metrics and posterior codes of all G models, on the host."""
     return parallel.to_host(
         make_evaluate(exp)(states, sharded_hparams(exp), *device_test_set(exp, split))
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    """An experiment put on its devices, its programs compiled: what the host loop runs.
+
+    Attributes:
+      states: the G initial (fresh, pre-trained or restored) states [G, ...], model axis
+        sharded.
+      hparams: the [G] hyper-parameters, sharded like the states.
+      data: the training arrays, replicated.
+      test_set: (images, labels) of the test split, replicated.
+      validation_set: the same of the validation hold-out, or None.
+      epoch_fn: the compiled epoch `(states, hparams, data, epoch_key) -> (states, metrics)`
+        (`compile_epoch`; the states are donated).
+      evaluate_fn: the compiled evaluation `(states, hparams, images, labels) -> outputs`
+        of the test set; validate_fn: of the validation set, or None.
+      memory: the compiled epoch's memory estimate (`parallel.compile_ahead`).
+      mesh: the mesh everything lies on.
+    """
+
+    states: Any
+    hparams: train.HParams
+    data: train.DeviceData
+    test_set: tuple[jax.Array, jax.Array]
+    validation_set: tuple[jax.Array, jax.Array] | None
+    epoch_fn: Any
+    evaluate_fn: Any
+    validate_fn: Any
+    memory: dict[str, float]
+    mesh: jax.sharding.Mesh
+
+
+def place(
+    exp: Experiment,
+    states=None,
+    progress=None,
+    stopwatch=None,
+    prepare=None,
+    check_memory=None,
+) -> Placed:
+    """Puts `exp` on its mesh and compiles its epoch and evaluations ahead of time.
+
+    Args:
+      states: restored states (`abstract_states`' shapes), or None for fresh ones.
+      progress: the stepwise epoch's per-step callback (`compile_epoch`).
+      stopwatch: times the placing as "setup" and the compilation as "compile".
+      prepare: `(fresh states, device data) -> states`, run on fresh states before
+        compiling (the classifier's pre-training).
+      check_memory: called with the compiled epoch's memory estimate before anything else
+        compiles (may raise MemoryError).
+    """
+    phase = stopwatch.phase if stopwatch is not None else lambda name: contextlib.nullcontext()
+    with phase("setup"):
+        data = device_data(exp)
+        hparams = sharded_hparams(exp)
+        test_set = device_test_set(exp)
+        if states is None:
+            states = init_states(exp)
+            if prepare is not None:
+                states = prepare(states, data)
+    with phase("compile"):
+        epoch_fn, memory = parallel.compile_ahead(
+            compile_epoch(exp, progress),
+            states,
+            hparams,
+            data,
+            epoch_key(exp.spec.data.seed, 0, exp.mesh),
+        )
+        if check_memory is not None:
+            check_memory(memory)
+        evaluate_fn, _ = parallel.compile_ahead(make_evaluate(exp), states, hparams, *test_set)
+        validation_set, validate_fn = None, None
+        if exp.validation is not None:
+            validation_set = device_test_set(exp, exp.validation)
+            validate_fn, _ = parallel.compile_ahead(
+                make_evaluate(exp), states, hparams, *validation_set
+            )
+    return Placed(
+        states=states,
+        hparams=hparams,
+        data=data,
+        test_set=test_set,
+        validation_set=validation_set,
+        epoch_fn=epoch_fn,
+        evaluate_fn=evaluate_fn,
+        validate_fn=validate_fn,
+        memory=memory,
+        mesh=exp.mesh,
     )

@@ -302,27 +302,24 @@ def _train_locked(
         with stopwatch.phase("setup"):
             start = _restore(exp, manager, workdir, progress)
             _write_run_files(exp, workdir, resuming, start.epoch, changes)
-            data = experiment.device_data(exp)
-            hparams = experiment.sharded_hparams(exp)
-            test_images, test_labels = experiment.device_test_set(exp)
-            states = start.states
-            if states is None:
-                states = experiment.init_states(exp)
-                if options.pretrain_epochs > 0 and exp.model.classifier is not None:
-                    states = pretrain_classifier(exp, states, data, workdir, progress)
-        with stopwatch.phase("compile"):
-            epoch_fn, memory = parallel.compile_ahead(
-                experiment.compile_epoch(exp, bar.step),
-                states,
-                hparams,
-                data,
-                experiment.epoch_key(data_seed, 0, exp.mesh),
+        pretrain = None
+        if options.pretrain_epochs > 0 and exp.model.classifier is not None:
+            pretrain = lambda states, data: pretrain_classifier(  # noqa: E731
+                exp, states, data, workdir, progress
             )
-            _check_memory(exp, memory, progress)
-            evaluate_fn, _ = parallel.compile_ahead(
-                experiment.make_evaluate(exp), states, hparams, test_images, test_labels
-            )
-            validation.compile(states, hparams)
+        placed = experiment.place(
+            exp,
+            start.states,
+            bar.step,
+            stopwatch,
+            prepare=pretrain,
+            check_memory=lambda memory: _check_memory(exp, memory, progress),
+        )
+        states, hparams, data = placed.states, placed.hparams, placed.data
+        test_images, test_labels = placed.test_set
+        epoch_fn, evaluate_fn = placed.epoch_fn, placed.evaluate_fn
+        validation.use(placed)
+        del placed  # the loop owns the states from here (each epoch donates them)
         with stopwatch.phase("checkpoints"):
             validation.open_best(workdir, start.epoch, progress)
 
@@ -498,19 +495,16 @@ class _Validation:
     def __init__(self, exp: experiment.Experiment):
         self._exp = exp
         self._fn: Any = None
+        self._split: Any = None
         self._manager: Any = None
         self._best: Any = None
         self._errors = np.full(exp.num_models, np.inf)
         self._epochs = np.zeros(exp.num_models, np.int64)
         self._saves = 0
 
-    def compile(self, states, hparams) -> None:
-        if self._exp.validation is None:
-            return
-        self._split = experiment.device_test_set(self._exp, self._exp.validation)
-        self._fn, _ = parallel.compile_ahead(
-            experiment.make_evaluate(self._exp), states, hparams, *self._split
-        )
+    def use(self, placed: experiment.Placed) -> None:
+        """The validation set and its compiled evaluation (None without a hold-out)."""
+        self._split, self._fn = placed.validation_set, placed.validate_fn
 
     def open_best(self, workdir: str, start_epoch: int, progress: bool) -> None:
         """The best checkpoint of a resumed run, unless it is of a later epoch than the
