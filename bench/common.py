@@ -514,7 +514,7 @@ def first_batch(exp, data):
 
     s = exp.settings
     u_order, l_order = batching.epoch_batch_indices(
-        jax.random.fold_in(experiment.data_key(exp.config), 0),
+        jax.random.fold_in(experiment.data_key(exp.spec.data.seed), 0),
         s.num_unlabelled,
         s.num_labelled,
         s.batch_unlabelled,

@@ -48,7 +48,7 @@ def child(program: str) -> dict:
             experiment.init_states(exp),
             experiment.sharded_hparams(exp),
             data,
-            jax.random.fold_in(experiment.data_key(config), 0),
+            jax.random.fold_in(experiment.data_key(config.data.seed), 0),
         )
     else:
         state, hparams = common.single_model(exp)

@@ -38,7 +38,7 @@ def measure(compute_dtype: str, reps: int) -> dict:
     exp = experiment.build_experiment(config, common.mnist_dataset())
     data = experiment.device_data(exp)
     hparams = experiment.sharded_hparams(exp)
-    epoch_key = jax.random.fold_in(experiment.data_key(config), 0)
+    epoch_key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
     s = exp.settings
     steps = s.steps_per_epoch
 

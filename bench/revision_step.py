@@ -53,10 +53,10 @@ def our_step(dataset: str = "mnist", conv_layout: str = "auto"):
     state, hparams = common.single_model(exp)
     data = experiment.device_data(exp)
     unlabelled, labelled = exp.settings.batch_indices(
-        jax.random.fold_in(experiment.data_key(config), 0)
+        jax.random.fold_in(experiment.data_key(config.data.seed), 0)
     )
     batch = jax.jit(train.gather_batch)(data, unlabelled[0], labelled[0])
-    step = exp.method.make_train_step(exp.config, exp.model, exp.optimizer, exp.settings)
+    step = exp.spec.train_step
     jitted = jax.jit(step, donate_argnums=0)
     compiled = jitted.lower(state, hparams, batch).compile()
     return exp, compiled, state, hparams, batch

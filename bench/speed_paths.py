@@ -63,7 +63,7 @@ class JaxVariant:
         self.steps = exp.settings.steps_per_epoch
         self.data = experiment.device_data(exp)
         self.hparams = experiment.sharded_hparams(exp)
-        self.key = jax.random.fold_in(experiment.data_key(config), 0)
+        self.key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
         self.states = experiment.init_states(exp)
         epoch = experiment.compile_epoch(exp)
         if loop == "scan":

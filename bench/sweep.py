@@ -53,7 +53,7 @@ class Program:
         self.lambda1 = [float(p.get("lambda1", config.loss.lambda1)) for p in exp.points]
         self.data = experiment.device_data(exp)
         self.hparams = experiment.sharded_hparams(exp)
-        self.key = jax.random.fold_in(experiment.data_key(config), 0)
+        self.key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
         self.states = experiment.init_states(exp)
         epoch_fn = experiment.compile_epoch(exp)
         t0 = time.perf_counter()

@@ -41,7 +41,7 @@ class JaxSteps:
         exp = experiment.build_experiment(config, common.mnist_dataset())
         self.data = experiment.device_data(exp)
         self.hparams = experiment.sharded_hparams(exp)
-        self.key = jax.random.fold_in(experiment.data_key(config), 0)
+        self.key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
         self.steps = exp.settings.steps_per_epoch
         self.epoch = (
             experiment.compile_epoch(exp)

@@ -31,3 +31,25 @@ def load_run(workdir: str, point=None, which: str = "latest"):
     from exon_jax.api import load_run as _load_run
 
     return _load_run(workdir, point, which)
+
+
+def run(config, workdir: str, dataset=None, progress: bool = True):
+    """Trains `config` in `workdir` (resuming), writes results, figures and timings: what
+    `main.py --mode=train` does (see `exon_jax.workflow.train`)."""
+    from exon_jax.workflow import train as _train
+
+    return _train(config, workdir, dataset, progress)
+
+
+def evaluate(workdir: str, overrides=None, dataset=None, progress: bool = True):
+    """`main.py --mode=evaluate` (see `exon_jax.workflow.evaluate`)."""
+    from exon_jax.workflow import evaluate as _evaluate
+
+    return _evaluate(workdir, overrides, dataset, progress)
+
+
+def analyze(workdir: str, overrides=None, dataset=None, progress: bool = True):
+    """`main.py --mode=analyze` (see `exon_jax.workflow.analyze`)."""
+    from exon_jax.workflow import analyze as _analyze
+
+    return _analyze(workdir, overrides, dataset, progress)

@@ -40,8 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from exon_jax import checkpoints, configuration, priors, run_record, train
-from exon_jax.run_record import read_record, stored_config
+from exon_jax import configuration, priors, saved_run, train
 
 log = logging.getLogger("exon_jax")
 
@@ -629,21 +628,16 @@ def load_run(workdir: str, point: int | str | None = None, which: str = "latest"
             f"which='best': {workdir} has no best checkpoint ({os.path.abspath(directory)}): "
             "train with --config.train.keep_best=True and data.validation > 0"
         )
-    identity = run_record.run_identity(workdir)  # reads only; a missing file is rebuilt
-    if identity.config is not None:
-        config = run_record.apply_overrides(identity.config, {})
-    else:
-        config = stored_config(workdir)
-    record = identity.record if identity.record is not None else read_record(workdir)
-    for note in identity.notes:  # in memory only: nothing is rewritten
+    restored = saved_run.restore(workdir, which=which, read_only=True)
+    for note in restored.notes:  # in memory only: nothing is rewritten
         warnings.warn(f"load_run: {note.replace('rebuilt', 'read')}", stacklevel=3)
-    points = record["points"]
-    names = [configuration.point_name(p) for p in points]
+    spec = restored.spec
+    names = spec.point_names
     if point is None:
-        if len(points) > 1:
+        if spec.num_models > 1:
             raise InputError(
-                f"{workdir} holds a grid of {len(points)} models: pass point= one "
-                f"of 0..{len(points) - 1} or a name: {names}"
+                f"{workdir} holds a grid of {spec.num_models} models: pass point= one "
+                f"of 0..{spec.num_models - 1} or a name: {names}"
             )
         index = 0
     elif isinstance(point, str):
@@ -651,48 +645,10 @@ def load_run(workdir: str, point: int | str | None = None, which: str = "latest"
             raise InputError(f"no point {point!r} in {workdir}; its points are {names}")
         index = names.index(point)
     else:
-        if not 0 <= int(point) < len(points):
-            raise InputError(f"point {point} out of range: {workdir} has {len(points)} models")
+        if not 0 <= int(point) < spec.num_models:
+            raise InputError(f"point {point} out of range: {workdir} has {spec.num_models} models")
         index = int(point)
-    dataset = record["dataset"]
-    class_names = tuple(dataset["class_names"])
-    image_shape = tuple(dataset["train_images"]["shape"][1:])
-    if tuple(config.data.classes):
-        class_names = tuple(class_names[c] for c in config.data.classes)
-    num_classes = len(class_names)
-    model = configuration.build_model(config, num_classes, image_shape)
-    optimizer = configuration.build_optimizer(config)
-    settings = train.TrainSettings(  # only beta_mode shapes the state; no data here
-        beta_mode=config.model.beta_mode,
-        batch_unlabelled=1,
-        batch_labelled=1,
-        num_unlabelled=1,
-        num_labelled=1,
-    )
-    shape = np.shape(record["priors"][0]["means"])
-
-    def host(value, shape=()) -> jax.Array:  # NumPy constants: traced, never computed
-        return cast(jax.Array, np.full(shape, value, np.float32))
-
-    hparams = train.HParams(
-        lambda1=host(0.0),
-        lambda2=host(0.0),
-        epsilon=host(1.0),
-        beta=host(config.model.beta),
-        prior=priors.MixturePrior(host(0.0, shape), host(1.0, shape), host(0.0, shape[:1])),
-    )
-
-    def create(keys):
-        return jax.vmap(
-            lambda key: train.create_train_state(
-                key, model, optimizer, hparams, settings, image_shape
-            )
-        )(keys)
-
-    abstract = jax.eval_shape(lambda: create(jax.random.split(jax.random.key(0), len(points))))
-    states, meta, epoch, skipped = checkpoints.restore_latest(
-        directory, abstract, set_aside=False, read_only=True
-    )
+    epoch, skipped = restored.epoch, restored.skipped
     where = os.path.abspath(os.path.join(directory, str(epoch)))
     log.info("load_run: restored checkpoint %d of %s", epoch, os.path.abspath(directory))
     if skipped:
@@ -702,9 +658,9 @@ def load_run(workdir: str, point: int | str | None = None, which: str = "latest"
             + ", left in place",
             stacklevel=3,  # the caller of exon_jax.load_run
         )
-    prior = priors.prior_from_arrays(meta.get("priors", record["priors"])[index])
     if which == "best":
-        epoch = int(meta["best_epochs"][index])  # the saves are counted, not epochs
+        epoch = int(restored.meta["best_epochs"][index])  # the saves are counted, not epochs
+    states = restored.states
     state = train.TrainState(  # model `index`, on the host: no per-leaf slicing programs
         step=np.asarray(states.step)[index],
         params=jax.tree.map(lambda x: np.asarray(x)[index], states.params),
@@ -714,12 +670,12 @@ def load_run(workdir: str, point: int | str | None = None, which: str = "latest"
         beta=np.asarray(states.beta)[index],
     )
     return Run(
-        config,
-        points[index],
-        prior,
-        class_names,
-        image_shape,
-        model,
+        spec.config,
+        spec.points[index],
+        jax.tree.map(lambda x: jax.device_put(np.asarray(x)[index]), spec.hparams.prior),
+        spec.dataset.class_names,
+        spec.image_shape,
+        spec.model,
         state,
         epoch,
         checkpoint=where,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Any
+from typing import Any, Callable
 
-import jax.numpy as jnp
+import jax
 import ml_collections
 import numpy as np
 import optax
@@ -98,17 +98,21 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     """
     method = config.get("method", "exon")
     _require(method in METHODS, "method", f"must be one of {METHODS}")
-    if method == "revision":
-        _require(
-            "revision" in config,
-            "revision",
-            "method 'revision' needs a config.revision section (configs/mnist100_revision.py)",
-        )
-        _require(
-            config.model.beta_mode == "fixed",
-            "model.beta_mode",
-            "the revision uses a fixed observation noise beta: set 'fixed'",
-        )
+    for field, problem in methods.METHODS[method].check(config)[:1]:
+        _require(False, field, problem)
+    _check_data(config)
+    _check_prior(config)
+    _check_model_and_loss(config)
+    _check_training(config)
+    _check_analysis(config)
+    _check_seeds_and_sweep(config)
+    _check_prior_fits_the_model(config)
+    if num_classes is not None:
+        check_classes(config, num_classes)
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    """`config.data`."""
     _require(config.data.source in SOURCES, "data.source", f"must be one of {SOURCES}")
     _require(
         isinstance(config.data.name, str) and config.data.name != "",
@@ -131,6 +135,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require(
         0 < config.data.get("test_fraction", 0.1) < 1, "data.test_fraction", "must lie in (0, 1)"
     )
+
+
+def _check_prior(config: ml_collections.ConfigDict) -> None:
+    """`config.prior`: layout, variances, the file / custom arrays it names."""
     _require(
         config.prior.layout in PRIOR_LAYOUTS, "prior.layout", f"must be one of {PRIOR_LAYOUTS}"
     )
@@ -177,6 +185,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
             "prior.variances",
             "must hold the variances of the custom prior ([K, d], [K] or a scalar)",
         )
+
+
+def _check_model_and_loss(config: ml_collections.ConfigDict) -> None:
+    """`config.model` and `config.loss`."""
     _require(config.model.network in NETWORKS, "model.network", f"must be one of {NETWORKS}")
     _require(config.model.latent_dim > 0, "model.latent_dim", "must be positive")
     _require(
@@ -196,6 +208,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     _require_float32(config.loss.lambda2, "loss.lambda2")
     _require_float32(config.loss.epsilon, "loss.epsilon", positive=True)
     _require_float32(config.loss.temperature, "loss.temperature", positive=True)
+
+
+def _check_training(config: ml_collections.ConfigDict) -> None:
+    """`config.optimizer`, `config.pretrain` and `config.train`."""
     _require(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"must be one of {OPTIMIZERS}")
     _require_float32(config.optimizer.learning_rate, "optimizer.learning_rate", positive=True)
     _require_float32(config.pretrain.learning_rate, "pretrain.learning_rate", positive=True)
@@ -251,7 +267,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "keeps the checkpoint of the lowest validation error: set data.validation (the "
         "training images held out for it) above 0",
     )
-    _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
+
+
+def _check_analysis(config: ml_collections.ConfigDict) -> None:
+    """`config.analysis`."""
     _require(
         config.analysis.get("posterior", "mean") in POSTERIOR_KINDS,
         "analysis.posterior",
@@ -293,13 +312,6 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "analysis.interpolations",
         f"must be a tuple of (from, to) pairs of label indices or class names, got {pairs!r}",
     )
-    if num_classes is not None:
-        bad = [c for p in pairs for c in p if _is_int(c) and c >= num_classes]
-        _require(
-            not bad,
-            "analysis.interpolations",
-            f"label {bad[0] if bad else ''} is out of range: the data has {num_classes} classes",
-        )
     _require_float32(analysis.get("activation_threshold", 0.0), "analysis.activation_threshold")
     for name in ("figures", "pdf", "tensorboard_images"):
         value = analysis.get(name, True)
@@ -312,6 +324,11 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         "analysis.classes",
         f"must be a non-empty tuple of labels or class names, got {classes}",
     )
+
+
+def _check_seeds_and_sweep(config: ml_collections.ConfigDict) -> None:
+    """The seeds and `config.sweep`."""
+    _require(config.sweep.mode in SWEEP_MODES, "sweep.mode", f"must be one of {SWEEP_MODES}")
     _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be an integer >= 0")
     _require(
         _is_int(config.data.seed) and config.data.seed >= 0, "data.seed", "must be an integer >= 0"
@@ -345,6 +362,10 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
     if config.sweep.mode == "zip":
         lengths = {len(tuple(config.sweep[n])) for n in SWEEP_FIELDS if tuple(config.sweep[n])}
         _require(len(lengths) <= 1, "sweep", f"mode 'zip' needs equal-length lists, got {lengths}")
+
+
+def _check_prior_fits_the_model(config: ml_collections.ConfigDict) -> None:
+    """The prior layout against `model.latent_dim`."""
     if config.prior.layout in ("circle", "grid", "groups"):
         _require(
             config.model.latent_dim == 2,
@@ -353,17 +374,29 @@ def validate_config(config: ml_collections.ConfigDict, num_classes: int | None =
         )
     if config.prior.layout == "two_component":
         _require(config.model.latent_dim == 2, "model.latent_dim", "the two_component prior is 2-D")
-        if num_classes is not None:
-            _require(
-                num_classes == 2,
-                "prior.layout",
-                f"two_component needs 2 classes, the data has {num_classes} (set data.classes)",
-            )
     if config.prior.layout == "blocks":
         _require(
             0 < config.prior.relevant_dim <= config.model.latent_dim,
             "prior.relevant_dim",
             "must be in (0, model.latent_dim]",
+        )
+
+
+def check_classes(config: ml_collections.ConfigDict, num_classes: int) -> None:
+    """The checks that need the data's K: interpolation labels in range, two_component
+    with two classes. Raises ConfigError naming the field."""
+    pairs = config.analysis.get("interpolations", ())
+    bad = [c for p in pairs for c in p if _is_int(c) and c >= num_classes]
+    _require(
+        not bad,
+        "analysis.interpolations",
+        f"label {bad[0] if bad else ''} is out of range: the data has {num_classes} classes",
+    )
+    if config.prior.layout == "two_component":
+        _require(
+            num_classes == 2,
+            "prior.layout",
+            f"two_component needs 2 classes, the data has {num_classes} (set data.classes)",
         )
 
 
@@ -387,6 +420,8 @@ class AnalysisSettings:
       tensorboard_images: reconstructions and the decoded probe in TensorBoard.
       seed: the run's seed (prior samples and posterior draws of the figures).
       latent_dim: d.
+      interpolations: (from, to) pairs of label indices or class names (Figure 8 style
+        decoded walks between designed centres).
     """
 
     grid_size: int
@@ -401,6 +436,7 @@ class AnalysisSettings:
     tensorboard_images: bool
     seed: int
     latent_dim: int
+    interpolations: tuple = ()
 
 
 def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
@@ -419,6 +455,7 @@ def analysis_settings(config: ml_collections.ConfigDict) -> AnalysisSettings:
         tensorboard_images=bool(section.get("tensorboard_images", True)),
         seed=int(config.seed),
         latent_dim=int(config.model.latent_dim),
+        interpolations=tuple(tuple(p) for p in section.get("interpolations", ())),
     )
 
 
@@ -514,10 +551,27 @@ def build_prior(
 compute_dtype = methods.compute_dtype
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, ...]):
-    """The network of `config.method` (`methods.method_of`) for images [H, W, C]."""
+def layouts(config: ml_collections.ConfigDict) -> methods.Layouts:
+    """`train.dense_layout` and `train.conv_layout` with 'auto' resolved for this backend."""
+    return methods.Layouts(
+        dense=backend.dense_weight_gradient(config.train.get("dense_layout", "auto")),
+        conv=backend.conv_weight_gradient(config.train.get("conv_layout", "auto")),
+    )
+
+
+def build_model(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    image_shape: tuple[int, ...],
+    layer_layouts: methods.Layouts | None = None,
+):
+    """The network of `config.method` (`methods.method_of`) for images [H, W, C], with the
+    backend's layer paths `layer_layouts` (default: `layouts(config)`)."""
+    layer_layouts = layer_layouts or layouts(config)
     try:
-        return methods.method_of(config).build_model(config, num_classes, tuple(image_shape))
+        return methods.method_of(config).build_model(
+            config, num_classes, tuple(image_shape), layer_layouts
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -607,17 +661,30 @@ def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 
 def build_hparams(
-    config: ml_collections.ConfigDict, num_classes: int, point: dict[str, Any] | None = None
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    point: dict[str, Any] | None = None,
+    prior: priors.MixturePrior | None = None,
 ) -> HParams:
-    """Traced hyper-parameters of one sweep point (base config values where unset)."""
+    """Traced hyper-parameters of one sweep point (base config values where unset), with
+    `prior` (default: the config's, `build_prior`)."""
     point = point or {}
-    value = lambda name, default: jnp.asarray(point.get(name, default), jnp.float32)
+    value = lambda name, default: jax.device_put(np.float32(point.get(name, default)))
     return HParams(
         lambda1=value("lambda1", config.loss.lambda1),
         lambda2=value("lambda2", config.loss.lambda2),
         epsilon=value("epsilon", config.loss.epsilon),
         beta=value("beta", config.model.beta),  # a swept beta is the fixed / initial beta
-        prior=build_prior(config, num_classes, point.get("distance")),
+        prior=prior
+        if prior is not None
+        else build_prior(config, num_classes, point.get("distance")),
+    )
+
+
+def _stack_on_host(trees):
+    """`train.stack_trees` through NumPy: the same values, and no program compiled."""
+    return jax.tree.map(
+        lambda *leaves: jax.device_put(np.stack([np.asarray(x) for x in leaves])), *trees
     )
 
 
@@ -631,3 +698,235 @@ def point_name(point: dict[str, Any]) -> str:
     if not point:
         return "model"
     return "_".join(f"{k}={v:g}" for k, v in point.items())
+
+
+# --- the resolved run ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSelection:
+    """`config.data`: which data set, and which of its images a run uses.
+
+    Attributes:
+      name, source, dir, path, test_fraction: where the data set is read from (`dir` and
+        `path` as given; `resolve_path` applies when reading).
+      classes: a subset of labels, relabelled 0..n-1; () = all.
+      validation: training images held out for model selection (0 = none).
+      labelled_per_class: labels a class (0 = `adapted_labelled_per_class`).
+      seed: the labelled split, the subsampling and the batch order.
+      max_unlabelled, max_test: 0 = all.
+      pool: the images an epoch draws ('unlabelled' or 'all': `methods.Pipeline.pool`).
+    """
+
+    name: str
+    source: str
+    dir: str
+    path: str
+    test_fraction: float
+    classes: tuple
+    validation: int
+    labelled_per_class: int
+    seed: int
+    max_unlabelled: int
+    max_test: int
+    pool: str
+
+
+def data_selection(config: ml_collections.ConfigDict) -> DataSelection:
+    """The `config.data` section (and the method's epoch pool) as a frozen dataclass."""
+    data = config.data
+    return DataSelection(
+        name=data.name,
+        source=data.source,
+        dir=data.dir,
+        path=data.get("path", ""),
+        test_fraction=float(data.get("test_fraction", 0.1)),
+        classes=tuple(data.classes),
+        validation=int(data.get("validation", 0)),
+        labelled_per_class=int(data.labelled_per_class),
+        seed=int(data.seed),
+        max_unlabelled=int(data.max_unlabelled),
+        max_test=int(data.max_test),
+        pool=methods.method_of(config).pipeline(config).pool,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What resolving a run needs to know of its data, after the selection and the split.
+
+    Attributes:
+      name: the data set's name.
+      class_names: K names.
+      image_shape: (H, W, C).
+      num_labelled, num_unlabelled: sizes of the labelled split and of the pool an epoch
+        draws from (`DataSelection.pool`).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, ...]
+    num_labelled: int
+    num_unlabelled: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run proceeds (`config.train` and `config.pretrain`), 'auto' resolved.
+
+    Attributes:
+      epochs: epochs to train in all.
+      eval_every, checkpoint_every: epochs between test evaluations / checkpoints (the
+        last epoch is always evaluated and saved).
+      max_checkpoints: checkpoints kept.
+      keep_best: keep each model's lowest-validation-error state (best_checkpoints/).
+      epoch_loop: 'scan' or 'python' (`backend.epoch_loop`).
+      model_axis: 'vmap' or 'map' (`backend.model_axis`).
+      pretrain_epochs, pretrain_learning_rate, pretrain_batch_size: the classifier's
+        pre-training (Sec. 4.2; conv network only, 0 epochs = none).
+    """
+
+    epochs: int
+    eval_every: int
+    checkpoint_every: int
+    max_checkpoints: int
+    keep_best: bool
+    epoch_loop: str
+    model_axis: str
+    pretrain_epochs: int
+    pretrain_learning_rate: float
+    pretrain_batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run, resolved: everything below `resolve` reads this, never the ConfigDict.
+
+    A run is a grid of G >= 1 models (`points`); a plain run is the one-point grid.
+
+    Attributes:
+      config: the config as the user wrote it, kept only as the run's record (config.json,
+        record.json, the TensorBoard hparams); nothing reads settings from it.
+      method: the training method (`methods.METHODS`).
+      data: the data selection.
+      dataset: what the run knows of its data (class names, image shape, split sizes).
+      layouts: the backend's layer paths, resolved.
+      settings: the static settings the train step is compiled with.
+      options: epochs, evaluation and checkpoint cadence, loops, pre-training.
+      analysis: the evaluation's and the figures' settings.
+      points: the G grid points ({} for a plain run).
+      hparams: the traced hyper-parameters, leading model axis [G]; their priors are the
+        stored ones when the run is restored.
+      seed: the base model seed (`point_seeds` gives each model's).
+      model, optimizer: the network (flax module) and the optax transformation.
+      train_step: `(state, hparams, batch) -> (state, metrics)` of one model.
+    """
+
+    config: ml_collections.ConfigDict
+    method: methods.Method
+    data: DataSelection
+    dataset: DatasetInfo
+    layouts: methods.Layouts
+    settings: TrainSettings
+    options: RunOptions
+    analysis: AnalysisSettings
+    points: tuple[dict[str, Any], ...]
+    hparams: HParams
+    seed: int
+    model: Any
+    optimizer: optax.GradientTransformation
+    train_step: Callable
+
+    @property
+    def num_models(self) -> int:
+        return len(self.points)
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.dataset.image_shape
+
+    @property
+    def point_seeds(self) -> tuple[int, ...]:
+        """The model seed of each grid point (`seed` unless the sweep sets one)."""
+        return tuple(int(p.get("seed", self.seed)) for p in self.points)
+
+    @property
+    def point_names(self) -> list[str]:
+        return [point_name(p) for p in self.points]
+
+
+def with_stored_priors(hparams: HParams, stored_priors: list[dict]) -> HParams:
+    """`hparams` [G] with the G priors a trained run recorded (`priors.prior_to_arrays`,
+    in record.json and each checkpoint's meta): the exact ones it trained with."""
+    return hparams.replace(
+        prior=_stack_on_host([priors.prior_from_arrays(p) for p in stored_priors])
+    )
+
+
+def resolve(
+    config: ml_collections.ConfigDict,
+    dataset: DatasetInfo,
+    stored_priors: list[dict] | None = None,
+) -> RunSpec:
+    """The run `config` describes on `dataset`, resolved once.
+
+    Args:
+      config: a config that passed `validate_config` (the checks needing K run here).
+      dataset: the data after selection and split (`experiment.split_data(...).info`,
+        or a trained run's record).
+      stored_priors: the G priors a trained run recorded (`priors.prior_to_arrays`),
+        used instead of building them from the config.
+
+    Raises:
+      ConfigError: naming the field when the config does not fit the data.
+    """
+    check_classes(config, dataset.num_classes)
+    method = methods.method_of(config)
+    network = method.network_kind(config)
+    settings = build_settings(config, dataset.num_unlabelled, dataset.num_labelled)
+    points = tuple(sweep_points(config))
+    stored: list[priors.MixturePrior | None] = [None] * len(points)
+    if stored_priors is not None:  # the recorded priors, not the config's (its file may be gone)
+        stored = [priors.prior_from_arrays(p) for p in stored_priors]
+    hparams = _stack_on_host(
+        [build_hparams(config, dataset.num_classes, p, s) for p, s in zip(points, stored)]
+    )
+    layer_layouts = layouts(config)
+    model = build_model(config, dataset.num_classes, dataset.image_shape, layer_layouts)
+    optimizer = build_optimizer(config, settings.steps_per_epoch)
+    train = config.train
+    return RunSpec(
+        config=config,
+        method=method,
+        data=data_selection(config),
+        dataset=dataset,
+        layouts=layer_layouts,
+        settings=settings,
+        options=RunOptions(
+            epochs=int(train.epochs),
+            eval_every=int(train.eval_every),
+            checkpoint_every=int(train.checkpoint_every),
+            max_checkpoints=int(train.max_checkpoints),
+            keep_best=bool(train.get("keep_best", False)),
+            epoch_loop=backend.epoch_loop(train.epoch_loop, network),
+            model_axis=backend.model_axis(train.model_axis, network),
+            pretrain_epochs=int(config.pretrain.epochs),
+            pretrain_learning_rate=float(config.pretrain.learning_rate),
+            pretrain_batch_size=int(config.pretrain.batch_size),
+        ),
+        analysis=analysis_settings(config),
+        points=points,
+        hparams=hparams,
+        seed=int(config.seed),
+        model=model,
+        optimizer=optimizer,
+        train_step=method.make_train_step(config, model, optimizer, settings),
+    )

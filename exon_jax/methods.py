@@ -54,12 +54,14 @@ class Method:
     Attributes:
       name: `config.method`.
       network_kind: config -> 'mlp' | 'conv' (picks the backend's workarounds).
-      build_model: (config, num_classes, image_shape [H, W, C]) -> flax module; raises
-        ValueError for a network the images cannot use.
+      build_model: (config, num_classes, image_shape [H, W, C], `Layouts`) -> flax module;
+        raises ValueError for a network the images cannot use.
       build_optimizer: (config, steps_per_epoch) -> optax transformation.
       make_train_step: (config, model, optimizer, settings) ->
         `(state, hparams, batch) -> (state, metrics)`.
       pipeline: config -> `Pipeline`.
+      check: config -> [(field, problem)]: what this method needs of the config beyond the
+        fields every method shares (`configuration.validate_config` reports the first).
     """
 
     name: str
@@ -68,6 +70,16 @@ class Method:
     build_optimizer: Callable[[ml_collections.ConfigDict, int], optax.GradientTransformation]
     make_train_step: Callable[..., Callable]
     pipeline: Callable[[ml_collections.ConfigDict], Pipeline]
+    check: Callable[[ml_collections.ConfigDict], list[tuple[str, str]]] = lambda config: []
+
+
+@dataclasses.dataclass(frozen=True)
+class Layouts:
+    """The backend's layer paths, resolved (`backend.dense_weight_gradient`,
+    `backend.conv_weight_gradient`): no 'auto' left."""
+
+    dense: str
+    conv: str
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -75,9 +87,11 @@ def compute_dtype(config: ml_collections.ConfigDict):
     return jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
 
 
-def _exon_model(config: ml_collections.ConfigDict, num_classes: int, image_shape) -> nn.Module:
+def _exon_model(
+    config: ml_collections.ConfigDict, num_classes: int, image_shape, layouts: Layouts
+) -> nn.Module:
     dtype = compute_dtype(config)
-    layout = backend.dense_weight_gradient(config.train.get("dense_layout", "auto"))
+    layout = layouts.dense
     if config.model.network == "mlp":
         return models.EXoNModel(
             encoder=models.MLPEncoder(
@@ -144,6 +158,21 @@ def _revision_pipeline(config: ml_collections.ConfigDict) -> Pipeline:
     return Pipeline()
 
 
+def _revision_check(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    if "revision" not in config:
+        return [
+            (
+                "revision",
+                "method 'revision' needs a config.revision section (configs/mnist100_revision.py)",
+            )
+        ]
+    if config.model.beta_mode != "fixed":
+        return [
+            ("model.beta_mode", "the revision uses a fixed observation noise beta: set 'fixed'")
+        ]
+    return []
+
+
 def _revision_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
     return revision_step.build_revision_optimizer(
         revision_step.revision_settings(config), steps_per_epoch
@@ -153,11 +182,10 @@ def _revision_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int 
 REVISION = Method(
     name="revision",
     network_kind=lambda config: "conv",  # its classifier is a CNN
-    build_model=lambda config, num_classes, image_shape: revision_step.build_revision_model(
-        revision_step.revision_settings(config),
-        num_classes,
-        image_shape,
-        backend.conv_weight_gradient(config.train.get("conv_layout", "auto")),
+    build_model=lambda config, num_classes, image_shape, layouts: (
+        revision_step.build_revision_model(
+            revision_step.revision_settings(config), num_classes, image_shape, layouts.conv
+        )
     ),
     build_optimizer=_revision_optimizer,
     make_train_step=lambda config, model, optimizer, settings: (
@@ -166,6 +194,7 @@ REVISION = Method(
         )
     ),
     pipeline=_revision_pipeline,
+    check=_revision_check,
 )
 
 METHODS = {method.name: method for method in (EXON, REVISION)}

@@ -209,6 +209,7 @@ def write_record_once(workdir: str, record: dict[str, Any]) -> None:
 
 
 RECORD_FIELDS = ("config", "dataset", "points", "priors")  # what record.json must hold
+OPTIONAL_RECORD_FIELDS = ("split",)  # kept since the restore needs no data; older runs lack it
 
 
 def read_record(workdir: str) -> dict[str, Any]:
@@ -244,7 +245,7 @@ def checkpoint_record(workdir: str) -> tuple[int, dict[str, Any]] | None:
     if found is None or any(k not in found[1] for k in RECORD_FIELDS):
         return None
     epoch, meta = found
-    return epoch, {k: meta[k] for k in RECORD_FIELDS}
+    return epoch, {k: meta[k] for k in RECORD_FIELDS + OPTIONAL_RECORD_FIELDS if k in meta}
 
 
 @dataclasses.dataclass

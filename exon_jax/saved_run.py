@@ -6,6 +6,7 @@ meta): its config, grid points and exact priors, checked against the data found 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -19,9 +20,7 @@ from exon_jax import (
     evaluation,
     experiment,
     parallel,
-    priors,
     run_record,
-    train,
 )
 from exon_jax import data as data_lib
 
@@ -53,55 +52,146 @@ def process_identity(exp: experiment.Experiment) -> dict[str, dict[str, Any]]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A trained run read back from its workdir without its data (`restore`).
+
+    Attributes:
+      spec: the run resolved from its stored config (plus run-option overrides) and its
+        record; its hparams hold the exact priors the restored checkpoint recorded.
+      record: record.json (or its rebuild from a checkpoint): config, data identity,
+        split sizes, points, priors.
+      states: the G states [G, ...] of the restored checkpoint, sharded over `mesh`.
+      meta: that checkpoint's meta (epoch, train_seconds, the record's fields, ...).
+      epoch: the checkpoint's step (for best_checkpoints: the count of saves).
+      skipped: (epoch, reason) of newer checkpoints that did not restore.
+      directory: the checkpoint directory restored from.
+      mesh: the mesh the states lie on.
+      notes: one line per run file that was missing or damaged and what replaced it.
+    """
+
+    spec: configuration.RunSpec
+    record: dict[str, Any]
+    states: Any
+    meta: dict[str, Any]
+    epoch: int
+    skipped: list[tuple[int, str]]
+    directory: str
+    mesh: Any
+    notes: list[str]
+
+
+def recorded_dataset(config, record: dict[str, Any]) -> configuration.DatasetInfo:
+    """What a run's record says of its data: class names (after `data.classes`), image
+    shape and split sizes. A run recorded before its split sizes were kept gets its batch
+    sizes in their place: its spec restores and evaluates, but is not one to train."""
+    dataset = record["dataset"]
+    class_names = tuple(dataset["class_names"])
+    if tuple(config.data.classes):
+        class_names = tuple(class_names[c] for c in config.data.classes)
+    split = record.get("split") or {
+        "num_labelled": config.train.batch_labelled or 1,
+        "num_unlabelled": config.train.batch_unlabelled or 1,
+    }
+    return configuration.DatasetInfo(
+        name=dataset.get("name", config.data.name),
+        class_names=class_names,
+        image_shape=tuple(dataset["train_images"]["shape"][1:]),
+        num_labelled=int(split["num_labelled"]),
+        num_unlabelled=int(split["num_unlabelled"]),
+    )
+
+
+CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best_checkpoints"}
+
+
+def restore(
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
+    which: str = "latest",
+    read_only: bool = False,
+    on_note=None,
+) -> Restored:
+    """The one way a trained run is read back: from its own record, without its data.
+
+    The config, grid points and priors are the ones the run recorded (config.json and
+    record.json, or, where one is missing or damaged, the newest checkpoint whose meta
+    verifies; nothing is rewritten); `overrides` may set run options only
+    (`configuration.RUN_OPTION_FIELDS`, e.g. {"analysis.grid_size": 9}). Shapes come from
+    the record (image shape, classes, split sizes); the checkpoint's own priors win.
+
+    Args:
+      workdir: a training run's directory (holds config.json, record.json, checkpoints/).
+      overrides: run-option fields to change on top of the stored config.
+      which: "latest" (checkpoints/) or "best" (best_checkpoints/, train.keep_best).
+      read_only: move, write and delete nothing (damaged checkpoints stay in place).
+      on_note: called with each note on a missing or damaged run file before restoring.
+
+    Raises:
+      ConfigError, CheckpointError: no run, a bad override, no checkpoint that restores.
+    """
+    identity = run_record.run_identity(workdir)
+    stored = identity.config if identity.config is not None else run_record.stored_config(workdir)
+    record = identity.record if identity.record is not None else run_record.read_record(workdir)
+    for note in identity.notes if on_note is not None else ():
+        on_note(note)
+    config = run_record.apply_overrides(stored, overrides or {})
+    configuration.validate_config(config)
+    spec = configuration.resolve(config, recorded_dataset(config, record), record["priors"])
+    mesh = parallel.make_mesh(spec.num_models)
+    directory = os.path.join(workdir, CHECKPOINT_DIRS[which])
+    abstract = experiment.abstract_states_of(spec, mesh)
+    if read_only:
+        states, meta, epoch, skipped = checkpoints.restore_latest(
+            directory, abstract, set_aside=False, read_only=True
+        )
+    else:
+        manager = checkpoints.make_manager(directory)
+        try:
+            states, meta, epoch, skipped = checkpoints.restore_latest(manager, abstract)
+        finally:
+            manager.close()
+    if "priors" in meta:  # the checkpoint's own record of them wins
+        spec = dataclasses.replace(
+            spec, hparams=configuration.with_stored_priors(spec.hparams, meta["priors"])
+        )
+    return Restored(
+        spec, record, states, meta, epoch, list(skipped), directory, mesh, list(identity.notes)
+    )
+
+
 def restore_run(
     workdir: str,
     overrides: dict[str, Any] | None = None,
     dataset: data_lib.ImageDataset | None = None,
 ):
-    """Rebuilds a run from its workdir and restores the newest checkpoint that restores.
-
-    The config, grid points and priors are the ones the run recorded (config.json and
-    record.json, or, where one is missing or damaged, the newest checkpoint whose meta
-    verifies: a note on stderr names the file; nothing is rewritten); `overrides` may set
-    run options only (`configuration.RUN_OPTION_FIELDS`, e.g. {"analysis.grid_size": 9}).
+    """`restore`, then the run's data (its test set and validation hold-out), checked
+    against the record: what evaluate and analyze need.
 
     Args:
-      workdir: a training run's directory (holds config.json, record.json, checkpoints/).
-      overrides: run-option fields to change on top of the stored config.
+      workdir, overrides: see `restore`.
       dataset: the arrays the run was trained on, when they are not where its config says
         (e.g. a data set passed from Python); checked against the recorded content hash.
 
     Returns:
       (experiment, states with a leading model axis [G], meta dict).
     """
-    identity = run_record.run_identity(workdir)
-    stored = identity.config if identity.config is not None else run_record.stored_config(workdir)
-    record = identity.record if identity.record is not None else run_record.read_record(workdir)
-    if jax.process_index() == 0:
-        for note in identity.notes:  # a missing or damaged file, read from a checkpoint
-            print(f"note: {note}", file=sys.stderr)
-    config = run_record.apply_overrides(stored, overrides or {})
+    print_note = lambda note: print(f"note: {note}", file=sys.stderr)  # noqa: E731
+    restored = restore(workdir, overrides, on_note=print_note if jax.process_index() == 0 else None)
+    spec = restored.spec
     if dataset is None:
         try:
-            dataset = experiment.load_data(config)
+            dataset = experiment.load_data(spec.data)
         except data_lib.DataError as error:
             raise run_record.DataMismatch(
-                f"the run was trained on data set {record['dataset'].get('name')!r}, which "
-                f"cannot be loaded now ({error}); pass the same arrays as dataset="
+                f"the run was trained on data set {restored.record['dataset'].get('name')!r}, "
+                f"which cannot be loaded now ({error}); pass the same arrays as dataset="
             ) from None
-    exp = experiment.build_experiment(config, dataset, stored_priors=record["priors"])
+    split = experiment.split_data(spec.data, dataset)
+    exp = experiment.Experiment(spec, split, restored.mesh)
     parallel.check_processes_agree(process_identity(exp))  # e.g. overrides given to one
-    run_record.check_same_data(record, exp.fingerprint)
-    manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
-    try:
-        states, meta, _, _ = checkpoints.restore_latest(manager, experiment.abstract_states(exp))
-    finally:
-        manager.close()
-    if "priors" in meta:
-        exp.hparams = exp.hparams.replace(
-            prior=train.stack_trees([priors.prior_from_arrays(p) for p in meta["priors"]])
-        )
-    return exp, states, meta
+    run_record.check_same_data(restored.record, split.fingerprint)
+    return exp, restored.states, restored.meta
 
 
 # run options that cannot change an evaluation's numbers (others, e.g. data.max_test or
@@ -176,7 +266,7 @@ def _check_sound(exp: experiment.Experiment, states, evaluated, meta, workdir: s
     finite, largest = parallel.to_host(evaluation.parameter_health(states.params))
     reasons = evaluation.unsound_models(finite, largest, evaluated)
     if reasons:
-        names = [configuration.point_name(p) for p in exp.points]
+        names = exp.spec.point_names
         raise checkpoints.CheckpointError(
             f"checkpoint {meta.get('epoch')} in {os.path.join(workdir, 'checkpoints')} is "
             "not a sound state: "

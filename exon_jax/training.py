@@ -123,9 +123,9 @@ def _run(config, workdir, dataset, progress, stopwatch, stop) -> TrainedRun:
                 print(f"note: {note}", file=sys.stderr, flush=True)
         stored = identity.config
         changes = run_record.check_resume(stored, config) if stored is not None else []
-        exp = experiment.build_experiment(config, dataset)
+        exp = experiment.build_validated(config, dataset)
         parallel.check_processes_agree(saved_run.process_identity(exp))
-        _stop_before_training(stop, workdir, config.train.epochs, None)
+        _stop_before_training(stop, workdir, exp.spec.options.epochs, None)
         os.makedirs(workdir, exist_ok=True)
         lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
@@ -152,9 +152,9 @@ def _restore(exp: experiment.Experiment, manager, workdir: str, progress: bool) 
     for bad, reason in skipped:
         _log(progress, f"skipped checkpoint {bad}: {reason}")
     run_record.check_same_data(meta, exp.fingerprint)
-    if epoch > exp.config.train.epochs:
+    if epoch > exp.spec.options.epochs:
         raise configuration.ConfigError(
-            f"config.train.epochs: {exp.config.train.epochs} is below the {epoch} "
+            f"config.train.epochs: {exp.spec.options.epochs} is below the {epoch} "
             f"epochs already trained in {workdir}"
         )
     _log(progress, f"resumed from epoch {epoch} in {workdir}")
@@ -291,12 +291,13 @@ def _train_locked(
     stopwatch: Stopwatch,
     stop: preemption.StopRequests,
 ) -> TrainedRun:
-    config = exp.config
-    epochs = config.train.epochs
-    names = [configuration.point_name(p) for p in exp.points]
+    options = exp.spec.options
+    epochs = options.epochs
+    data_seed = exp.spec.data.seed
+    names = exp.spec.point_names
     with stopwatch.phase("checkpoints"):
         manager = checkpoints.make_manager(
-            os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
+            os.path.join(workdir, "checkpoints"), options.max_checkpoints
         )
     writer, evaluated, validated = None, None, None
     bar = _ProgressBar(progress, exp)
@@ -305,27 +306,24 @@ def _train_locked(
         with stopwatch.phase("setup"):
             start = _restore(exp, manager, workdir, progress)
             _write_run_files(exp, workdir, resuming, start.epoch, changes)
-            data = experiment.device_data(exp)
-            hparams = experiment.sharded_hparams(exp)
-            test_images, test_labels = experiment.device_test_set(exp)
-            states = start.states
-            if states is None:
-                states = experiment.init_states(exp)
-                if config.pretrain.epochs > 0 and exp.model.classifier is not None:
-                    states = pretrain_classifier(exp, states, data, workdir, progress)
-        with stopwatch.phase("compile"):
-            epoch_fn, memory = parallel.compile_ahead(
-                experiment.compile_epoch(exp, bar.step),
-                states,
-                hparams,
-                data,
-                experiment.epoch_key(config, 0, exp.mesh),
+        pretrain = None
+        if options.pretrain_epochs > 0 and exp.model.classifier is not None:
+            pretrain = lambda states, data: pretrain_classifier(  # noqa: E731
+                exp, states, data, workdir, progress
             )
-            _check_memory(exp, memory, progress)
-            evaluate_fn, _ = parallel.compile_ahead(
-                experiment.make_evaluate(exp), states, hparams, test_images, test_labels
-            )
-            validation.compile(states, hparams)
+        placed = experiment.place(
+            exp,
+            start.states,
+            bar.step,
+            stopwatch,
+            prepare=pretrain,
+            check_memory=lambda memory: _check_memory(exp, memory, progress),
+        )
+        states, hparams, data = placed.states, placed.hparams, placed.data
+        test_images, test_labels = placed.test_set
+        epoch_fn, evaluate_fn = placed.epoch_fn, placed.evaluate_fn
+        validation.use(placed)
+        del placed  # the loop owns the states from here (each epoch donates them)
         with stopwatch.phase("checkpoints"):
             validation.open_best(workdir, start.epoch, progress)
 
@@ -342,7 +340,7 @@ def _train_locked(
             done = epoch + 1
             with stopwatch.phase("train"):  # the epoch, and its metrics and checks on the host
                 states, train_metrics = epoch_fn(
-                    states, hparams, data, experiment.epoch_key(config, epoch, exp.mesh)
+                    states, hparams, data, experiment.epoch_key(data_seed, epoch, exp.mesh)
                 )
                 train_metrics, health = parallel.to_host(
                     (train_metrics, evaluation.parameter_health(states.params))
@@ -350,7 +348,7 @@ def _train_locked(
             elapsed = start.train_seconds + stopwatch.seconds["train"]
             _check_finite(health, train_metrics, None, done, names, last_good, workdir)
             evaluated, validated = None, None
-            if done % config.train.eval_every == 0 or done == epochs:
+            if done % options.eval_every == 0 or done == epochs:
                 with stopwatch.phase("evaluate"):
                     evaluated = parallel.to_host(
                         evaluate_fn(states, hparams, test_images, test_labels)
@@ -363,7 +361,7 @@ def _train_locked(
             with stopwatch.phase("logging"):
                 _log_epoch(writer, exp, done, train_metrics, evaluated, validated)
                 bar.epoch_done(done, train_metrics, evaluated)
-            saved = done % config.train.checkpoint_every == 0 or done == epochs
+            saved = done % options.checkpoint_every == 0 or done == epochs
             if saved:
                 with stopwatch.phase("checkpoints"):
                     _save(manager, exp, done, states, elapsed, last_good)
@@ -432,16 +430,16 @@ def pretrain_classifier(
     The finished stage is checkpointed in workdir/pretrain_checkpoints and restored,
     not repeated, when the run starts again before its first main checkpoint.
     """
-    config = exp.config
+    options = exp.spec.options
     manager = checkpoints.make_manager(os.path.join(workdir, "pretrain_checkpoints"), 1)
     try:
-        if checkpoints.latest_epoch(manager) == config.pretrain.epochs:
+        if checkpoints.latest_epoch(manager) == options.pretrain_epochs:
             states, _ = checkpoints.restore(manager, experiment.abstract_states(exp))
             _log(progress, f"classifier pre-training restored from {manager.directory}")
             return states
-        optimizer = optax.adam(config.pretrain.learning_rate, eps=1e-7)
+        optimizer = optax.adam(options.pretrain_learning_rate, eps=1e-7)
         pretrain_epoch = train.make_classifier_pretrain_epoch(
-            exp.model, optimizer, config.pretrain.batch_size, exp.labelled_idx.size
+            exp.model, optimizer, options.pretrain_batch_size, exp.labelled_idx.size
         )
         epoch_fn = jax.jit(
             train.over_models(pretrain_epoch, exp.num_models, experiment.model_axis_mode(exp)),
@@ -450,8 +448,8 @@ def pretrain_classifier(
         opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(
             states
         )
-        key = jax.random.fold_in(experiment.data_key(config), 2)
-        for epoch in range(config.pretrain.epochs):
+        key = jax.random.fold_in(experiment.data_key(exp.spec.data.seed), 2)
+        for epoch in range(options.pretrain_epochs):
             pretrain_key = parallel.global_array(
                 jax.random.fold_in(key, epoch), parallel.replicated(exp.mesh)
             )
@@ -459,14 +457,14 @@ def pretrain_classifier(
             metrics = parallel.to_host(metrics)
             _log(
                 progress,
-                f"classifier pre-training epoch {epoch + 1}/{config.pretrain.epochs}: "
+                f"classifier pre-training epoch {epoch + 1}/{options.pretrain_epochs}: "
                 f"loss {np.mean(metrics['loss']):.4f}, accuracy {np.mean(metrics['accuracy']):.4f}",
             )
         checkpoints.save(
             manager,
-            config.pretrain.epochs,
+            options.pretrain_epochs,
             states,
-            {"epoch": config.pretrain.epochs, "stage": "classifier_pretraining"},
+            {"epoch": options.pretrain_epochs, "stage": "classifier_pretraining"},
         )
         return states
     finally:
@@ -501,24 +499,21 @@ class _Validation:
     def __init__(self, exp: experiment.Experiment):
         self._exp = exp
         self._fn: Any = None
+        self._split: Any = None
         self._manager: Any = None
         self._best: Any = None
         self._errors = np.full(exp.num_models, np.inf)
         self._epochs = np.zeros(exp.num_models, np.int64)
         self._saves = 0
 
-    def compile(self, states, hparams) -> None:
-        if self._exp.validation is None:
-            return
-        self._split = experiment.device_test_set(self._exp, self._exp.validation)
-        self._fn, _ = parallel.compile_ahead(
-            experiment.make_evaluate(self._exp), states, hparams, *self._split
-        )
+    def use(self, placed: experiment.Placed) -> None:
+        """The validation set and its compiled evaluation (None without a hold-out)."""
+        self._split, self._fn = placed.validation_set, placed.validate_fn
 
     def open_best(self, workdir: str, start_epoch: int, progress: bool) -> None:
         """The best checkpoint of a resumed run, unless it is of a later epoch than the
         one resumed (then the tracking starts again)."""
-        if self._fn is None or not self._exp.config.train.get("keep_best", False):
+        if self._fn is None or not self._exp.spec.options.keep_best:
             return
         self._manager = checkpoints.make_manager(os.path.join(workdir, BEST_DIR), 1)
         self._saves = checkpoints.latest_epoch(self._manager) or 0

@@ -27,7 +27,7 @@ def train_params(config, dataset, devices):
         states,
         experiment.sharded_hparams(exp),
         data,
-        jax.random.fold_in(experiment.data_key(config), 0),
+        jax.random.fold_in(experiment.data_key(config.data.seed), 0),
     )
     return exp, [np.asarray(x) for x in jax.tree.leaves(states.params)]
 

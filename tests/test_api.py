@@ -610,3 +610,47 @@ def test_weights_to_four_significant_figures_are_normalised_everywhere(tmp_path)
         np.testing.assert_allclose(np.exp(np.asarray(prior.log_weights)), expected, rtol=2e-6)
     with pytest.raises(priors.PriorError, match="weights must sum to 1"):
         priors.check_prior_arrays(MEANS, 4.0, np.r_[[0.1] * 9, 0.102])
+
+
+# --- one restore path, without the data (issue 20 item 4) -------------------------------------
+
+
+def test_restore_needs_no_data(workdir):
+    """The run was trained on arrays passed from Python (no files for config.data): its
+    spec comes from the record alone: 10 named classes, 28x28x1 images, 20 labels a class
+    of 1 200 images (200 labelled, 1 000 unlabelled), the custom prior as configured."""
+    from exon_jax import saved_run
+
+    restored = saved_run.restore(workdir, read_only=True)
+    spec = restored.spec
+    assert spec.dataset.class_names == NAMES and spec.image_shape == (28, 28, 1)
+    assert (spec.dataset.num_labelled, spec.dataset.num_unlabelled) == (200, 1000)
+    assert restored.epoch == 2 and restored.skipped == []
+    np.testing.assert_array_equal(np.asarray(spec.hparams.prior.means)[0], np.float32(MEANS))
+    np.testing.assert_array_equal(
+        np.asarray(spec.hparams.prior.variances)[0], np.float32(VARIANCES)
+    )
+    assert np.asarray(restored.states.step)[0] > 0
+
+
+def test_restore_of_a_record_without_split_sizes(workdir, tmp_path):
+    """A run recorded before the split sizes were kept still restores (the batch sizes
+    stand in for them) to the same states."""
+    from exon_jax import saved_run
+
+    old = str(tmp_path / "old")
+    shutil.copytree(workdir, old)
+    path = os.path.join(old, "record.json")
+    with open(path) as f:
+        record = json.load(f)
+    del record["split"]
+    with open(path, "w") as f:
+        json.dump(record, f)
+    restored = saved_run.restore(old, read_only=True)
+    assert (restored.spec.dataset.num_labelled, restored.spec.dataset.num_unlabelled) == (
+        100,
+        500,
+    )  # small_mnist_config's batches
+    again = saved_run.restore(workdir, read_only=True)
+    for a, b in zip(jax.tree.leaves(restored.states.params), jax.tree.leaves(again.states.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -400,7 +400,9 @@ def test_a_wide_design_is_decoded_whole_by_default(run_wide, tmp_path):
         "decoded 5 x 5 latent grid on [-15, 15]^2"
     )
     # An explicit 15 draws on 15 and warns, naming the four classes left out.
-    exp15 = dataclasses.replace(exp, analysis=_with(exp.analysis, grid_extent=15.0))
+    exp15 = dataclasses.replace(
+        exp, spec=dataclasses.replace(exp.spec, analysis=_with(exp.analysis, grid_extent=15.0))
+    )
     with pytest.warns(UserWarning, match="0 at .*4 at .*5 at .*9 at "):
         jobs = figures.model_figure_jobs(
             exp15, fns, state, 0, np.asarray(evaluated["codes"][0]), prior, str(tmp_path)
@@ -432,7 +434,9 @@ def test_analyze_replaces_what_it_wrote_before(run_wide, tmp_path, monkeypatch):
     assert len(first) == 6
     assert all(os.path.exists(plots.pdf_path(p)) for p in first)
     (directory / "curves.png").write_bytes(b"not ours")
-    no_pdf = dataclasses.replace(exp, analysis=_with(exp.analysis, pdf=False))
+    no_pdf = dataclasses.replace(
+        exp, spec=dataclasses.replace(exp.spec, analysis=_with(exp.analysis, pdf=False))
+    )
     second = figures.write_run_figures(no_pdf, states, evaluated, str(directory), workers=1)
     assert sorted(second) == sorted(first)
     assert sorted(os.listdir(directory)) == sorted(

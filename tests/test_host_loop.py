@@ -139,11 +139,12 @@ def test_writer_images_reach_tensorboard_by_close(tmp_path):
 
 @pytest.mark.slow  # a run with six figures, drawn twice (~20 s quiet)
 def test_figures_of_the_trained_states_equal_those_analyze_restores(tmp_path):
-    """main.py draws figures from the states training leaves in memory; they are
-    byte-identical to those --mode=analyze draws from the checkpoint. The run's phases are
-    timed."""
+    """`exon_jax.run` (what main.py --mode=train calls) draws figures from the states
+    training leaves in memory; they are byte-identical to those `exon_jax.analyze` (--mode=
+    analyze) draws from the checkpoint. The run's phases, figures included, are timed in
+    timings.json."""
+    import exon_jax
     from configs import mnist
-    from exon_jax import saved_run, training
     from tests.synthetic import synthetic_mnist
 
     dataset = synthetic_mnist(num_train=1200, num_test=200)
@@ -154,19 +155,36 @@ def test_figures_of_the_trained_states_equal_those_analyze_restores(tmp_path):
     config.analysis.figure_workers = 1
     config.analysis.pdf = False  # kept by the run's record: analyze draws no PDF either
     workdir = str(tmp_path)
-    stopwatch = timing.Stopwatch()
-    trained = training.run(config, workdir, dataset, progress=False, stopwatch=stopwatch)
-    assert {"setup", "compile", "train", "evaluate", "logging", "checkpoints"} <= set(
-        stopwatch.seconds
+    exon_jax.run(config, workdir, dataset, progress=False)
+    with open(os.path.join(workdir, "timings.json")) as f:
+        phases = json.load(f)["phases"]
+    assert {"setup", "compile", "train", "evaluate", "logging", "checkpoints", "figures"} <= set(
+        phases
     )
-    drawn = saved_run.write_figures(trained.exp, trained.states, trained.evaluated, workdir)
+    directory = os.path.join(workdir, "figures")
+    drawn = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".png")]
     assert len(drawn) == 6
     first = {path: open(path, "rb").read() for path in drawn}
-    again = saved_run.analyze(workdir, dataset=dataset)
+    again = exon_jax.analyze(workdir, dataset=dataset, progress=False)
     assert sorted(again) == sorted(first)
     for path, content in first.items():
         assert open(path, "rb").read() == content, path
-    assert not [n for n in os.listdir(os.path.dirname(drawn[0])) if n.endswith(".pdf")]
+    assert not [n for n in os.listdir(directory) if n.endswith(".pdf")]
+
+
+def test_main_applies_no_allocator_settings_at_import():
+    """main.py only defines flags when imported; `host_allocator.tune()` runs when the
+    command runs (`exon_jax.cli.main`)."""
+    code = (
+        "import sys; from exon_jax import host_allocator; calls = []; "
+        "host_allocator.tune = lambda: calls.append(1); import main; "
+        "print(len(calls), 'jax' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "False"]
 
 
 _MMAP_PROBE = """

@@ -89,7 +89,7 @@ def test_scanned_epoch_with_restarting_labelled_batches_equals_stepwise():
     stepwise = train.make_stepwise_epoch(jax.jit(train.over_models(step, 1)), settings)
     states, hparams = experiment.init_states(exp), experiment.sharded_hparams(exp)
     data = experiment.device_data(exp)
-    key = experiment.epoch_key(exp.config, 0, exp.mesh)
+    key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
     a, metrics_a = scanned(states, hparams, data, key)
     states = experiment.init_states(exp)
     b, metrics_b = stepwise(states, hparams, data, key)

@@ -102,7 +102,7 @@ def test_a_signal_while_loading_stops_before_anything_is_written(tmp_path, monke
     from exon_jax import experiment, preemption, training
     from tests.synthetic import small_mnist_config, synthetic_mnist
 
-    _signal_self_after(monkeypatch, experiment, "build_experiment")
+    _signal_self_after(monkeypatch, experiment, "build_validated")  # the data loaded, split
     with pytest.raises(preemption.Preempted) as stopped:
         training.train_and_evaluate(
             small_mnist_config(2), str(tmp_path / "w"), synthetic_mnist(), progress=False

@@ -24,7 +24,7 @@ def train_two_epochs(config, dataset):
     history = []
     for e in range(2):
         states, metrics = epoch(
-            states, hparams, data, jax.random.fold_in(experiment.data_key(config), e)
+            states, hparams, data, jax.random.fold_in(experiment.data_key(config.data.seed), e)
         )
         history.append(np.asarray(metrics["loss"]))
     return exp, states, np.stack(history, axis=1)

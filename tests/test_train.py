@@ -78,9 +78,9 @@ def test_scanned_epoch_moves_nothing_between_host_and_device():
     exp = _small_experiment()
     states, hparams, data = _on_device(exp)
     epoch_fn = experiment.compile_epoch(exp)
-    key = experiment.epoch_key(exp.config, 0, exp.mesh)
+    key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
     states, metrics = epoch_fn(states, hparams, data, key)  # compile outside the guard
-    key = experiment.epoch_key(exp.config, 1, exp.mesh)
+    key = experiment.epoch_key(exp.spec.data.seed, 1, exp.mesh)
     with jax.transfer_guard("disallow"):
         states, metrics = epoch_fn(states, hparams, data, key)
         jax.block_until_ready(metrics)
@@ -99,7 +99,7 @@ def test_step_and_epoch_trace_once():
     step = chex.assert_max_traces(_indexed_step(exp), n=1)
     stepwise = train.make_stepwise_epoch(jax.jit(train.over_models(step, 1)), exp.settings)
     for e in range(3):
-        key = experiment.epoch_key(exp.config, e, exp.mesh)
+        key = experiment.epoch_key(exp.spec.data.seed, e, exp.mesh)
         scanned(states, hparams, data, key)
         stepwise(states, hparams, data, key)
 
@@ -108,7 +108,7 @@ def test_stepwise_epoch_equals_scanned_epoch():
     """The Python-driven epoch (conv nets on CPU) trains exactly as the scanned one."""
     exp = _small_experiment()
     states, hparams, data = _on_device(exp)
-    key = experiment.epoch_key(exp.config, 0, exp.mesh)
+    key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
     scanned = jax.jit(
         train.over_models(train.make_train_epoch(_indexed_step(exp), exp.settings), 1)
     )
@@ -130,7 +130,9 @@ def test_fixed_and_learned_beta(mode):
     exp = _small_experiment(model__beta_mode=mode, model__beta=0.7)
     states, hparams, data = _on_device(exp)
     epoch_fn = experiment.compile_epoch(exp)
-    states, _ = epoch_fn(states, hparams, data, experiment.epoch_key(exp.config, 0, exp.mesh))
+    states, _ = epoch_fn(
+        states, hparams, data, experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
+    )
     beta = float(parallel.to_host(states.beta)[0])
     if mode == "fixed":
         assert beta == np.float32(0.7)
@@ -147,7 +149,7 @@ def test_supervised_objective_leaves_the_decoder_untouched():
     states, hparams, data = _on_device(exp)
     before = parallel.to_host(states.params["model"])
     states, _ = experiment.compile_epoch(exp)(
-        states, hparams, data, experiment.epoch_key(exp.config, 0, exp.mesh)
+        states, hparams, data, experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
     )
     after = parallel.to_host(states.params["model"])
     for x, y in zip(jax.tree.leaves(before["decoder"]), jax.tree.leaves(after["decoder"])):
@@ -180,7 +182,9 @@ def test_classifier_pretraining_changes_only_the_classifier():
     )
     opt_state = jax.jit(jax.vmap(lambda s: optimizer.init(s.params["model"]["classifier"])))(states)
     before = parallel.to_host(states.params["model"])
-    states, _, metrics = epoch(states, opt_state, data, experiment.epoch_key(config, 0, exp.mesh))
+    states, _, metrics = epoch(
+        states, opt_state, data, experiment.epoch_key(config.data.seed, 0, exp.mesh)
+    )
     after = parallel.to_host(states.params["model"])
     for part in ("encoder", "decoder"):
         for x, y in zip(jax.tree.leaves(before[part]), jax.tree.leaves(after[part])):
