@@ -40,9 +40,9 @@ ALLOCATOR: dict[str, Any] = {"tuned": False}
 
 
 def tune_allocator() -> dict[str, Any]:
-    """`exon_jax.host_allocator.tune()` (what main.py applies), recorded in `ALLOCATOR`
+    """`exon_jax.ops.host_allocator.tune()` (what main.py applies), recorded in `ALLOCATOR`
     (and in every JSON's `allocator` where a script calls it)."""
-    from exon_jax import host_allocator
+    from exon_jax.ops import host_allocator
 
     ALLOCATOR.clear()
     ALLOCATOR.update(host_allocator.tune())

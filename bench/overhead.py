@@ -1,7 +1,7 @@
 """The everyday loop around training (issue 24): where a `main.py` run's seconds go.
 
 Runs `main.py` as subprocesses (process start to exit) and reads each run's timings.json
-(`exon_jax.timing`):
+(`exon_jax.ops.timing`):
   tiny_cold / tiny_warm  configs/mnist.py:tiny, figures on, with a fresh compilation-cache
                          folder, then again with the same (now warm) folder;
   own_prior              configs/mnist_custom_prior.py, 3 epochs (fresh cache);
@@ -104,7 +104,8 @@ LOAD_RUN = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
-from exon_jax import api, timing
+from exon_jax import api
+from exon_jax.ops import timing
 t_import = time.perf_counter()
 run = api.load_run(sys.argv[1])
 t_load = time.perf_counter()

@@ -16,7 +16,7 @@ exon_jax faster): `ratio_median` is the median over rounds of the ratio within a
 `ratio_best` the ratio of the fastest epoch of each over all rounds (on a shared machine
 other load only slows a run, so the best of each is the least disturbed).
 
-The process applies the glibc allocator settings main.py applies (`exon_jax.host_allocator`
+The process applies the glibc allocator settings main.py applies (`exon_jax.ops.host_allocator`
 via `common.tune_allocator`; see `allocator` in the JSON): without them every per-call step
 page-faults its fresh XLA buffers.
 

@@ -55,7 +55,7 @@ class Command:
 
 def main(command: Command) -> None:
     """Runs `command`; exits the process with its status on a failure (see the module)."""
-    from exon_jax import host_allocator
+    from exon_jax.ops import host_allocator
 
     host_allocator.tune()  # before XLA allocates: freed buffers' pages are reused, not re-faulted
     from absl import logging
@@ -71,11 +71,11 @@ def main(command: Command) -> None:
         sys.exit(1)
     _use_compilation_cache(command.compilation_cache)
     if command.debug:
-        from exon_jax import checkpoints
+        from exon_jax.ops import checkpoints
 
         checkpoints.show_orbax_logs()
     from exon_jax.errors import EXPECTED_ERRORS
-    from exon_jax.preemption import PREEMPTED_STATUS, Preempted
+    from exon_jax.ops.preemption import PREEMPTED_STATUS, Preempted
 
     try:
         run(command)
@@ -129,7 +129,7 @@ def train_config(command: Command):
     overrides of run options and train.epochs only."""
     if command.config_given:
         return command.config
-    from exon_jax import run_record
+    from exon_jax.ops import run_record
 
     stored = run_record.run_identity(command.workdir).config
     if stored is None:  # a new run: the default config

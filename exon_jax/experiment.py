@@ -22,14 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from exon_jax import (
-    configuration,
-    evaluation,
-    parallel,
-    priors,
-    run_record,
-    train,
-)
+from exon_jax import configuration, evaluation, parallel, priors, train
+from exon_jax.ops import run_record
 from exon_jax import data as data_lib
 
 

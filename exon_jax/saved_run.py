@@ -14,14 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
-from exon_jax import (
-    checkpoints,
-    configuration,
-    evaluation,
-    experiment,
-    parallel,
-    run_record,
-)
+from exon_jax import configuration, evaluation, experiment, parallel
+from exon_jax.ops import checkpoints, run_record
 from exon_jax import data as data_lib
 
 if TYPE_CHECKING:  # drawing (Matplotlib) is imported only when figures are drawn

@@ -28,22 +28,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from exon_jax import (
-    backend,
-    checkpoints,
-    configuration,
-    evaluation,
-    experiment,
-    parallel,
-    preemption,
-    run_record,
-    saved_run,
-    train,
-)
+from exon_jax import backend, configuration, evaluation, experiment, parallel, saved_run, train
+from exon_jax.ops import checkpoints, preemption, run_record
 from exon_jax import data as data_lib
-from exon_jax.timing import Stopwatch
-from exon_jax.workdir_lock import WorkdirLock
-from exon_jax.writers import MetricWriter
+from exon_jax.ops.timing import Stopwatch
+from exon_jax.ops.workdir_lock import WorkdirLock
+from exon_jax.ops.writers import MetricWriter
 from exon_jax.errors import ExpectedError
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from exon_jax import timing
+from exon_jax.ops import timing
 from exon_jax import data as data_lib
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from exon_jax.writers import to_jsonable
+from exon_jax.ops.writers import to_jsonable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -21,7 +21,8 @@ import scipy.stats
 
 import exon_jax
 from configs import mnist as mnist_config
-from exon_jax import api, checkpoints, configuration, data as data_lib, priors, training
+from exon_jax import api, configuration, data as data_lib, priors, training
+from exon_jax.ops import checkpoints
 from tests.synthetic import small_mnist_config, synthetic_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from exon_jax import checkpoints as ckpt
+from exon_jax.ops import checkpoints as ckpt
 from exon_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,7 +263,7 @@ _SAVE_TOO_BIG = textwrap.dedent("""
     import os, resource, signal, sys
     sys.path.insert(0, {root!r})
     import jax, jax.numpy as jnp
-    from exon_jax import checkpoints as ckpt
+    from exon_jax.ops import checkpoints as ckpt
     directory = sys.argv[1]
     manager = ckpt.make_manager(directory)
     ckpt.save(manager, 1, {{"w": jnp.ones((10,))}}, {{"epoch": 1}})

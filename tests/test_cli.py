@@ -71,7 +71,7 @@ def test_debug_shows_the_traceback(tmp_path):
 @pytest.mark.slow  # a main.py start
 def test_busy_workdir_is_one_line(tmp_path):
     """A second run into a workdir held by another process names that process."""
-    from exon_jax.workdir_lock import WorkdirLock
+    from exon_jax.ops.workdir_lock import WorkdirLock
 
     with WorkdirLock(str(tmp_path)):
         rc, err = run_main("--config=configs/mnist.py:tiny", f"--workdir={tmp_path}")

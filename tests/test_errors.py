@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from exon_jax import errors
-from exon_jax.checkpoints import CheckpointError, NonFiniteStateError
+from exon_jax.ops.checkpoints import CheckpointError, NonFiniteStateError
 from exon_jax.configuration import ConfigError
 from exon_jax.data import DataError
 from exon_jax.parallel import ProcessMismatch
 from exon_jax.priors import PriorError
-from exon_jax.run_record import DataMismatch
+from exon_jax.ops.run_record import DataMismatch
 from exon_jax.training import TrainingDiverged
-from exon_jax.workdir_lock import WorkdirBusyError
+from exon_jax.ops.workdir_lock import WorkdirBusyError
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ def test_evaluate_restores_checkpoint(small_mnist, one_epoch_run):
 
 def test_missing_checkpoint_is_a_clear_error(small_mnist, tmp_path):
     """Evaluating an empty workdir names the problem instead of crashing inside orbax."""
-    from exon_jax.checkpoints import CheckpointError
+    from exon_jax.ops.checkpoints import CheckpointError
 
     with pytest.raises(CheckpointError, match="not found"):
         saved_run.evaluate(str(tmp_path), dataset=small_mnist)
@@ -113,7 +113,7 @@ def test_missing_checkpoint_is_a_clear_error(small_mnist, tmp_path):
 
 def test_corrupt_checkpoint_is_a_clear_error(small_mnist, one_epoch_run, tmp_path):
     """A damaged checkpoint directory gives CheckpointError naming the checkpoint."""
-    from exon_jax.checkpoints import CheckpointError
+    from exon_jax.ops.checkpoints import CheckpointError
 
     shutil.copytree(one_epoch_run[0], tmp_path, dirs_exist_ok=True)
     step_dir = tmp_path / "checkpoints" / "1"

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from exon_jax import parallel, plots, timing
-from exon_jax.writers import MetricWriter
+from exon_jax import parallel, plots
+from exon_jax.ops import timing
+from exon_jax.ops.writers import MetricWriter
 from tests.test_run_record import _read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +39,7 @@ def test_stopwatch_sums_each_phase_on_a_fake_clock(monkeypatch, tmp_path):
 
 def test_process_age_counts_from_the_process_start():
     code = (
-        "import time; time.sleep(0.6); from exon_jax import timing; "
+        "import time; time.sleep(0.6); from exon_jax.ops import timing; "
         "print(timing.process_age_seconds())"
     )
     out = subprocess.run(
@@ -176,7 +177,7 @@ def test_main_applies_no_allocator_settings_at_import():
     """main.py only defines flags when imported; `host_allocator.tune()` runs when the
     command runs (`exon_jax.cli.main`)."""
     code = (
-        "import sys; from exon_jax import host_allocator; calls = []; "
+        "import sys; from exon_jax.ops import host_allocator; calls = []; "
         "host_allocator.tune = lambda: calls.append(1); import main; "
         "print(len(calls), 'jax' in sys.modules)"
     )
@@ -189,7 +190,7 @@ def test_main_applies_no_allocator_settings_at_import():
 
 _MMAP_PROBE = """
 import ctypes, json
-from exon_jax import host_allocator
+from exon_jax.ops import host_allocator
 done = host_allocator.tune()
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",

@@ -1,5 +1,5 @@
 """Orbax's workarounds are installed by the first `make_manager`, not by importing
-exon_jax.checkpoints, and `show_orbax_logs()` before it keeps Orbax's records visible."""
+exon_jax.ops.checkpoints, and `show_orbax_logs()` before it keeps Orbax's records visible."""
 
 import subprocess
 import sys
@@ -19,7 +19,7 @@ def test_import_changes_nothing_and_make_manager_installs(tmp_path):
         import logging
         from orbax.checkpoint._src import asyncio_utils
         original = asyncio_utils._run_sync_via_new_loop
-        from exon_jax import checkpoints
+        from exon_jax.ops import checkpoints
         absl = logging.getLogger("absl")
         print(asyncio_utils._run_sync_via_new_loop is original, checkpoints._ORBAX_FILTER in absl.filters)
         checkpoints.make_manager({str(tmp_path / "ckpt")!r})
@@ -34,7 +34,7 @@ def test_logs_shown_before_the_first_manager_stay_shown(tmp_path):
     out = _run(
         f"""
         import logging
-        from exon_jax import checkpoints
+        from exon_jax.ops import checkpoints
         checkpoints.show_orbax_logs()
         checkpoints.make_manager({str(tmp_path / "ckpt")!r})
         print(checkpoints._ORBAX_FILTER in logging.getLogger("absl").filters)

@@ -330,7 +330,7 @@ def test_to_jsonable_is_strict_json():
 
     import jax.numpy as jnp
 
-    from exon_jax.writers import to_jsonable
+    from exon_jax.ops.writers import to_jsonable
 
     value = {
         1: np.float32(0.5),

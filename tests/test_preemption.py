@@ -99,7 +99,8 @@ def _signal_self_after(monkeypatch, module, name):
 
 
 def test_a_signal_while_loading_stops_before_anything_is_written(tmp_path, monkeypatch):
-    from exon_jax import experiment, preemption, training
+    from exon_jax import experiment, training
+    from exon_jax.ops import preemption
     from tests.synthetic import small_mnist_config, synthetic_mnist
 
     _signal_self_after(monkeypatch, experiment, "build_validated")  # the data loaded, split
@@ -113,7 +114,8 @@ def test_a_signal_while_loading_stops_before_anything_is_written(tmp_path, monke
 
 
 def test_a_signal_while_compiling_stops_before_the_first_epoch(tmp_path, monkeypatch):
-    from exon_jax import preemption, training
+    from exon_jax import training
+    from exon_jax.ops import preemption
     from tests.synthetic import small_mnist_config, synthetic_mnist
 
     _signal_self_after(monkeypatch, training, "_check_memory")  # runs after the compilation
@@ -131,7 +133,7 @@ def test_a_signal_while_compiling_stops_before_the_first_epoch(tmp_path, monkeyp
 
 def test_an_ignored_signal_stays_ignored_and_the_handlers_come_back():
     """A process started with SIGINT ignored (a background job) keeps ignoring it."""
-    from exon_jax import preemption
+    from exon_jax.ops import preemption
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -16,7 +16,7 @@ import tomllib
 
 import pytest
 
-from exon_jax import run_record
+from exon_jax.ops import run_record
 from tests import test_faults
 from tests.test_multiprocess import MNIST_NPZ
 
@@ -170,7 +170,8 @@ def test_a_diverged_checkpoint_is_not_evaluated(trained, tmp_path):
     magnitude check) is refused at evaluate in one line; results.json stays."""
     import jax
 
-    from exon_jax import checkpoints, saved_run
+    from exon_jax import saved_run
+    from exon_jax.ops import checkpoints
 
     workdir = copy(trained, tmp_path)
     _, states, meta = saved_run.restore_run(workdir)

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from exon_jax import configuration, data as data_lib, run_record, saved_run, training
+from exon_jax import configuration, data as data_lib, saved_run, training
+from exon_jax.ops import run_record
 from tests.synthetic import mnist_slice, small_mnist_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from exon_jax.workdir_lock import WorkdirBusyError, WorkdirLock, held_elsewhere
+from exon_jax.ops.workdir_lock import WorkdirBusyError, WorkdirLock, held_elsewhere
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from exon_jax.workdir_lock import WorkdirLock
+from exon_jax.ops.workdir_lock import WorkdirLock
 with WorkdirLock({workdir!r}):
     print("held", flush=True)
     sys.stdin.readline()

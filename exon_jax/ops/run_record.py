@@ -20,8 +20,9 @@ from typing import Any
 
 import ml_collections
 
-from exon_jax import checkpoints, configuration
-from exon_jax.checkpoints import CheckpointError
+from exon_jax import configuration
+from exon_jax.ops import checkpoints
+from exon_jax.ops.checkpoints import CheckpointError
 from exon_jax.errors import ExpectedError
 
 CONFIG_FILE = "config.json"

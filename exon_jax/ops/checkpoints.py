@@ -37,7 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src import asyncio_utils as _orbax_asyncio
 
-from exon_jax.workdir_lock import held_elsewhere
+from exon_jax.ops.workdir_lock import held_elsewhere
 from exon_jax.errors import ExpectedError
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
