@@ -7,6 +7,7 @@
   python main.py --mode=evaluate --workdir=workdirs/mnist --config.data.max_test=100
                                           # -> results_data.max_test=100.json, not results.json
   python main.py --mode=analyze --workdir=workdirs/mnist     # restore, rewrite figures/
+  python main.py --mode=embed --workdir=workdirs/mnist       # test-set codes, codes.npz
 
 From Python the same calls are `exon_jax.run(config, workdir)`, `exon_jax.evaluate(workdir)`
 and `exon_jax.analyze(workdir)` (`exon_jax.workflow`); this file reads the flags, and
@@ -58,8 +59,8 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate", "analyze"],
-    "train (resumes from workdir), evaluate or analyze a checkpoint.",
+    ["train", "evaluate", "analyze", "embed"],
+    "train (resumes from workdir); evaluate, analyze or embed (test-set codes) a checkpoint.",
 )
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of a failure.")
 _DISTRIBUTED = flags.DEFINE_bool(

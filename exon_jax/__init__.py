@@ -53,3 +53,11 @@ def analyze(workdir: str, overrides=None, dataset=None, progress: bool = True):
     from exon_jax.workflow import analyze as _analyze
 
     return _analyze(workdir, overrides, dataset, progress)
+
+
+def embed(workdir: str, overrides=None, dataset=None, progress: bool = True):
+    """`main.py --mode=embed`: the test set's codes in <workdir>/codes.npz (see
+    `exon_jax.workflow.embed`)."""
+    from exon_jax.workflow import embed as _embed
+
+    return _embed(workdir, overrides, dataset, progress)

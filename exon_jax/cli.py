@@ -25,7 +25,7 @@ class Command:
     """One `main.py` invocation, its flags read.
 
     Attributes:
-      mode: 'train', 'evaluate' or 'analyze'.
+      mode: 'train', 'evaluate', 'analyze' or 'embed'.
       workdir: the run's directory.
       config: --config's config (the default file's when --config was not given).
       config_given: whether --config was given.
@@ -113,12 +113,14 @@ def run(command: Command) -> None:
         return
     if command.config_given:
         print(
-            "note: --mode=evaluate/analyze use the config stored with the run; --config= "
+            "note: --mode=evaluate/analyze/embed use the config stored with the run; --config= "
             "is ignored (give --config.<field>=... to change run options)",
             file=sys.stderr,
         )
     if command.mode == "evaluate":
         workflow.evaluate(command.workdir, command.overrides)
+    elif command.mode == "embed":
+        workflow.embed(command.workdir, command.overrides)
     else:
         workflow.analyze(command.workdir, command.overrides)
 

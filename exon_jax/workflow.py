@@ -4,6 +4,7 @@
   trained = exon_jax.run(config, "workdirs/mnist")        # train (resumes), results, figures
   exon_jax.evaluate("workdirs/mnist")                     # restore, rewrite results.json
   exon_jax.analyze("workdirs/mnist")                      # restore, rewrite figures/
+  exon_jax.embed("workdirs/mnist")                        # the test set's codes, codes.npz
 
 `train` owns every phase of a training run: setup, training (`training.run`), results,
 figures (unless `config.analysis.figures` is off) and <workdir>/timings.json.
@@ -96,6 +97,39 @@ def analyze(
     paths = saved_run.analyze(workdir, overrides, dataset)
     if progress:
         print(f"figures written to {os.path.join(workdir, 'figures')}")
+    return paths
+
+
+def embed(
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
+    dataset: data_lib.ImageDataset | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Writes the codes of the run's test set (`api.Run.embed`) to <workdir>/codes.npz, one
+    file a model for a grid (codes_<point name>.npz): codes [N, d], probs [N, K],
+    predicted [N], labels [N], class_names [K]. Returns the paths (process 0 writes).
+
+    The test set is the run's own (its stored config, `overrides` such as data.max_test
+    applied, checked against the recorded data hash); `dataset` as in `evaluate`.
+    """
+    import jax
+
+    from exon_jax import api, configuration, saved_run
+
+    exp, _, _ = saved_run.restore_run(workdir, overrides, dataset)
+    if jax.process_index() != 0:
+        return []
+    test = exp.dataset.test
+    points = exp.spec.points
+    paths = []
+    for point in points:
+        name = configuration.point_name(point) if len(points) > 1 else None
+        path = os.path.join(workdir, f"codes_{name}.npz" if name else "codes.npz")
+        api.load_run(workdir, point=name).embed(test.images, path=path, labels=test.labels)
+        paths.append(path)
+        if progress:
+            print(f"codes of {len(test.labels)} test images in {path}")
     return paths
 
 

@@ -655,3 +655,24 @@ def test_restore_of_a_record_without_split_sizes(workdir, tmp_path):
     again = saved_run.restore(workdir, read_only=True)
     for a, b in zip(jax.tree.leaves(restored.states.params), jax.tree.leaves(again.states.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_embed_mode_writes_the_test_sets_codes(workdir, dataset, run):
+    """`exon_jax.embed` (`main.py --mode=embed`): the run's test set, each image's code the
+    posterior mean of its most probable component, and its predictions the ones whose error
+    evaluation wrote to results.json."""
+    (path,) = exon_jax.embed(workdir, dataset=dataset, progress=False)
+    assert path == os.path.join(workdir, "codes.npz")
+    with np.load(path) as stored:
+        codes, probs, labels = stored["codes"], stored["probs"], stored["labels"]
+        predicted, names = stored["predicted"], stored["class_names"]
+    test = dataset.test
+    np.testing.assert_array_equal(labels, test.labels)
+    assert tuple(names) == NAMES and codes.shape == (len(test.labels), D)
+    enc_probs, enc_means, _ = run.encode(test.images)
+    np.testing.assert_allclose(probs, enc_probs, rtol=1e-6)
+    np.testing.assert_array_equal(predicted, np.argmax(enc_probs, axis=-1))
+    np.testing.assert_allclose(codes, enc_means[np.arange(len(labels)), predicted], rtol=1e-6)
+    with open(os.path.join(workdir, "results.json")) as f:
+        error = json.load(f)["models"][0]["classification_error"]
+    assert math.isclose(float(np.mean(predicted != labels)), error, abs_tol=1e-6)
