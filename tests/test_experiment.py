@@ -158,6 +158,7 @@ def test_diverged_parameters_are_never_checkpointed(small_mnist, tmp_path):
         ("prior.layout", "spiral", "prior.layout"),
         ("data.source", "ftp", "data.source"),
         ("model.latent_dim", 3, "model.latent_dim"),
+        ("prior.variance", 1e-30, r"prior.variance: must be >= 1e-06, got 1e-30"),
     ],
 )
 def test_invalid_config_names_the_field(field, value, message):
