@@ -51,6 +51,7 @@ def start_pair(workdir, extra=((), ()), args=None):
     ]
 
 
+@pytest.mark.slow  # two processes (multi-process infrastructure)
 def test_a_process_with_another_config_stops_every_process(tmp_path):
     workdir = tmp_path / "run"
     processes = start_pair(workdir, ((), ("--config.loss.lambda1=10",)))
@@ -66,6 +67,7 @@ def test_a_process_with_another_config_stops_every_process(tmp_path):
     assert not os.path.exists(workdir / "checkpoints")  # refused before anything was written
 
 
+@pytest.mark.slow  # two processes (multi-process infrastructure)
 def test_a_process_with_other_data_stops_every_process(tmp_path):
     """Process 1 reads a permuted copy of process 0's data set (its own data.dir)."""
     import numpy as np

@@ -291,6 +291,7 @@ def run_script(script, *args, prefix=()):
     )
 
 
+@pytest.mark.slow  # a second process (checkpoint-write infrastructure)
 def test_native_write_failure_is_one_line_in_a_real_process(tmp_path):
     """tensorstore's own write fails (file size limit, EFBIG): one line, nothing on stderr."""
     script = _SAVE_TOO_BIG.format(root=ROOT, fsize_limit=100_000)
@@ -313,6 +314,7 @@ def _can_mount_tmpfs():
     return probe.returncode == 0
 
 
+@pytest.mark.slow  # a second process in its own mount namespace (infrastructure)
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespaces to mount a tmpfs in")
 def test_full_disk_is_one_line_in_a_real_process(tmp_path):
     """A 300 kB tmpfs (in a private mount namespace) fills during the second save."""

@@ -37,6 +37,7 @@ def test_stopwatch_sums_each_phase_on_a_fake_clock(monkeypatch, tmp_path):
     assert record == {"phases": {"compile": 1.5, "train": 2.25}, "total": 5.0, "other": 1.25}
 
 
+@pytest.mark.slow  # a second process (timing infrastructure)
 def test_process_age_counts_from_the_process_start():
     code = (
         "import time; time.sleep(0.6); from exon_jax.ops import timing; "

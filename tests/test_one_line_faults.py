@@ -11,6 +11,7 @@ from tests.test_cli import assert_one_line, run_main
 TINY = ["--config=configs/mnist.py:tiny", "--config.analysis.figures=False"]
 
 
+@pytest.mark.slow  # a main.py run that trains; in process: test_experiment.py
 def test_exploding_parameters_are_never_a_good_checkpoint(tmp_path):
     """lr = 1e30: the loss stays finite for an epoch while |params| reach ~1e30 (evaluated,
     KL is NaN). That state must not be saved as the "last good" checkpoint."""
@@ -48,6 +49,7 @@ def test_typo_beside_a_valid_override_keeps_the_hint(tmp_path):
         ("activation_threshold=-1.0", "config.analysis.activation_threshold: must be a finite"),
     ],
 )
+@pytest.mark.slow  # four main.py starts
 def test_analysis_fields_are_checked_before_the_workdir_is_written(tmp_path, override, expected):
     rc, err = run_main(*TINY, f"--workdir={tmp_path / 'w'}", f"--config.analysis.{override}")
     assert_one_line(rc, err, expected)
@@ -60,11 +62,13 @@ def test_distributed_outside_a_cluster_is_one_line(tmp_path):
     assert "no cluster detected" in err
 
 
+@pytest.mark.slow  # a main.py start; the default suite keeps --distributed
 def test_num_processes_alone_is_one_line(tmp_path):
     rc, err = run_main(*TINY, f"--workdir={tmp_path / 'w'}", "--num_processes=2")
     assert_one_line(rc, err, "--num_processes=2 needs --coordinator_address and --process_id too")
 
 
+@pytest.mark.slow  # a main.py start
 def test_a_workdir_that_is_a_file_is_named(tmp_path):
     path = tmp_path / "file"
     path.write_text("not a run")
@@ -72,6 +76,7 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
     assert_one_line(rc, err, f"--workdir={path} is a file, not a directory")
 
 
+@pytest.mark.slow  # a main.py start; test_cli.py evaluates an empty workdir
 def test_evaluate_leaves_a_foreign_directory_alone(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     rc, err = run_main("--mode=evaluate", f"--workdir={tmp_path}")
@@ -79,6 +84,7 @@ def test_evaluate_leaves_a_foreign_directory_alone(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # no error.log
 
 
+@pytest.mark.slow  # two main.py starts; the refusal in process: test_priors.py
 def test_prior_variance_too_small_names_the_prior(tmp_path):
     rc, err = run_main(*TINY, f"--workdir={tmp_path / 'w'}", "--config.prior.variance=1e-30")
     assert_one_line(rc, err, "config.prior.variance: must be >= 1e-06, got 1e-30")
@@ -95,6 +101,7 @@ def test_prior_variance_too_small_names_the_prior(tmp_path):
     assert f"config.prior.file ({prior})" in err or str(prior) in err, err
 
 
+@pytest.mark.slow  # a main.py start
 def test_tfds_without_network_fails_fast(tmp_path):
     import subprocess
     import sys

@@ -45,6 +45,7 @@ def signal_after_first_epoch(proc, workdir, signals=(signal.SIGTERM,), gap=0.0):
     return test_faults.finish(proc)
 
 
+@pytest.mark.slow  # three main.py runs; in process: the two tests below
 def test_sigterm_saves_says_how_to_resume_and_resumes_bit_identical(tmp_path):
     reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
     ref = start(reference, open(tmp_path / "reference.log", "w"), "xla-preempt-ref")
@@ -74,6 +75,7 @@ def test_sigterm_saves_says_how_to_resume_and_resumes_bit_identical(tmp_path):
     assert_same_run(reference, stopped)
 
 
+@pytest.mark.slow  # a main.py run (signal infrastructure)
 def test_second_signal_exits_at_once(tmp_path):
     workdir = str(tmp_path / "run")
     proc = start(workdir, open(tmp_path / "run.log", "w"), "xla-preempt")

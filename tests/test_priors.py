@@ -230,3 +230,13 @@ def test_sample_prior_moments():
         se = np.sqrt(v[k] / len(zk))
         assert np.all(np.abs(zk.mean(0) - m[k]) < 5 * se)
         np.testing.assert_allclose(zk.var(0), v[k], rtol=5 * np.sqrt(2.0 / len(zk)))
+
+
+def test_variances_below_the_floor_are_refused_naming_where():
+    """A variance under MIN_VARIANCE (1e-6) is refused with `where` and the smallest value;
+    exactly 1e-6 is accepted (the CLI's one line for both: tests/test_one_line_faults.py)."""
+    means = [[8.0 * k, 0.0] for k in range(10)]
+    with pytest.raises(priors.PriorError, match=r"my\.json: variances must be >= 1e-06, got 1e-30"):
+        priors.check_prior_arrays(means, 1e-30, where="my.json")
+    _, variances, _ = priors.check_prior_arrays(means, 1e-6)
+    assert variances.min() == 1e-6

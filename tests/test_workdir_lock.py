@@ -38,6 +38,7 @@ def start_holder(workdir):
     return proc
 
 
+@pytest.mark.slow  # a second process (lock infrastructure)
 def test_second_process_is_refused_with_pid_and_host(tmp_path):
     proc = start_holder(tmp_path)
     try:
@@ -59,6 +60,7 @@ def test_second_process_is_refused_with_pid_and_host(tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow  # kill -9 of a second process (lock infrastructure)
 def test_sigkilled_holder_leaves_an_acquirable_lock(tmp_path):
     proc = start_holder(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
@@ -90,6 +92,7 @@ def test_lock_released_when_the_body_raises(tmp_path):
         pass
 
 
+@pytest.mark.slow  # a child process (lock infrastructure)
 def test_subprocess_children_do_not_inherit_the_lock(tmp_path):
     with WorkdirLock(str(tmp_path)):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
