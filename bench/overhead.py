@@ -147,10 +147,11 @@ def load_run_to_encode(workdir: str, cache: str) -> dict:
 FIGURES = r"""
 import dataclasses, json, sys, tempfile, time
 from exon_jax import experiment, figures, plots, saved_run
+from exon_jax.ops import figure_workers
 exp, states, _ = saved_run.restore_run(sys.argv[1])
 evaluated = experiment.evaluate_states(exp, states)
 out = {"num_models": exp.num_models, "test_points": int(evaluated["codes"].shape[1])}
-with plots.FigurePool(exp.analysis.figure_workers) as pool:
+with figure_workers.FigurePool(exp.analysis.figure_workers) as pool:
     pool.draw([])  # the pool's workers start and warm up before the clock, as in main.py
     time.sleep(5)
     for pdf in (True, False, True, False):

@@ -3,7 +3,7 @@
 `write_run_figures` is called by `--mode=analyze`, at the end of `main.py`'s training
 (on the trained states, still in memory) and by the `experiments/` scripts: figures never
 retrain anything. Each figure's arrays are computed here (JAX), then every figure is
-drawn from host arrays by `plots.save_all`, in parallel processes.
+drawn from host arrays by `figure_workers.save_all`, in parallel processes.
 
 One implementation per job, shared with `experiments/`:
 - `ModelFunctions`: the encode / decode / classify of a restored run (encode is the
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from exon_jax import analysis, backend, configuration, metrics, plots, priors, train
+from exon_jax.ops import figure_workers
 from exon_jax import batching
 
 MAX_PER_MODEL_FIGURES = 8  # larger grids get the panel figures only
@@ -297,8 +298,8 @@ def model_figure_jobs(
     prior: priors.MixturePrior,
     directory: str,
     arrays: dict[str, Any] | None = None,
-) -> list[plots.FigureJob]:
-    """The per-model figures of model `index`, computed here and drawn later (`plots.save_all`).
+) -> list[figure_workers.FigureJob]:
+    """The per-model figures of model `index`, computed here and drawn later (`figure_workers.save_all`).
 
     2-D latents: prior samples (Figure 2), test posterior with the designed centres,
     decoded manifold, label map and the three-panel Figure 3 (on `figure_grid_extent`), and
@@ -322,7 +323,9 @@ def model_figure_jobs(
     jobs = []
 
     def job(name, draw, *args, **kwargs):
-        jobs.append(plots.FigureJob(draw, os.path.join(directory, name), args, kwargs, cfg.pdf))
+        jobs.append(
+            figure_workers.FigureJob(draw, os.path.join(directory, name), args, kwargs, cfg.pdf)
+        )
 
     if prior.latent_dim == 2:
         extent = figure_grid_extent(cfg.grid_extent, prior, names)
@@ -501,10 +504,10 @@ def grid_figure_jobs(
     directory: str,
     fns: ModelFunctions,
     scatter: Sequence[np.ndarray] | None = None,
-) -> list[plots.FigureJob]:
+) -> list[figure_workers.FigureJob]:
     """Grid figures: the Figure 4 posterior panel (2-D latents, each panel with its own
     designed centres), Figure 8 heat maps over `heatmap_fields` and the Figure 9 strips
-    (distance sweeps); computed here, drawn by `plots.save_all`.
+    (distance sweeps); computed here, drawn by `figure_workers.save_all`.
 
     Args:
       scatter: the scatter codes of the first models, already computed
@@ -527,7 +530,7 @@ def grid_figure_jobs(
             for i, p in enumerate(exp.points)
         ]
         jobs.append(
-            plots.FigureJob(
+            figure_workers.FigureJob(
                 "posterior_panel",
                 os.path.join(directory, "posterior_panel.png"),
                 (panels, panels[0][3], names),
@@ -542,7 +545,7 @@ def grid_figure_jobs(
         )
         for metric, title in HEATMAP_METRICS:
             jobs.append(
-                plots.FigureJob(
+                figure_workers.FigureJob(
                     "heatmap",
                     os.path.join(directory, f"heatmap_{metric}.png"),
                     (mean[metric], rows, cols),
@@ -553,7 +556,7 @@ def grid_figure_jobs(
     if any("distance" in p for p in exp.points):
         rows, titles = predesign_strips(exp, fns, states)
         jobs.append(
-            plots.FigureJob(
+            figure_workers.FigureJob(
                 "interpolation_strips",
                 os.path.join(directory, "predesign_interpolation.png"),
                 (rows, titles),
@@ -571,10 +574,10 @@ def write_grid_figures(
     directory: str,
     fns: ModelFunctions | None = None,
     workers: int = 0,
-    pool: plots.FigurePool | None = None,
+    pool: figure_workers.FigurePool | None = None,
 ) -> list[str]:
     """Draws `grid_figure_jobs`; returns the PNG paths (PDFs beside them)."""
-    return plots.save_all(
+    return figure_workers.save_all(
         grid_figure_jobs(exp, states, evaluated, directory, fns or ModelFunctions(exp.model)),
         workers,
         pool,
@@ -591,13 +594,13 @@ def write_run_figures(
     evaluated: dict[str, np.ndarray],
     directory: str,
     workers: int = 0,
-    pool: plots.FigurePool | None = None,
+    pool: figure_workers.FigurePool | None = None,
 ) -> list[str]:
     """All figures of a run (G models): per-model figures, plus grid figures when G > 1.
 
     The arrays are computed first (JAX, this process), then the figures drawn in `workers`
-    processes (`plots.save_all`; 0 = one per CPU core, at most 8), or by `pool`, a
-    `plots.FigurePool` started earlier. Then what the previous write left and this one did
+    processes (`figure_workers.save_all`; 0 = one per CPU core, at most 8), or by `pool`, a
+    `figure_workers.FigurePool` started earlier. Then what the previous write left and this one did
     not write is removed (`replace_written`). Returns the PNG paths.
     """
     fns = ModelFunctions(exp.model)
@@ -634,7 +637,7 @@ def write_run_figures(
     if exp.num_models > 1:
         panel_codes = None if batched is None else list(batched["shown"])
         jobs += grid_figure_jobs(exp, states, evaluated, directory, fns, panel_codes)
-    written = plots.save_all(jobs, workers, pool)
+    written = figure_workers.save_all(jobs, workers, pool)
     earlier = EARLIER_FIGURES[2 if exp.analysis.latent_dim == 2 else 0] + EARLIER_GRID_FIGURES
     replace_written(directory, [f for j in jobs for f in job_files(j)], earlier)
     return written
@@ -656,7 +659,7 @@ EARLIER_GRID_FIGURES = (
 )
 
 
-def job_files(job: plots.FigureJob) -> list[str]:
+def job_files(job: figure_workers.FigureJob) -> list[str]:
     """The files a job writes: its PNG, and the PDF beside it when the job asks for one."""
     return [job.path, plots.pdf_path(job.path)] if job.pdf else [job.path]
 

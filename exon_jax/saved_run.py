@@ -19,7 +19,7 @@ from exon_jax.ops import checkpoints, run_record
 from exon_jax import data as data_lib
 
 if TYPE_CHECKING:  # drawing (Matplotlib) is imported only when figures are drawn
-    from exon_jax import plots
+    from exon_jax.ops import figure_workers
 
 
 _PER_HOST_FIELDS = ("data.dir", "data.path", "prior.file")  # paths; their contents compared
@@ -274,14 +274,14 @@ def write_figures(
     states,
     evaluated: dict[str, Any],
     workdir: str,
-    pool: plots.FigurePool | None = None,
+    pool: figure_workers.FigurePool | None = None,
 ) -> list[str]:
     """The run's figures into workdir/figures, drawn by process 0; returns the PNG paths.
 
     Args:
       states: the G states (on device, possibly sharded over processes).
       evaluated: the evaluation of `states` on the host (`experiment.evaluate_states`).
-      pool: drawing processes started earlier (`plots.FigurePool`); None starts
+      pool: drawing processes started earlier (`figure_workers.FigurePool`); None starts
         `config.analysis.figure_workers` of them now.
     """
     from exon_jax import figures

@@ -156,6 +156,6 @@ def _figure_pool(config: ml_collections.ConfigDict):
 
     if jax.process_index() != 0:
         return None
-    from exon_jax import plots
+    from exon_jax.ops import figure_workers
 
-    return plots.FigurePool(config.analysis.get("figure_workers", 0))
+    return figure_workers.FigurePool(config.analysis.get("figure_workers", 0))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from exon_jax import analysis, configuration, evaluation, figures, plots, priors
+from exon_jax.ops import figure_workers
 
 NAMES = ("zero", "one", "two", "three")
 
@@ -427,7 +428,7 @@ def test_analyze_replaces_what_it_wrote_before(run_wide, tmp_path, monkeypatch):
     """PDFs of a first write are gone after a write with pdf off; files the figures did not
     write (curves.png) stay; a directory written by the earlier code (no record) loses its
     stale PDFs too."""
-    monkeypatch.setattr(plots, "draw_job", _fake_draw)
+    monkeypatch.setattr(figure_workers, "draw_job", _fake_draw)
     exp, states, evaluated = run_wide
     directory = tmp_path / "figures"
     first = figures.write_run_figures(exp, states, evaluated, str(directory), workers=1)

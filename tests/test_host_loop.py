@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from exon_jax import parallel, plots
+from exon_jax.ops import figure_workers
 from exon_jax.ops import timing
 from exon_jax.ops.writers import MetricWriter
 from tests.test_run_record import _read_events
@@ -72,13 +73,13 @@ def test_compile_ahead_is_the_jitted_function_compiled_once():
 def _jobs(directory):
     rng = np.random.default_rng(0)
     return [
-        plots.FigureJob(
+        figure_workers.FigureJob(
             "heatmap",
             os.path.join(directory, "heat.png"),
             (rng.random((2, 3)), [1, 2], [0.1, 0.5, 1.0]),
             dict(title="t", ylabel="a", xlabel="b"),
         ),
-        plots.FigureJob(
+        figure_workers.FigureJob(
             "image_grid",
             os.path.join(directory, "grid.png"),
             (rng.random((4, 8, 8, 1)), 2, 2),
@@ -89,8 +90,8 @@ def _jobs(directory):
 
 @pytest.mark.slow  # figure workers (infrastructure)
 def test_figures_drawn_in_worker_processes_equal_those_drawn_here(tmp_path):
-    here = plots.save_all(_jobs(str(tmp_path / "here")), workers=1)
-    there = plots.save_all(_jobs(str(tmp_path / "there")), workers=2)
+    here = figure_workers.save_all(_jobs(str(tmp_path / "here")), workers=1)
+    there = figure_workers.save_all(_jobs(str(tmp_path / "there")), workers=2)
     assert [os.path.basename(p) for p in here] == ["heat.png", "grid.png"]
     for a, b in zip(here, there):
         assert open(a, "rb").read() == open(b, "rb").read()
@@ -100,10 +101,10 @@ def test_figures_drawn_in_worker_processes_equal_those_drawn_here(tmp_path):
 @pytest.mark.slow  # figure workers (infrastructure)
 def test_figure_pool_starts_its_workers_ahead_and_draws_in_job_order(tmp_path):
     before = set(multiprocessing.active_children())
-    with plots.FigurePool(2) as pool:
+    with figure_workers.FigurePool(2) as pool:
         started = set(multiprocessing.active_children()) - before
         assert len(started) == 2  # running before any figure is asked for
-        here = plots.save_all(_jobs(str(tmp_path / "here")), workers=1)
+        here = figure_workers.save_all(_jobs(str(tmp_path / "here")), workers=1)
         for round_ in ("first", "second"):  # the same warm workers draw both batches
             # the big image grid is drawn first, yet the paths come back in job order
             there = pool.draw(_jobs(str(tmp_path / round_)))

@@ -1,4 +1,6 @@
-"""The operations wing: what keeps a run alive and accounted for, apart from the
-research code (checkpoints and their integrity, the workdir lock, the host allocator,
-phase timing, preemption).
+"""The operations wing, apart from the research code: what keeps a run alive and accounted
+for. `checkpoints` (Orbax, checksums, fall-back to the newest good one), `run_record`
+(config, data hash, code identity), `workdir_lock`, `preemption` (stop signals), `timing`
+(phases), `writers` (metrics.jsonl, TensorBoard), `figure_workers` (Matplotlib processes),
+`host_allocator` (glibc malloc settings for XLA:CPU).
 """
