@@ -382,9 +382,14 @@ def _check_prior_fits_the_model(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def check_classes(config: ml_collections.ConfigDict, num_classes: int) -> None:
-    """The checks that need the data's K: interpolation labels in range, two_component
-    with two classes. Raises ConfigError naming the field."""
+def check_classes(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    class_names: tuple[str, ...] | None = None,
+) -> None:
+    """The checks that need the data's K (and class names, when given): interpolation
+    labels in range and names of this data set, two_component with two classes. Raises
+    ConfigError naming the field."""
     pairs = config.analysis.get("interpolations", ())
     bad = [c for p in pairs for c in p if _is_int(c) and c >= num_classes]
     _require(
@@ -392,6 +397,14 @@ def check_classes(config: ml_collections.ConfigDict, num_classes: int) -> None:
         "analysis.interpolations",
         f"label {bad[0] if bad else ''} is out of range: the data has {num_classes} classes",
     )
+    if class_names is not None:
+        unknown = [c for p in pairs for c in p if isinstance(c, str) and c not in class_names]
+        _require(
+            not unknown,
+            "analysis.interpolations",
+            f"no class {unknown[0] if unknown else ''!r} in this data set "
+            f"(its classes: {', '.join(class_names)})",
+        )
     if config.prior.layout == "two_component":
         _require(
             num_classes == 2,
@@ -888,7 +901,7 @@ def resolve(
     Raises:
       ConfigError: naming the field when the config does not fit the data.
     """
-    check_classes(config, dataset.num_classes)
+    check_classes(config, dataset.num_classes, dataset.class_names)
     method = methods.method_of(config)
     network = method.network_kind(config)
     settings = build_settings(config, dataset.num_unlabelled, dataset.num_labelled)

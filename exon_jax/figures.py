@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from exon_jax import analysis, backend, configuration, metrics, plots, priors, train
+from exon_jax import analysis, configuration, metrics, plots, priors, train
 from exon_jax.ops import figure_workers
 from exon_jax import batching
 
@@ -180,16 +180,14 @@ PRIOR_SAMPLES = 5000  # points of the prior-samples figure
 
 def _predesign(exp) -> bool:
     """Two classes and no `analysis.interpolations`: the strip is the pre-design path."""
-    return len(exp.dataset.class_names) == 2 and not tuple(
-        exp.config.analysis.get("interpolations", ())
-    )
+    return len(exp.dataset.class_names) == 2 and not tuple(exp.analysis.interpolations)
 
 
 def strip_titles_of(exp, names: Sequence[str]) -> list[str]:
     """Titles of the interpolation strips of a model's figures (`model_figure_arrays`)."""
     if exp.analysis.latent_dim == 2 and _predesign(exp):
         return ["pre-design path (-10, 0) -> (10, 0)"]
-    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    pairs = interpolation_pairs(exp.analysis.interpolations, names)
     return [f"centre of {names[a]} -> {names[b]}" for a, b in pairs]
 
 
@@ -226,7 +224,7 @@ def model_figure_arrays(
     cfg = exp.analysis
     count = len(extents)
     names = exp.dataset.class_names
-    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    pairs = interpolation_pairs(exp.analysis.interpolations, names)
     predesign = _predesign(exp)
     num_codes = np.asarray(codes).shape[1]
     images = exp.dataset.test.images[:num_codes]
@@ -362,7 +360,7 @@ def model_figure_jobs(
         job("interpolation.png", "interpolation_strips", strips, strip_titles)
         return jobs
 
-    pairs = interpolation_pairs(exp.config.analysis.get("interpolations", ()), names)
+    pairs = interpolation_pairs(exp.analysis.interpolations, names)
     shown = scatter_codes(exp, fns, state, index, codes)
     z, y = priors.sample_prior(jax.random.key(exp.analysis.seed), prior, PRIOR_SAMPLES)
     z, y = np.asarray(z), np.asarray(y)
@@ -584,10 +582,6 @@ def write_grid_figures(
     )
 
 
-def _model_axis(exp) -> str:
-    return backend.model_axis(exp.config.train.model_axis, exp.method.network_kind(exp.config))
-
-
 def write_run_figures(
     exp,
     states,
@@ -615,7 +609,7 @@ def write_run_figures(
         with warnings.catch_warnings():  # figure_grid_extent warns again per model below
             warnings.simplefilter("ignore")
             batched = model_figure_arrays(
-                exp, fns, states, evaluated["codes"], extents, _model_axis(exp)
+                exp, fns, states, evaluated["codes"], extents, exp.spec.options.model_axis
             )
     jobs = []
     for i, point in enumerate(shown):

@@ -109,3 +109,16 @@ def test_revision_check_comes_from_its_method():
     config.model.beta_mode = "learned"
     with pytest.raises(configuration.ConfigError, match="config.model.beta_mode: the revision"):
         configuration.validate_config(config)
+
+
+def test_interpolation_class_names_are_checked_when_resolving(synthetic):
+    """A class name the data set does not have is one ConfigError at resolve time (before
+    anything trains), not a failure when the figures are drawn after training."""
+    config = _config()
+    config.analysis.interpolations = (("3", "seven"),)  # synthetic classes are "0".."9"
+    with pytest.raises(configuration.ConfigError, match=r"analysis\.interpolations.*'seven'"):
+        experiment.build_experiment(config, synthetic)
+    config.analysis.interpolations = (("3", "7"),)
+    assert experiment.build_experiment(config, synthetic).spec.analysis.interpolations == (
+        ("3", "7"),
+    )
