@@ -15,14 +15,14 @@ rate measured in the same run; the 200-epoch projection on this CPU (200 x 313 x
 FLOP count alone, on one modern GPU at an assumed sustained rate (stated in the JSON,
 with the arithmetic). --quick: float32 only and fewer repeats; full: float32 and bfloat16.
 
-  python bench/cifar_step.py [--quick] [--repeats N]
+  python -m bench.cifar_step [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import time
 
-import common
+from bench import common
 
 import jax
 

@@ -1,8 +1,8 @@
 """Shared helpers of the benchmark scripts in bench/.
 
 Every script:
-  * runs as `python bench/<name>.py [--quick] [--repeats N]` from the repository root
-    (or anywhere: the repository root is put on sys.path here);
+  * runs as `python -m bench.<name> [--quick] [--repeats N]` from the repository root
+    (bench is a package there; it imports `from bench import common`);
   * warms up before timing and calls `jax.block_until_ready` around every timed call;
   * writes one JSON file, bench/results/<machine id>/<name>.json, with the machine
     description (and its `machine_id`, see `machine_id`), the
@@ -11,7 +11,7 @@ Every script:
   * prints a one-line summary.
 
 `--quick` means fewer repeats (and, where said, smaller problems); it is what
-`bench/run_all.py --quick` passes, and the whole quick suite must finish in under
+`python -m bench.run_all --quick` passes, and the whole quick suite must finish in under
 10 minutes on a 2-core CPU.
 """
 
@@ -31,8 +31,6 @@ from typing import Any, Callable
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 # ------------------------------------------------------------------ allocator
 

@@ -11,18 +11,17 @@ cache helps: --quick runs one child, the full run 3 children and reports
 median/min/max. No persistent compilation cache is configured (see machine.env and
 machine.compilation_cache_dir in the JSON).
 
-  python bench/compile.py [--quick] [--repeats N]
+  python -m bench.compile [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
-import common
+from bench import common
 
 PROGRAMS = ("mnist_epoch", "mnist_step", "cifar_step")
 
@@ -95,7 +94,7 @@ def main():
         samples = []
         for _ in range(runs):
             proc = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--child", program],
+                [sys.executable, "-m", "bench.compile", "--child", program],
                 capture_output=True,
                 text=True,
                 cwd=common.REPO_ROOT,

@@ -18,12 +18,12 @@ XLA's cost analysis counts a while loop's body once (checked here: the compiled 
 FLOPs equal one step's), so the epoch's FLOPs are XLA's FLOPs of one compiled step x
 steps per epoch; both numbers are in the JSON.
 
-  python bench/epoch.py [--quick] [--repeats N]
+  python -m bench.epoch [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
-import common
+from bench import common
 
 import jax
 

@@ -20,7 +20,7 @@ evaluation / training, and the paper run's projected evaluation share (20 evalua
 over 200 epochs: 20 x evaluate / (200 x train per epoch), from own_prior); figures
 seconds per model.
 
-  python bench/overhead.py [--quick] [--label before|after]
+  python -m bench.overhead [--quick] [--label before|after]
 
 --quick skips the warm repeats of load_run's cold run (it still runs every case once:
 the cases are the benchmark). The JSON is bench/results/<machine>/overhead.json; with
@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-import common
+from bench import common
 
 PHASES = ("startup", "setup", "compile", "train", "evaluate", "logging", "checkpoints", "figures")
 DATA = ["--config.data.source=files", f"--config.data.dir={os.path.join(common.REPO_ROOT, 'data')}"]

@@ -6,13 +6,13 @@ alone, and every dense layer's three products (forward x.W, input gradient g.W^T
 weight gradient x^T.g) at the step's batch size, each as its own jitted matmul with its
 achieved GFLOP/s. Writes bench/results/profile_step.json.
 
-  python bench/profile_step.py [--quick]
+  python -m bench.profile_step [--quick]
 """
 
 import jax
 import jax.numpy as jnp
 
-import common
+from bench import common
 from exon_jax import experiment, sampling, train
 
 

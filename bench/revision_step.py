@@ -14,7 +14,7 @@ Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this mac
 before and after the rounds (the higher kept), and where our step's time goes: the
 augmentation, the pseudo-label pass and the classifier forward+backward alone.
 
-  TFREF=<venv> EXON_OFFICIAL=<clone> python bench/revision_step.py [--quick] [--dataset cifar10]
+  TFREF=<venv> EXON_OFFICIAL=<clone> python -m bench.revision_step [--quick] [--dataset cifar10]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import time
 
-import common
+from bench import common
 
 import jax
 import jax.numpy as jnp

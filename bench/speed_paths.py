@@ -20,8 +20,8 @@ The process applies the glibc allocator settings main.py applies (`exon_jax.ops.
 via `common.tune_allocator`; see `allocator` in the JSON): without them every per-call step
 page-faults its fresh XLA buffers.
 
-  TFREF=<venv> python bench/speed_paths.py [--quick] [--repeats ROUNDS] [--variants a,b]
-  python bench/speed_paths.py --tf-python <venv>/bin/python [--refbench tf_keras_step.py]
+  TFREF=<venv> python -m bench.speed_paths [--quick] [--repeats ROUNDS] [--variants a,b]
+  python -m bench.speed_paths --tf-python <venv>/bin/python [--refbench tf_keras_step.py]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-import common
+from bench import common
 
 common.tune_allocator()
 

@@ -21,14 +21,14 @@ step can go below.
 --quick: G = 1, 4, 16 and 8-step epochs (data.max_unlabelled = 16 000) instead of the
 full 28-step epoch; full: G = 1, 4, 16, 64, full epochs.
 
-  python bench/sweep.py [--quick] [--repeats N] [--groups 1,4,16,64]
+  python -m bench.sweep [--quick] [--repeats N] [--groups 1,4,16,64]
 """
 
 from __future__ import annotations
 
 import time
 
-import common
+from bench import common
 
 import jax
 import jax.numpy as jnp

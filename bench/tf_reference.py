@@ -16,15 +16,15 @@ Ratios are speed ratios: exon_jax steps/s / TF steps/s (> 1: exon_jax is faster)
 
 Without the TensorFlow interpreter the JSON says "skipped" with the install command.
 
-  TFREF=<venv> python bench/tf_reference.py [--quick] [--repeats N]
-  python bench/tf_reference.py --tf-python <venv>/bin/python [--refbench <tf_keras_step.py>]
+  TFREF=<venv> python -m bench.tf_reference [--quick] [--repeats N]
+  python -m bench.tf_reference --tf-python <venv>/bin/python [--refbench <tf_keras_step.py>]
 """
 
 from __future__ import annotations
 
 import statistics
 
-import common
+from bench import common
 
 import jax
 

@@ -7,12 +7,12 @@ compute (bf16 matmul operands, float32 accumulation, float32 parameters/optimise
 median step time, examples/s, XLA's FLOPs of the compiled step, achieved FLOP/s and
 its fraction of this machine's 2048^3 matmul rate measured in the same run.
 
-  python bench/train_step.py [--quick] [--repeats N]
+  python -m bench.train_step [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
-import common
+from bench import common
 
 import jax
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import types
 
 import jax
@@ -184,10 +183,8 @@ def test_train_step_gradients_match_stock_layout():
 
 
 @pytest.fixture()
-def bench_modules(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
-    import common
-    import run_all
+def bench_modules():
+    from bench import common, run_all
 
     return common, run_all
 
@@ -284,4 +281,3 @@ def test_tf_reference_found_from_options_environment_or_layout(
             with open(os.path.join(REPO, "bench", name)) as f:
                 source = f.read()
             assert "/tmp/" not in source and "/work/" not in source, name
-    del sys.modules["common"], sys.modules["run_all"]
