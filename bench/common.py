@@ -507,12 +507,13 @@ def single_model(exp):
 
 
 def first_batch(exp, data):
-    """The first batch of epoch 0 (the batch order of `data_key`), gathered on device."""
+    """The first batch of epoch 0 (the batch order of `experiment.epoch_key`), gathered on
+    device."""
     from exon_jax import batching, experiment, train
 
-    s = exp.settings
+    s = exp.spec.settings
     u_order, l_order = batching.epoch_batch_indices(
-        jax.random.fold_in(experiment.data_key(exp.spec.data.seed), 0),
+        experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh),
         s.num_unlabelled,
         s.num_labelled,
         s.batch_unlabelled,

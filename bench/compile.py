@@ -29,7 +29,7 @@ PROGRAMS = ("mnist_epoch", "mnist_step", "cifar_step")
 def child(program: str) -> dict:
     """Measures one program in this (fresh) process."""
     import jax
-    from exon_jax import experiment, train
+    from exon_jax import experiment
 
     t0 = time.perf_counter()
     if program.startswith("mnist"):
@@ -47,12 +47,13 @@ def child(program: str) -> dict:
             experiment.init_states(exp),
             experiment.sharded_hparams(exp),
             data,
-            jax.random.fold_in(experiment.data_key(config.data.seed), 0),
+            experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh),
         )
     else:
         state, hparams = common.single_model(exp)
         fn = jax.jit(
-            train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0
+            exp.spec.train_step,
+            donate_argnums=0,
         )
         args = (state, hparams, common.first_batch(exp, data))
     jax.block_until_ready(args)
@@ -75,7 +76,7 @@ def child(program: str) -> dict:
         "compile_s": compile_s,
         "first_call_s": first_call_s,
         "time_to_first_step_s": lower_s + compile_s + first_call_s,
-        "steps_in_first_call": exp.settings.steps_per_epoch if program == "mnist_epoch" else 1,
+        "steps_in_first_call": exp.spec.settings.steps_per_epoch if program == "mnist_epoch" else 1,
     }
 
 

@@ -52,8 +52,8 @@ def our_step(dataset: str = "mnist", conv_layout: str = "auto"):
     exp = experiment.build_experiment(config, images)
     state, hparams = common.single_model(exp)
     data = experiment.device_data(exp)
-    unlabelled, labelled = exp.settings.batch_indices(
-        jax.random.fold_in(experiment.data_key(config.data.seed), 0)
+    unlabelled, labelled = exp.spec.settings.batch_indices(
+        experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
     )
     batch = jax.jit(train.gather_batch)(data, unlabelled[0], labelled[0])
     step = exp.spec.train_step
@@ -64,7 +64,7 @@ def our_step(dataset: str = "mnist", conv_layout: str = "auto"):
 
 def parts(exp, state, batch, augmentation: str = "mnist"):
     """Jitted pieces of the step for the breakdown: name -> zero-argument call."""
-    model = exp.model
+    model = exp.spec.model
     x = 2.0 * batch[0] - 1.0
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
     key = jax.random.key(0)
