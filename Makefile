@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 bench-quick: setup
-	$(PY) bench/run_all.py --quick
+	$(PY) -m bench.run_all --quick

@@ -8,7 +8,7 @@ activated_subspace_by_class: mean/logvar [5 000, 10, 16] (normal draws, fixed se
 labels [5 000] in 0..9, under jax.jit (per-class masked moments, no loop over classes).
 Times are after compilation (compile time recorded separately), median/min/max.
 
-  python bench/analysis.py [--quick] [--repeats N]
+  python -m bench.analysis [--quick] [--repeats N]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import time
 
-import common
+from bench import common
 
 import jax
 import jax.numpy as jnp

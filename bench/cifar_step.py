@@ -15,14 +15,14 @@ rate measured in the same run; the 200-epoch projection on this CPU (200 x 313 x
 FLOP count alone, on one modern GPU at an assumed sustained rate (stated in the JSON,
 with the arithmetic). --quick: float32 only and fewer repeats; full: float32 and bfloat16.
 
-  python bench/cifar_step.py [--quick] [--repeats N]
+  python -m bench.cifar_step [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import time
 
-import common
+from bench import common
 
 import jax
 
@@ -45,15 +45,14 @@ def stock_step_flops(exp, batch) -> float | None:
     """XLA's FLOPs (lowered only, never run) of the train step with stock convolutions
     (`ConvDecoder(patch_max_size=0)`): XLA counts a plain convolution's taps on real input
     only, not the zeros that patch matmuls multiply, so this is the step's useful arithmetic."""
-    from exon_jax import train
 
-    model = exp.model.clone(decoder=exp.model.decoder.clone(patch_max_size=0))
-    hparams = train.unstack_tree(exp.hparams, 0)
+    model = exp.spec.model.clone(decoder=exp.spec.model.decoder.clone(patch_max_size=0))
+    hparams = train.unstack_tree(exp.spec.hparams, 0)
     create = lambda key: train.create_train_state(
-        key, model, exp.optimizer, hparams, exp.settings, exp.image_shape
+        key, model, exp.spec.optimizer, hparams, exp.spec.settings, exp.spec.image_shape
     )
     state = jax.eval_shape(create, jax.random.key(0))
-    lowered = jax.jit(train.make_train_step(model, exp.optimizer, exp.settings)).lower(
+    lowered = jax.jit(train.make_train_step(model, exp.spec.optimizer, exp.spec.settings)).lower(
         state, hparams, batch
     )
     analysis = lowered.cost_analysis()
@@ -68,7 +67,10 @@ def measure(compute_dtype: str, reps: int, warmup: int, budget_s: float) -> dict
     data = experiment.device_data(exp)
     state, hparams = common.single_model(exp)
     batch = common.first_batch(exp, data)
-    step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0)
+    step = jax.jit(
+        exp.spec.train_step,
+        donate_argnums=0,
+    )
     t0 = time.perf_counter()
     compiled = step.lower(state, hparams, batch).compile()
     compile_s = time.perf_counter() - t0
@@ -93,14 +95,14 @@ def measure(compute_dtype: str, reps: int, warmup: int, budget_s: float) -> dict
         warmup = 0 if first > 2.0 else warmup
     stats = common.timeit(one_step, repeats=reps, warmup=warmup)
     median = stats["median_s"]
-    steps_per_epoch = exp.settings.steps_per_epoch
+    steps_per_epoch = exp.spec.settings.steps_per_epoch
     achieved = flops / median if flops else None
     run_flops = flops * steps_per_epoch * EPOCHS if flops else None
     return {
         "compute_dtype": compute_dtype,
         "config": source,
         "examples_per_step": int(batch[0].shape[0]),
-        "num_unlabelled": exp.settings.num_unlabelled,
+        "num_unlabelled": exp.spec.settings.num_unlabelled,
         "steps_per_epoch": steps_per_epoch,
         "compile_s": compile_s,
         "first_call_s": first,

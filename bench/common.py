@@ -1,8 +1,8 @@
 """Shared helpers of the benchmark scripts in bench/.
 
 Every script:
-  * runs as `python bench/<name>.py [--quick] [--repeats N]` from the repository root
-    (or anywhere: the repository root is put on sys.path here);
+  * runs as `python -m bench.<name> [--quick] [--repeats N]` from the repository root
+    (bench is a package there; it imports `from bench import common`);
   * warms up before timing and calls `jax.block_until_ready` around every timed call;
   * writes one JSON file, bench/results/<machine id>/<name>.json, with the machine
     description (and its `machine_id`, see `machine_id`), the
@@ -11,7 +11,7 @@ Every script:
   * prints a one-line summary.
 
 `--quick` means fewer repeats (and, where said, smaller problems); it is what
-`bench/run_all.py --quick` passes, and the whole quick suite must finish in under
+`python -m bench.run_all --quick` passes, and the whole quick suite must finish in under
 10 minutes on a 2-core CPU.
 """
 
@@ -31,8 +31,6 @@ from typing import Any, Callable
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 # ------------------------------------------------------------------ allocator
 
@@ -509,12 +507,13 @@ def single_model(exp):
 
 
 def first_batch(exp, data):
-    """The first batch of epoch 0 (the batch order of `data_key`), gathered on device."""
+    """The first batch of epoch 0 (the batch order of `experiment.epoch_key`), gathered on
+    device."""
     from exon_jax import batching, experiment, train
 
-    s = exp.settings
+    s = exp.spec.settings
     u_order, l_order = batching.epoch_batch_indices(
-        jax.random.fold_in(experiment.data_key(exp.spec.data.seed), 0),
+        experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh),
         s.num_unlabelled,
         s.num_labelled,
         s.batch_unlabelled,

@@ -11,18 +11,17 @@ cache helps: --quick runs one child, the full run 3 children and reports
 median/min/max. No persistent compilation cache is configured (see machine.env and
 machine.compilation_cache_dir in the JSON).
 
-  python bench/compile.py [--quick] [--repeats N]
+  python -m bench.compile [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
-import common
+from bench import common
 
 PROGRAMS = ("mnist_epoch", "mnist_step", "cifar_step")
 
@@ -30,7 +29,7 @@ PROGRAMS = ("mnist_epoch", "mnist_step", "cifar_step")
 def child(program: str) -> dict:
     """Measures one program in this (fresh) process."""
     import jax
-    from exon_jax import experiment, train
+    from exon_jax import experiment
 
     t0 = time.perf_counter()
     if program.startswith("mnist"):
@@ -48,12 +47,13 @@ def child(program: str) -> dict:
             experiment.init_states(exp),
             experiment.sharded_hparams(exp),
             data,
-            jax.random.fold_in(experiment.data_key(config.data.seed), 0),
+            experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh),
         )
     else:
         state, hparams = common.single_model(exp)
         fn = jax.jit(
-            train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0
+            exp.spec.train_step,
+            donate_argnums=0,
         )
         args = (state, hparams, common.first_batch(exp, data))
     jax.block_until_ready(args)
@@ -76,7 +76,7 @@ def child(program: str) -> dict:
         "compile_s": compile_s,
         "first_call_s": first_call_s,
         "time_to_first_step_s": lower_s + compile_s + first_call_s,
-        "steps_in_first_call": exp.settings.steps_per_epoch if program == "mnist_epoch" else 1,
+        "steps_in_first_call": exp.spec.settings.steps_per_epoch if program == "mnist_epoch" else 1,
     }
 
 
@@ -95,7 +95,7 @@ def main():
         samples = []
         for _ in range(runs):
             proc = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--child", program],
+                [sys.executable, "-m", "bench.compile", "--child", program],
                 capture_output=True,
                 text=True,
                 cwd=common.REPO_ROOT,

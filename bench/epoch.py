@@ -1,8 +1,8 @@
 """One MNIST epoch: the compiled lax.scan against the same steps driven from Python.
 
-Scanned: `experiment.compile_epoch` of a 1-model experiment built from configs/mnist.py
-(55 000 unlabelled / 2 000 = 28 steps, each 2 000 unlabelled + 179 labelled), state
-donated; one call = one epoch.
+Scanned: the epoch `experiment.place` compiles (`compile_epoch`) for a 1-model experiment
+built from configs/mnist.py (55 000 unlabelled / 2 000 = 28 steps, each 2 000 unlabelled +
+179 labelled), state donated; one call = one epoch.
 Python-driven: the same 28 steps, each one call of a jitted (gather_batch + vmapped
 train_step) with the batch indices of the same epoch key, state donated, synchronised
 once at the end of the epoch.
@@ -18,12 +18,12 @@ XLA's cost analysis counts a while loop's body once (checked here: the compiled 
 FLOPs equal one step's), so the epoch's FLOPs are XLA's FLOPs of one compiled step x
 steps per epoch; both numbers are in the JSON.
 
-  python bench/epoch.py [--quick] [--repeats N]
+  python -m bench.epoch [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
-import common
+from bench import common
 
 import jax
 
@@ -36,21 +36,18 @@ EPOCHS = 200
 def measure(compute_dtype: str, reps: int) -> dict:
     config = common.mnist_config(compute_dtype)
     exp = experiment.build_experiment(config, common.mnist_dataset())
-    data = experiment.device_data(exp)
-    hparams = experiment.sharded_hparams(exp)
-    epoch_key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
-    s = exp.settings
+    epoch_key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
+    s = exp.spec.settings
     steps = s.steps_per_epoch
 
-    # --- scanned epoch
-    epoch_fn = experiment.compile_epoch(exp)
-    states0 = experiment.init_states(exp)
-    lowered = epoch_fn.lower(states0, hparams, data, epoch_key)
-    compiled_epoch = lowered.compile()
+    # --- scanned epoch, as main.py places and compiles it
+    placed = experiment.place(exp)
+    data, hparams, states0 = placed.data, placed.hparams, placed.states
+    compiled_epoch = placed.epoch_fn
     epoch_flops_raw = common.xla_flops(compiled_epoch)
 
     # --- Python-driven steps: gather + vmapped step, one jitted call per step
-    step = jax.vmap(train.make_train_step(exp.model, exp.optimizer, s), in_axes=(0, 0, None))
+    step = jax.vmap(exp.spec.train_step, in_axes=(0, 0, None))
 
     def gather_and_step(states, hparams, data, u_idx, l_idx):
         return step(states, hparams, train.gather_batch(data, u_idx, l_idx))

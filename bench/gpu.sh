@@ -63,7 +63,7 @@ step paper_warm python3 main.py --config=configs/mnist.py --workdir=$W/paper_war
   --compilation_cache=$CACHE
 step grid python3 main.py --config=configs/mnist_sweep.py --config.train.epochs=200 \
   --workdir=$W/grid --compilation_cache=$CACHE
-step cifar_step python3 bench/cifar_step.py --quick
+step cifar_step python3 -m bench.cifar_step --quick
 if [ "$REVISION_EPOCHS" -gt 0 ]; then
   step revision python3 main.py --config=configs/mnist100_revision.py \
     --config.train.epochs="$REVISION_EPOCHS" --workdir=$W/revision --compilation_cache=$CACHE

@@ -36,6 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @contextlib.contextmanager
 def _their_modules(folder: str):
     """Their mnist/ folder importable, `preprocess` stubbed, os.chdir a no-op."""
+    # Their code imports its siblings by bare name from their clone (not exon_jax's path,
+    # in another venv), so that folder goes on sys.path; nothing of theirs is edited.
     sys.path.insert(0, folder)
     sys.modules["preprocess"] = types.SimpleNamespace(fetch_dataset=None)  # type: ignore
     chdir, os.chdir = os.chdir, lambda path: None

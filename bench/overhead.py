@@ -20,7 +20,7 @@ evaluation / training, and the paper run's projected evaluation share (20 evalua
 over 200 epochs: 20 x evaluate / (200 x train per epoch), from own_prior); figures
 seconds per model.
 
-  python bench/overhead.py [--quick] [--label before|after]
+  python -m bench.overhead [--quick] [--label before|after]
 
 --quick skips the warm repeats of load_run's cold run (it still runs every case once:
 the cases are the benchmark). The JSON is bench/results/<machine>/overhead.json; with
@@ -30,6 +30,7 @@ one machine sit side by side.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 
-import common
+from bench import common
 
 PHASES = ("startup", "setup", "compile", "train", "evaluate", "logging", "checkpoints", "figures")
 DATA = ["--config.data.source=files", f"--config.data.dir={os.path.join(common.REPO_ROOT, 'data')}"]
@@ -144,20 +145,28 @@ def load_run_to_encode(workdir: str, cache: str) -> dict:
     return out
 
 
+def with_figure_format(exp, pdf: bool):
+    """`exp` (a frozen `experiment.Experiment`) whose figures are written as PNG and PDF
+    (pdf=True) or as PNG only: its RunSpec's analysis settings replaced, nothing else."""
+    analysis = dataclasses.replace(exp.spec.analysis, pdf=pdf)
+    return dataclasses.replace(exp, spec=dataclasses.replace(exp.spec, analysis=analysis))
+
+
 FIGURES = r"""
-import dataclasses, json, sys, tempfile, time
+import json, sys, tempfile, time
+from bench.overhead import with_figure_format
 from exon_jax import experiment, figures, plots, saved_run
 from exon_jax.ops import figure_workers
 exp, states, _ = saved_run.restore_run(sys.argv[1])
 evaluated = experiment.evaluate_states(exp, states)
-out = {"num_models": exp.num_models, "test_points": int(evaluated["codes"].shape[1])}
-with figure_workers.FigurePool(exp.analysis.figure_workers) as pool:
+out = {"num_models": exp.spec.num_models, "test_points": int(evaluated["codes"].shape[1])}
+with figure_workers.FigurePool(exp.spec.analysis.figure_workers) as pool:
     pool.draw([])  # the pool's workers start and warm up before the clock, as in main.py
     time.sleep(5)
     for pdf in (True, False, True, False):
-        exp.analysis = dataclasses.replace(exp.analysis, pdf=pdf)
+        variant = with_figure_format(exp, pdf)
         t0 = time.perf_counter()
-        figures.write_run_figures(exp, states, evaluated, tempfile.mkdtemp(), pool=pool)
+        figures.write_run_figures(variant, states, evaluated, tempfile.mkdtemp(), pool=pool)
         out.setdefault("png_and_pdf_s" if pdf else "png_only_s", []).append(
             time.perf_counter() - t0
         )

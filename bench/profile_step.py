@@ -6,14 +6,14 @@ alone, and every dense layer's three products (forward x.W, input gradient g.W^T
 weight gradient x^T.g) at the step's batch size, each as its own jitted matmul with its
 achieved GFLOP/s. Writes bench/results/profile_step.json.
 
-  python bench/profile_step.py [--quick]
+  python -m bench.profile_step [--quick]
 """
 
 import jax
 import jax.numpy as jnp
 
-import common
-from exon_jax import experiment, sampling, train
+from bench import common
+from exon_jax import experiment, sampling
 
 
 def main():
@@ -24,7 +24,7 @@ def main():
     data = experiment.device_data(exp)
     state, hparams = common.single_model(exp)
     batch = common.first_batch(exp, data)
-    step_fn = train.make_train_step(exp.model, exp.optimizer, exp.settings)
+    step_fn = exp.spec.train_step
 
     full = jax.jit(step_fn)
     grad_only = jax.jit(
@@ -35,7 +35,7 @@ def main():
     # The step's loss as a function of params (forward only, no update).
     loss_only = jax.jit(lambda s: step_fn(s, hparams, batch)[1]["loss"])
     grads = grad_only(state)
-    update_only = jax.jit(lambda s, g: exp.optimizer.update(g, s.opt_state, s.params))
+    update_only = jax.jit(lambda s, g: exp.spec.optimizer.update(g, s.opt_state, s.params))
     batch_size = batch[0].shape[0]
     logits = jnp.zeros((batch_size, 10))
     mean = jnp.zeros((batch_size, 10, 2))

@@ -14,7 +14,7 @@ Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this mac
 before and after the rounds (the higher kept), and where our step's time goes: the
 augmentation, the pseudo-label pass and the classifier forward+backward alone.
 
-  TFREF=<venv> EXON_OFFICIAL=<clone> python bench/revision_step.py [--quick] [--dataset cifar10]
+  TFREF=<venv> EXON_OFFICIAL=<clone> python -m bench.revision_step [--quick] [--dataset cifar10]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import time
 
-import common
+from bench import common
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +52,8 @@ def our_step(dataset: str = "mnist", conv_layout: str = "auto"):
     exp = experiment.build_experiment(config, images)
     state, hparams = common.single_model(exp)
     data = experiment.device_data(exp)
-    unlabelled, labelled = exp.settings.batch_indices(
-        jax.random.fold_in(experiment.data_key(config.data.seed), 0)
+    unlabelled, labelled = exp.spec.settings.batch_indices(
+        experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
     )
     batch = jax.jit(train.gather_batch)(data, unlabelled[0], labelled[0])
     step = exp.spec.train_step
@@ -64,7 +64,7 @@ def our_step(dataset: str = "mnist", conv_layout: str = "auto"):
 
 def parts(exp, state, batch, augmentation: str = "mnist"):
     """Jitted pieces of the step for the breakdown: name -> zero-argument call."""
-    model = exp.model
+    model = exp.spec.model
     x = 2.0 * batch[0] - 1.0
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
     key = jax.random.key(0)

@@ -1,6 +1,6 @@
 """Runs every benchmark in its own fresh process, then rewrites the README table.
 
-  python bench/run_all.py [--quick] [--only a,b] [--table-only] [--no-readme] [--machine ID]
+  python -m bench.run_all [--quick] [--only a,b] [--table-only] [--no-readme] [--machine ID]
 
 Each script writes bench/results/<machine id>/<name>.json (`common.machine_id`: CPU model,
 family/model numbers, matmul flags, cores). Before a script runs, its old JSON of THIS
@@ -55,15 +55,13 @@ SCRIPTS = (
 
 def this_machine() -> str:
     """The machine id of this machine, from bench/common.py (imports jax)."""
-    sys.path.insert(0, BENCH_DIR)
-    import common
+    from bench import common
 
     return common.this_machine_id()
 
 
 def machine_id_of(described: dict) -> str:
-    sys.path.insert(0, BENCH_DIR)
-    import common
+    from bench import common
 
     return common.machine_id(described)
 
@@ -77,13 +75,8 @@ def run_scripts(names, quick: bool, machine: str) -> list[dict]:
         path = os.path.join(folder, f"{name}.json")
         if os.path.exists(path):
             os.remove(path)
-        cmd = [sys.executable, os.path.join(BENCH_DIR, f"{name}.py")] + (
-            ["--quick"] if quick else []
-        )
-        print(
-            f"== {name}: {' '.join(os.path.relpath(c, REPO_ROOT) if c.startswith(REPO_ROOT) else c for c in cmd)}",
-            flush=True,
-        )
+        cmd = [sys.executable, "-m", f"bench.{name}"] + (["--quick"] if quick else [])
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
         wall = time.perf_counter() - t0

@@ -1,11 +1,12 @@
 """exon_jax's MNIST training speed against TensorFlow/Keras + XLA, epoch by epoch in one run.
 
 Each exon_jax variant is the paper MNIST experiment (configs/mnist.py, real MNIST, 2 000 +
-179 a step, 28 steps an epoch) compiled through `experiment.compile_epoch`, the path
-main.py trains with: the scanned epoch (`train.make_train_epoch`, `epoch_loop="scan"`) or
-one jitted step per Python call (`epoch_loop="python"`). Variants differ in compute dtype
-and in the dense layers' weight-gradient layout (`models.WEIGHT_GRADIENT_LAYOUTS`; "xla"
-is XLA's stock gradient, the other the layout exon_jax uses by default).
+179 a step, 28 steps an epoch) placed and compiled by `experiment.place` (its
+`compile_epoch`), the path main.py trains with: the scanned epoch (`train.make_train_epoch`,
+`epoch_loop="scan"`) or one jitted step per Python call (`epoch_loop="python"`). Variants
+differ in compute dtype and in the dense layers' weight-gradient layout
+(`models.WEIGHT_GRADIENT_LAYOUTS`; "xla" is XLA's stock gradient, the other the layout
+exon_jax uses by default).
 
 The reference is ../shared/refbench/tf_keras_step.py's own step (Keras 3, GradientTape,
 tf.function(jit_compile=True)), run by bench/tf_driver.py in a long-lived process of the
@@ -20,8 +21,8 @@ The process applies the glibc allocator settings main.py applies (`exon_jax.ops.
 via `common.tune_allocator`; see `allocator` in the JSON): without them every per-call step
 page-faults its fresh XLA buffers.
 
-  TFREF=<venv> python bench/speed_paths.py [--quick] [--repeats ROUNDS] [--variants a,b]
-  python bench/speed_paths.py --tf-python <venv>/bin/python [--refbench tf_keras_step.py]
+  TFREF=<venv> python -m bench.speed_paths [--quick] [--repeats ROUNDS] [--variants a,b]
+  python -m bench.speed_paths --tf-python <venv>/bin/python [--refbench tf_keras_step.py]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import time
 
-import common
+from bench import common
 
 common.tune_allocator()
 
@@ -60,15 +61,11 @@ class JaxVariant:
         config.train.epoch_loop = loop
         config.train.dense_layout = self.layout
         exp = experiment.build_experiment(config, common.mnist_dataset())
-        self.steps = exp.settings.steps_per_epoch
-        self.data = experiment.device_data(exp)
-        self.hparams = experiment.sharded_hparams(exp)
-        self.key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
-        self.states = experiment.init_states(exp)
-        epoch = experiment.compile_epoch(exp)
-        if loop == "scan":
-            epoch = epoch.lower(self.states, self.hparams, self.data, self.key).compile()
-        self.epoch = epoch
+        self.steps = exp.spec.settings.steps_per_epoch
+        placed = experiment.place(exp)  # main.py's path (a scanned epoch compiled ahead)
+        self.data, self.hparams, self.states = placed.data, placed.hparams, placed.states
+        self.key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
+        self.epoch = placed.epoch_fn
         self.run()  # warm-up (traces the python loop's step)
 
     def run(self) -> float:

@@ -21,14 +21,14 @@ step can go below.
 --quick: G = 1, 4, 16 and 8-step epochs (data.max_unlabelled = 16 000) instead of the
 full 28-step epoch; full: G = 1, 4, 16, 64, full epochs.
 
-  python bench/sweep.py [--quick] [--repeats N] [--groups 1,4,16,64]
+  python -m bench.sweep [--quick] [--repeats N] [--groups 1,4,16,64]
 """
 
 from __future__ import annotations
 
 import time
 
-import common
+from bench import common
 
 import jax
 import jax.numpy as jnp
@@ -48,18 +48,18 @@ class Program:
         if G > 1:
             config.sweep.lambda1 = tuple(float(10 * (i + 1)) for i in range(G))
         exp = experiment.build_experiment(config, common.mnist_dataset())
-        assert exp.num_models == G
+        assert exp.spec.num_models == G
         self.G, self.exp = G, exp
-        self.lambda1 = [float(p.get("lambda1", config.loss.lambda1)) for p in exp.points]
+        self.lambda1 = [float(p.get("lambda1", config.loss.lambda1)) for p in exp.spec.points]
         self.data = experiment.device_data(exp)
         self.hparams = experiment.sharded_hparams(exp)
-        self.key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
+        self.key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
         self.states = experiment.init_states(exp)
         epoch_fn = experiment.compile_epoch(exp)
         t0 = time.perf_counter()
         self.compiled = epoch_fn.lower(self.states, self.hparams, self.data, self.key).compile()
         self.compile_s = time.perf_counter() - t0
-        self.steps = exp.settings.steps_per_epoch
+        self.steps = exp.spec.settings.steps_per_epoch
         self.times: list[float] = []
 
     def one_epoch(self):
@@ -118,9 +118,9 @@ def product_programs(shapes, batch: int, data_dim: int, G: int):
 
 def time_products(exp, params, groups: list[int], repeats: int) -> dict[str, object]:
     """Seconds per model of the step's dense products alone, for each G, interleaved by G."""
-    settings = exp.settings
+    settings = exp.spec.settings
     batch = settings.batch_unlabelled + settings.batch_labelled
-    data_dim = int(exp.dataset.train.images[0].size)
+    data_dim = int(exp.data.dataset.train.images[0].size)
     shapes = dense_shapes(params)
     programs = {G: product_programs(shapes, batch, data_dim, G) for G in groups}
     times: dict[int, dict[str, list[float]]] = {G: {} for G in groups}

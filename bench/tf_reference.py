@@ -10,25 +10,25 @@ subprocess that prints steps/s after its own warm-up.
 The exon_jax figures come from this process, interleaved with the TF runs:
   * "per call": one jitted train step per call (state donated, fixed real batch), the
     same code path as bench/train_step.py, float32;
-  * "scanned": the compiled 28-step epoch (experiment.compile_epoch), per step, float32
+  * "scanned": the compiled 28-step epoch (`experiment.place`'s), per step, float32
     and bfloat16.
 Ratios are speed ratios: exon_jax steps/s / TF steps/s (> 1: exon_jax is faster).
 
 Without the TensorFlow interpreter the JSON says "skipped" with the install command.
 
-  TFREF=<venv> python bench/tf_reference.py [--quick] [--repeats N]
-  python bench/tf_reference.py --tf-python <venv>/bin/python [--refbench <tf_keras_step.py>]
+  TFREF=<venv> python -m bench.tf_reference [--quick] [--repeats N]
+  python -m bench.tf_reference --tf-python <venv>/bin/python [--refbench <tf_keras_step.py>]
 """
 
 from __future__ import annotations
 
 import statistics
 
-import common
+from bench import common
 
 import jax
 
-from exon_jax import experiment, train
+from exon_jax import experiment
 
 TF_STEPS = 60
 
@@ -39,20 +39,18 @@ class JaxSteps:
     def __init__(self, compute_dtype: str):
         config = common.mnist_config(compute_dtype)
         exp = experiment.build_experiment(config, common.mnist_dataset())
-        self.data = experiment.device_data(exp)
-        self.hparams = experiment.sharded_hparams(exp)
-        self.key = jax.random.fold_in(experiment.data_key(config.data.seed), 0)
-        self.steps = exp.settings.steps_per_epoch
-        self.epoch = (
-            experiment.compile_epoch(exp)
-            .lower(experiment.init_states(exp), self.hparams, self.data, self.key)
-            .compile()
-        )
-        self.states = experiment.init_states(exp)
+        placed = experiment.place(exp)  # main.py's path: the epoch compiled ahead
+        self.data, self.hparams, self.states = placed.data, placed.hparams, placed.states
+        self.key = experiment.epoch_key(exp.spec.data.seed, 0, exp.mesh)
+        self.steps = exp.spec.settings.steps_per_epoch
+        self.epoch = placed.epoch_fn
         state, self.hp1 = common.single_model(exp)
         self.batch = common.first_batch(exp, self.data)
         self.step = (
-            jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0)
+            jax.jit(
+                exp.spec.train_step,
+                donate_argnums=0,
+            )
             .lower(state, self.hp1, self.batch)
             .compile()
         )

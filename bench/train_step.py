@@ -7,16 +7,16 @@ compute (bf16 matmul operands, float32 accumulation, float32 parameters/optimise
 median step time, examples/s, XLA's FLOPs of the compiled step, achieved FLOP/s and
 its fraction of this machine's 2048^3 matmul rate measured in the same run.
 
-  python bench/train_step.py [--quick] [--repeats N]
+  python -m bench.train_step [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
-import common
+from bench import common
 
 import jax
 
-from exon_jax import experiment, train
+from exon_jax import experiment
 
 
 def measure(compute_dtype: str, reps: int, warmup: int) -> dict:
@@ -25,7 +25,10 @@ def measure(compute_dtype: str, reps: int, warmup: int) -> dict:
     data = experiment.device_data(exp)
     state, hparams = common.single_model(exp)
     batch = common.first_batch(exp, data)
-    step = jax.jit(train.make_train_step(exp.model, exp.optimizer, exp.settings), donate_argnums=0)
+    step = jax.jit(
+        exp.spec.train_step,
+        donate_argnums=0,
+    )
     compiled = step.lower(state, hparams, batch).compile()
     flops = common.xla_flops(compiled)
     analytic = common.dense_matmul_flops(state.params, batch[0].shape[0], int(batch[0][0].size))

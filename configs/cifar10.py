@@ -11,7 +11,7 @@ the classifier pre-trained first for 15 epochs (Adam 2e-3, batch 128).
 Needs the data: data/cifar10/cifar-10-batches-py/ or a prepared tfds cifar10.
 
   python main.py --config=configs/cifar10.py --workdir=workdirs/cifar10
-  python experiments/activated_subspace.py --workdir=workdirs/cifar10
+  python -m experiments.activated_subspace --workdir=workdirs/cifar10
 """
 
 from configs import mnist

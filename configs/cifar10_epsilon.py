@@ -14,7 +14,7 @@ Expected (paper Figure 7): more activated dims and a larger negative SSIM as eps
 grows. Needs the data: data/cifar10/cifar-10-batches-py/ or a prepared tfds cifar10.
 
   python main.py --config=configs/cifar10_epsilon.py --workdir=workdirs/cifar10_epsilon
-  python experiments/activated_subspace.py --workdir=workdirs/cifar10_epsilon
+  python -m experiments.activated_subspace --workdir=workdirs/cifar10_epsilon
 """
 
 from configs import cifar10

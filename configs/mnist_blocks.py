@@ -7,7 +7,7 @@ vmapped program so the number of activated dims can be read against epsilon
 (paper Figure 7). 30 epochs of the paper's MNIST batches and optimiser.
 
   python main.py --config=configs/mnist_blocks.py --workdir=workdirs/mnist_blocks
-  python experiments/activated_subspace.py --workdir=workdirs/mnist_blocks
+  python -m experiments.activated_subspace --workdir=workdirs/mnist_blocks
 """
 
 from configs import mnist

@@ -5,7 +5,7 @@ prior with centres (-r, 0), (r, 0), variance 4, and the distance 2r swept over
 {8, 16, 24, 32} as one vmapped program. Other settings as configs/mnist.py.
 
   python main.py --config=configs/mnist_predesign.py --workdir=workdirs/mnist_predesign
-  python experiments/sweep_figures.py --workdir=workdirs/mnist_predesign
+  python -m experiments.sweep_figures --workdir=workdirs/mnist_predesign
 """
 
 from configs import mnist

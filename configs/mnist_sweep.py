@@ -5,7 +5,7 @@ The paper's chosen pair (100, 1.1) is one of the points. 20 epochs by default
 (the paper trains 200; pass --config.train.epochs=200 for the full grid).
 
   python main.py --config=configs/mnist_sweep.py --workdir=workdirs/mnist_sweep
-  python experiments/sweep_figures.py --workdir=workdirs/mnist_sweep
+  python -m experiments.sweep_figures --workdir=workdirs/mnist_sweep
 """
 
 from configs import mnist

@@ -27,8 +27,8 @@ from its latest checkpoint:
   name), the mean count, the class-a diversity, the mean absolute pixel change caused
   by noise on the activated dims vs the control dims, and the trend over epsilon.
 
-  python experiments/activated_subspace.py --workdir=workdirs/mnist_blocks
-  python experiments/activated_subspace.py --workdir=workdirs/cifar10_epsilon --per_class=1000
+  python -m experiments.activated_subspace --workdir=workdirs/mnist_blocks
+  python -m experiments.activated_subspace --workdir=workdirs/cifar10_epsilon --per_class=1000
 """
 
 from __future__ import annotations

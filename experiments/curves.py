@@ -1,7 +1,7 @@
 """Training curves of a run (every grid point) from its metrics.jsonl, in one line.
 
-  python experiments/curves.py --workdir=workdirs/mnist
-  python experiments/curves.py --workdir=workdirs/mnist_sweep --metrics=train/loss,eval/kl
+  python -m experiments.curves --workdir=workdirs/mnist
+  python -m experiments.curves --workdir=workdirs/mnist_sweep --metrics=train/loss,eval/kl
 
 Writes `<workdir>/figures/curves.png` (or `--out`): one panel per metric (default the
 training loss, beta and the test classification error), one line per model.

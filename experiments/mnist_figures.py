@@ -9,8 +9,8 @@ heat maps and pre-design strips) into `<workdir>/figures` (or `--out`), plus
 error (eq. 20), KL (eq. 18), negative SSIM (eq. 19) and the distance of each class's
 mean code from its designed centre, in prior standard deviations.
 
-  python experiments/mnist_figures.py --workdir=workdirs/mnist
-  python experiments/mnist_figures.py --workdir=workdirs/mnist --out=/tmp/mnist_figures
+  python -m experiments.mnist_figures --workdir=workdirs/mnist
+  python -m experiments.mnist_figures --workdir=workdirs/mnist --out=/tmp/mnist_figures
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Test error by epoch: our revision runs beside the authors' logged curves.
 
-  python experiments/official_curves.py --official=<clone of an-seunghwan/EXoN_official> \
+  python -m experiments.official_curves --official=<clone of an-seunghwan/EXoN_official> \
       --workdirs=workdirs/mnist100_revision[,more runs] --out=docs/results
 
 Reads their TensorBoard event files (`logs/mnist_100/beta_*/test/events.*`, tag `accuracy`,

@@ -20,8 +20,8 @@ Every figure is written as PNG and PDF.
 - `seed_table.csv`, `seed_table.md`: for grids that include `seed`, mean +- std
   (sample std, ddof = 1) of each metric over the seeds of every other grid point.
 
-  python experiments/sweep_figures.py --workdir=workdirs/mnist_sweep
-  python experiments/sweep_figures.py --workdir=workdirs/mnist_predesign
+  python -m experiments.sweep_figures --workdir=workdirs/mnist_sweep
+  python -m experiments.sweep_figures --workdir=workdirs/mnist_predesign
 """
 
 from __future__ import annotations

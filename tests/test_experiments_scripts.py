@@ -312,13 +312,13 @@ def test_trend_direction_from_numbers():
 @pytest.mark.parametrize("script", ["mnist_figures", "sweep_figures", "activated_subspace"])
 @pytest.mark.slow  # three process starts
 def test_cli_wrappers(script):
-    """Each script runs as `python experiments/<script>.py` (imports resolve from any cwd)."""
+    """Each script runs as `python -m experiments.<script>` from the repository root."""
     done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", f"{script}.py"), "--help"],
+        [sys.executable, "-m", f"experiments.{script}", "--help"],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd="/",
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--workdir" in done.stdout and "--out" in done.stdout

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import types
 
 import jax
@@ -184,10 +183,8 @@ def test_train_step_gradients_match_stock_layout():
 
 
 @pytest.fixture()
-def bench_modules(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
-    import common
-    import run_all
+def bench_modules():
+    from bench import common, run_all
 
     return common, run_all
 
@@ -284,4 +281,28 @@ def test_tf_reference_found_from_options_environment_or_layout(
             with open(os.path.join(REPO, "bench", name)) as f:
                 source = f.read()
             assert "/tmp/" not in source and "/work/" not in source, name
-    del sys.modules["common"], sys.modules["run_all"]
+
+
+def test_overhead_figure_format_replaces_only_the_pdf_flag():
+    """bench/overhead.py times figures with and without PDF on one restored, frozen
+    experiment: the variant must differ from it in `analysis.pdf` only (setting the
+    field on the frozen experiment raised FrozenInstanceError)."""
+    import dataclasses
+
+    from bench.overhead import with_figure_format
+    from exon_jax import experiment
+    from tests.synthetic import small_mnist_config, synthetic_mnist
+
+    config = small_mnist_config(labelled_per_class=10)
+    config.train.batch_unlabelled, config.train.batch_labelled = 100, 20
+    exp = experiment.build_experiment(config, synthetic_mnist(num_train=600, num_test=50))
+    for pdf in (True, False):
+        variant = with_figure_format(exp, pdf)
+        assert variant.analysis.pdf is pdf and variant.spec.analysis.pdf is pdf
+        assert dataclasses.replace(variant.spec.analysis, pdf=exp.analysis.pdf) == exp.analysis
+        assert variant.data is exp.data and variant.mesh is exp.mesh
+        assert all(
+            getattr(variant.spec, f.name) is getattr(exp.spec, f.name)
+            for f in dataclasses.fields(exp.spec)
+            if f.name != "analysis"
+        )
