@@ -491,6 +491,7 @@ def test_load_run_without_checkpoints_creates_nothing(workdir, tmp_path):
     assert _tree(copy) == before
 
 
+@pytest.mark.slow  # ~28 s loaded: trains a grid of its own
 def test_load_run_of_a_grid_takes_the_asked_point(tmp_path, dataset):
     """Each point's parameters are exactly those the training returned for it."""
     config = small_mnist_config(1, labelled_per_class=20)
@@ -533,6 +534,7 @@ def test_host_checksums_equal_the_jitted_ones():
     assert got == [int(s) for s in np.asarray(expected)]
 
 
+@pytest.mark.slow  # a second process (import wiring)
 def test_load_run_imports_no_plotting_and_compiles_only_what_it_uses(workdir):
     code = f"""
 import sys, jax, numpy as np

@@ -114,6 +114,7 @@ def test_scale_images_refuses_other_dtypes():
         batching.scale_images(np.zeros((1, 2, 2, 1), np.int32))
 
 
+@pytest.mark.slow  # a second process (import wiring)
 def test_training_code_does_not_import_the_loaders_and_order_depends_on_the_key_alone():
     """In a fresh process (no compilation cache, nothing jitted before), the training code
     leaves exon_jax.data unimported and the same key gives the same batches as here: a

@@ -31,9 +31,14 @@ def assert_one_line(rc, err, expected):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--config.train.no_such_field=1"], "no such config field: --config.train.no_such_field"),
-        # One main.py start each: the default suite keeps two; the refusals themselves are
-        # checked in process (test_experiment.py, test_data.py); all run with -m slow.
+        # One main.py start each (~13-30 s loaded): the default suite keeps one main.py start
+        # (test_evaluate_without_a_run_is_one_line); the refusals themselves are checked in
+        # process (test_experiment.py, test_data.py); all run with -m slow.
+        pytest.param(
+            ["--config.train.no_such_field=1"],
+            "no such config field: --config.train.no_such_field",
+            marks=SLOW,
+        ),
         pytest.param(["--config.train.epochs=abc"], "--config.train.epochs", marks=SLOW),
         pytest.param(
             ["--config.train.max_checkpoints=0"], "config.train.max_checkpoints", marks=SLOW
@@ -44,9 +49,10 @@ def assert_one_line(rc, err, expected):
             "config.optimizer.learning_rate",
             marks=SLOW,
         ),
-        (
+        pytest.param(
             ["--config.prior.layout=file", "--config.prior.file=/nonexistent.json"],
             "config.prior.file: prior file /nonexistent.json: no such file",
+            marks=SLOW,
         ),
         pytest.param(
             ["--config.data.name=nodata", "--config.data.source=files"], "nodata", marks=SLOW
@@ -63,6 +69,7 @@ def test_evaluate_without_a_run_is_one_line(tmp_path):
     assert_one_line(rc, err, "config.json not found")
 
 
+@pytest.mark.slow  # a main.py start; the default suite keeps one (above)
 def test_debug_shows_the_traceback(tmp_path):
     rc, err = run_main("--mode=evaluate", f"--workdir={tmp_path}", "--debug")
     assert rc != 0 and "Traceback" in err

@@ -327,6 +327,7 @@ def run_3d(tmp_path_factory):
     )
 
 
+@pytest.mark.slow  # ~50 s loaded: trains a 3-D run and draws its figures
 def test_a_3d_design_gets_latent_prior_and_interpolation_figures(run_3d, tmp_path):
     exp, states, evaluated = run_3d
     directory = str(tmp_path / "figures")
@@ -349,6 +350,7 @@ def test_a_3d_design_gets_latent_prior_and_interpolation_figures(run_3d, tmp_pat
     )
 
 
+@pytest.mark.slow  # needs the 3-D run above
 def test_the_latent_figure_job_projects_on_the_means_plane(run_3d, tmp_path):
     exp, states, evaluated = run_3d
     fns = figures.ModelFunctions(exp.model)
@@ -379,6 +381,7 @@ def run_wide(tmp_path_factory):
     return _experiment(tmp_path_factory.mktemp("wide"), np.asarray(prior.means), 4.0)
 
 
+@pytest.mark.slow  # ~15 s loaded: trains a run and draws its figures
 def test_a_wide_design_is_decoded_whole_by_default(run_wide, tmp_path):
     """The grid of the manifold, label map and Figure 3 is the design's +- 3 sd (26), not
     +-15; negative SSIM keeps the paper's 15 and results say so."""
@@ -424,6 +427,7 @@ def _fake_draw(job):
     return job.path
 
 
+@pytest.mark.slow  # needs the wide run above
 def test_analyze_replaces_what_it_wrote_before(run_wide, tmp_path, monkeypatch):
     """PDFs of a first write are gone after a write with pdf off; files the figures did not
     write (curves.png) stay; a directory written by the earlier code (no record) loses its

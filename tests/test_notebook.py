@@ -92,6 +92,7 @@ def test_setup_cell_finds_the_repository_from_its_root(monkeypatch, shown):
     assert ROOT in sys.path
 
 
+@pytest.mark.slow  # ~80 s: trains the notebook's runs (tutorial integration)
 @pytest.mark.skipif(not os.path.isfile(MNIST), reason="needs data/mnist/mnist.npz (make setup)")
 def test_runs_top_to_bottom(monkeypatch, shown):
     monkeypatch.chdir(os.path.dirname(NOTEBOOK))  # where a notebook server runs it

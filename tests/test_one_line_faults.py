@@ -27,6 +27,7 @@ def test_exploding_parameters_are_never_a_good_checkpoint(tmp_path):
     assert not [n for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()]
 
 
+@pytest.mark.slow  # a main.py start; test_cli keeps one in the default suite
 def test_typo_beside_a_valid_override_keeps_the_hint(tmp_path):
     rc, err = run_main(
         *TINY,
@@ -56,6 +57,7 @@ def test_analysis_fields_are_checked_before_the_workdir_is_written(tmp_path, ove
     assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.slow  # a main.py start
 def test_distributed_outside_a_cluster_is_one_line(tmp_path):
     rc, err = run_main(*TINY, f"--workdir={tmp_path / 'w'}", "--distributed")
     assert_one_line(rc, err, "jax.distributed cannot start: ")

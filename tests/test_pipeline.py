@@ -74,6 +74,7 @@ def test_official_pipeline_epoch_and_pool():
     assert pipeline.epoch_steps(60000, 96, 32) == 468
 
 
+@pytest.mark.slow  # ~26 s loaded: compiles an unrolled cycle of steps
 def test_scanned_epoch_with_restarting_labelled_batches_equals_stepwise():
     """Cycles of (4, 4, 2) labelled images, scanned (one program, the cycle unrolled) and
     one compiled step per call, train the same model; an epoch of 7 steps ends mid-cycle."""

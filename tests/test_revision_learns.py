@@ -1,7 +1,7 @@
 """The revised EXoN (configs/mnist100_revision.py) learns on a small slice of real MNIST.
 
 The revision's step (conv classifier, augmentation, two mix-ups, the pseudo-label model)
-costs ~0.1 s for 16 + 16 images on one CPU core, so the run is 128 steps of small
+costs ~0.1 s for 16 + 16 images on one CPU core, so the run is 96 steps of small
 batches, driven by the library's scanned epoch and scored by its evaluation forward pass.
 """
 
@@ -25,14 +25,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_mnist100_revision_learns_on_600_images():
-    """600 training images (10 labelled a class, 500 unlabelled), batches of 16 + 16, four
+    """600 training images (10 labelled a class, 500 unlabelled), batches of 16 + 16, three
     epochs of 32 steps (the labelled batches cycled: `pipeline = "exon"`, one compiled
     step; the official restarting pipeline unrolls a cycle of steps and compiles for
-    minutes). Measured (2 cores, loaded): test error on 500 images 0.68 after 128 steps
-    and 0.71 after 96, the last epoch's labelled cross-entropy 2.11; with the update zeroed
-    (gradients multiplied by 0 in TrainState.apply_gradients) 0.89 and 2.69, with the
-    lambda1 terms (labelled cross-entropy and mix-up) zeroed in the step's loss 0.87 and
-    2.51. Chance: 0.9 and log 10 = 2.30. Thresholds 0.8 and 2.25. The set-up is
+    minutes). Measured (2 cores, loaded), after 96 steps: test error on 500 images 0.77
+    (0.71 in an earlier measurement), the last epoch's labelled cross-entropy 2.16; with
+    the lambda1 terms (labelled cross-entropy and mix-up) zeroed in the step's loss 0.90
+    and 2.58 (after 64 steps: 0.85 and 2.25 against 0.90 and 2.77, too close, hence three
+    epochs). Chance: 0.9 and log 10 = 2.30. Thresholds 0.85 and 2.4. The set-up is
     test_revision's, shared."""
     config = mnist100_revision.get_config()
     dataset = mnist_slice(600, 500)
@@ -44,13 +44,13 @@ def test_mnist100_revision_learns_on_600_images():
     step = rstep.make_revision_train_step(model, optimizer, settings, rs)
     epoch = jax.jit(train_lib.make_train_epoch(train_lib.make_indexed_step(step), settings))
     cross_entropy = []
-    for e in range(4):
+    for e in range(3):
         state, metrics = epoch(state, hparams, data, jax.random.key(e))
         cross_entropy.append(float(metrics["cross_entropy"]))
-    assert int(state.step) == 128
+    assert int(state.step) == 96
     logits, _, _ = jax.jit(train_lib.make_eval_forward(model))(
         state, jnp.asarray(dataset.test.images)
     )
     error = float(np.mean(np.argmax(np.asarray(logits), axis=-1) != dataset.test.labels))
-    assert error < 0.8, (error, cross_entropy)
-    assert cross_entropy[-1] < 2.25, (error, cross_entropy)
+    assert error < 0.85, (error, cross_entropy)
+    assert cross_entropy[-1] < 2.4, (error, cross_entropy)

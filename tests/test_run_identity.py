@@ -21,7 +21,10 @@ from tests import test_faults
 from tests.test_multiprocess import MNIST_NPZ
 
 ROOT = test_faults.ROOT
-pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ), reason="no data/mnist/mnist.npz")
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(MNIST_NPZ), reason="no data/mnist/mnist.npz"),
+    pytest.mark.slow,  # every test reads a run that main.py trains in a subprocess (~10 s each)
+]
 ARGS = [a for a in test_faults.ARGS if "epochs" not in a]
 
 

@@ -60,6 +60,7 @@ def file_prior_run(tmp_path_factory, small_mnist):
     return workdir, results, prior_path
 
 
+@pytest.mark.slow  # a second process
 def test_file_prior_evaluated_in_a_fresh_process_gives_identical_numbers(file_prior_run):
     """evaluate uses the stored prior: the prior file may even change after training."""
     workdir, trained, prior_path = file_prior_run
@@ -123,6 +124,7 @@ def test_evaluate_accepts_only_run_option_overrides(file_prior_run):
     )
 
 
+@pytest.mark.slow  # ~11 s loaded: two more runs
 def test_longer_training_resumes_without_duplicate_metric_rows(small_mnist, tmp_path):
     """epochs 2 -> 3 is allowed and recorded; a lost last checkpoint re-trains its epoch once."""
     config = tiny_config(epochs=2)

@@ -30,6 +30,7 @@ def train_two_epochs(config, dataset):
     return exp, states, np.stack(history, axis=1)
 
 
+@pytest.mark.slow  # ~9 s loaded: a grid and two separate runs (sweep wiring)
 def test_grid_equals_separate_runs():
     """G = 4 points (lambda1 x seed) trained as one vmapped program match 4 single runs."""
     dataset = synthetic_mnist(num_train=1200, num_test=200)

@@ -157,6 +157,7 @@ def test_load_run_best_without_best_checkpoint(validated_run, tmp_path):
         exon_jax.load_run(validated_run[0], which="newest")
 
 
+@pytest.mark.slow  # ~12 s loaded: two runs of its own
 def test_best_checkpoint_survives_a_resume(tmp_path):
     """A resumed run keeps comparing with the best before the restart: the best is the
     lowest validation error over both runs' epochs (the first of equals)."""
@@ -210,6 +211,7 @@ def _trained_tiny_run(workdir):
         return f.read()
 
 
+@pytest.mark.slow  # main.py starts
 def test_workdir_alone_resumes_from_its_stored_config(tmp_path):
     """A run trained with non-default training fields is resumed by `--workdir=W` and
     `--config.train.epochs` alone (no --config): it trains epoch 2 with the stored fields."""
