@@ -255,7 +255,8 @@ def test_figure7_diversity_uses_training_images_of_the_class(blocks_run, subspac
     expected = float(metrics.negative_ssim(decoded))
     model = out["models"][0]
     assert model["diversity"]["training_images"] == 49
-    np.testing.assert_allclose(model["diversity"]["negative_ssim"], expected, rtol=1e-4)
+    # atol: the measure is ~1e-3 here, and the batched SSIM's float32 sums differ by ~1e-7
+    np.testing.assert_allclose(model["diversity"]["negative_ssim"], expected, rtol=1e-4, atol=1e-6)
     # Not the test-set measure the figure used to report.
     test_images = batching.scale_images(exp.dataset.test.images[:49])
     logits, test_mean, _ = exp.model.apply(
