@@ -225,3 +225,29 @@ def _read_events(path):
         (length,) = struct.unpack("<Q", blob[offset : offset + 8])
         yield event_pb2.Event.FromString(blob[offset + 12 : offset + 12 + length])
         offset += 12 + length + 4
+
+
+def test_code_identity_names_this_checkouts_commit_and_hashes_the_whole_package():
+    """The package's own git commit (not None: the record module sits in exon_jax/ops/, and
+    the identity is of exon_jax/ as a whole), and a source hash that covers every module."""
+    import hashlib
+    import subprocess
+
+    from exon_jax.ops import run_record
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    code = run_record.code_identity()
+    assert code["git_commit"] == head.stdout.strip()
+    package = os.path.join(root, "exon_jax")
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, package).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read() + b"\0")
+    assert code["source_sha256"] == digest.hexdigest()

@@ -27,7 +27,7 @@ from exon_jax.errors import ExpectedError
 
 CONFIG_FILE = "config.json"
 RESUMES_FILE = "resumes.jsonl"
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # exon_jax/
 
 
 @functools.lru_cache(maxsize=1)
