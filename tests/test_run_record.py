@@ -227,10 +227,13 @@ def _read_events(path):
         offset += 12 + length + 4
 
 
-def test_code_identity_names_this_checkouts_commit_and_hashes_the_whole_package():
+def test_code_identity_names_this_checkouts_commit_and_hashes_the_whole_package(
+    tmp_path, monkeypatch
+):
     """The package's own git commit (not None: the record module sits in exon_jax/ops/, and
-    the identity is of exon_jax/ as a whole), and a source hash that covers every module."""
-    import hashlib
+    the identity is of exon_jax/ as a whole), and a source hash that a change to a module
+    outside ops/ changes, while an unchanged copy of the package hashes the same."""
+    import shutil
     import subprocess
 
     from exon_jax.ops import run_record
@@ -241,13 +244,13 @@ def test_code_identity_names_this_checkouts_commit_and_hashes_the_whole_package(
         pytest.skip("not a git checkout")
     code = run_record.code_identity()
     assert code["git_commit"] == head.stdout.strip()
-    package = os.path.join(root, "exon_jax")
-    digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(package):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(folder, name)
-            digest.update(os.path.relpath(path, package).encode() + b"\0")
-            with open(path, "rb") as f:
-                digest.update(f.read() + b"\0")
-    assert code["source_sha256"] == digest.hexdigest()
+    copy = tmp_path / "exon_jax"
+    shutil.copytree(
+        os.path.join(root, "exon_jax"), copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    monkeypatch.setattr(run_record, "_PACKAGE_DIR", str(copy))
+    identity = run_record.code_identity.__wrapped__  # cached per process; uncached here
+    assert identity()["source_sha256"] == code["source_sha256"]
+    with open(copy / "priors.py", "a") as f:
+        f.write("\n# changed\n")
+    assert identity()["source_sha256"] != code["source_sha256"]
