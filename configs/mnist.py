@@ -101,7 +101,7 @@ def get_config(arg=None):
     config.train.model_axis = "auto"  # auto | vmap | map: how a grid's models run
     config.train.epoch_loop = "auto"  # auto | scan | python: steps in one lax.scan or per call
     config.train.dense_layout = "auto"  # auto | xla | smaller | ...: dense weight-gradient kernel
-    config.train.conv_layout = "auto"  # auto | xla | shifted: revision conv weight gradients
+    config.train.conv_layout = "auto"  # auto (= xla) | xla | shifted: revision conv gradients
 
     config.sweep = ml_collections.ConfigDict()
     config.sweep.lambda1 = ()

@@ -369,8 +369,8 @@ def conv(
     """Square nn.Conv, padding SAME, Keras initialisation, module-wide matmul precision.
 
     `layout` "shifted" computes float32 weight gradients as matmuls
-    (`shifted_conv_general_dilated`; `exon_jax.backend.conv_weight_gradient` picks it on
-    CPU); "xla" is flax's stock product. The parameters are nn.Conv's either way.
+    (`shifted_conv_general_dilated`, chosen only on request); "xla" is flax's stock product
+    (the default on every backend, `exon_jax.backend.conv_weight_gradient`). The parameters are nn.Conv's either way.
 
     Returns:
       An nn.Conv mapping [B, H, W, C] -> [B, ceil(H/strides), ceil(W/strides), features].
