@@ -249,7 +249,9 @@ def noise_probe(key: jax.Array, code: jax.Array, mask: jax.Array, scale, num: in
     dtype = jnp.result_type(code, jnp.float32)
 
     def uniform(noise_key):
-        return jax.random.uniform(noise_key, shape, dtype, minval=-scale, maxval=scale)
+        return sampling.draw_flat(
+            jax.random.uniform, noise_key, shape, dtype, minval=-scale, maxval=scale
+        )
 
     base = jnp.broadcast_to(code.astype(dtype), shape)
     on_active = jnp.where(mask, base + uniform(active_key), base)

@@ -230,7 +230,7 @@ def model_figure_arrays(
     images = exp.dataset.test.images[:num_codes]
     seed = exp.analysis.seed
 
-    def one(state, per):
+    def one(state, per, images):
         prior = per["prior"]
         z, y = priors.sample_prior(jax.random.key(seed), prior, PRIOR_SAMPLES)
         if cfg.posterior == "mean":
@@ -272,8 +272,8 @@ def model_figure_arrays(
         "extent": jnp.asarray(extents, jnp.float32),
         "index": jnp.asarray(indices if indices is not None else range(count), jnp.int32),
     }
-    compute = jax.jit(train.over_models(one, count, mode))
-    return {k: np.asarray(v) for k, v in compute(first, per_model).items()}
+    compute = jax.jit(train.over_models(one, count, mode))  # images an argument, not a constant
+    return {k: np.asarray(v) for k, v in compute(first, per_model, jnp.asarray(images)).items()}
 
 
 def _one_model_arrays(exp, fns, state, index: int, codes, prior, extent: float):

@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from exon_jax import sampling
 from exon_jax.errors import ExpectedError
 
 
@@ -177,10 +178,10 @@ def sample_prior(key: jax.Array, prior: MixturePrior, num_samples: int):
       z: [num_samples, d] latent samples; y: [num_samples] int32 component labels.
     """
     label_key, noise_key = jax.random.split(key)
-    y = jax.random.categorical(label_key, prior.log_weights, shape=(num_samples,))
-    noise = jax.random.normal(noise_key, (num_samples, prior.latent_dim))
+    y = sampling.categorical(label_key, prior.log_weights, num_samples)
+    noise = sampling.draw_flat(jax.random.normal, noise_key, (num_samples, prior.latent_dim))
     z = prior.means[y] + jnp.sqrt(prior.variances[y]) * noise
-    return z, y.astype(jnp.int32)
+    return z, y
 
 
 # ------------------------------------------------------------ priors as data

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import chex
 import jax
 import jax.numpy as jnp
+
+
+def draw_flat(sampler: Callable, key: jax.Array, shape, *args, **kwargs) -> jax.Array:
+    """`sampler(key, shape, *args, **kwargs)` (a `jax.random` sampler: normal, gumbel,
+    uniform, ...) drawn as one vector of prod(shape) values and reshaped.
+
+    The values are the same as the n-D draw's (threefry numbers the elements by their
+    row-major index, with jax_threefry_partitionable on or off), but XLA:CPU compiles the
+    1-D draw much faster: a [5000, 10] uniform draw took 1.6 s to compile, its flat
+    version 0.25 s (jax 0.10.2, 2-core CPU).
+    """
+    shape = tuple(shape)
+    if len(shape) <= 1:
+        return sampler(key, shape, *args, **kwargs)
+    return sampler(key, (math.prod(shape),), *args, **kwargs).reshape(shape)
+
+
+def categorical(key: jax.Array, logits: jax.Array, num_samples: int) -> jax.Array:
+    """`jax.random.categorical(key, logits, shape=(num_samples,))` for logits [K], as its
+    Gumbel-max (argmax of logits + Gumbel noise [num_samples, K]) with the noise drawn
+    flat (`draw_flat`): the same labels [num_samples] (int32), compiled faster."""
+    gumbel = draw_flat(jax.random.gumbel, key, (num_samples, logits.shape[-1]), logits.dtype)
+    return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
 
 
 def gumbel_softmax(
@@ -25,7 +51,7 @@ def gumbel_softmax(
     Returns:
       [..., K] samples on the simplex, dtype of `logits`.
     """
-    gumbel = jax.random.gumbel(key, logits.shape, logits.dtype)
+    gumbel = draw_flat(jax.random.gumbel, key, logits.shape, logits.dtype)
     soft = jax.nn.softmax((jax.nn.log_softmax(logits, axis=-1) + gumbel) / temperature, axis=-1)
     if not hard:
         return soft
@@ -58,6 +84,6 @@ def sample_latent(
     chex.assert_equal_shape_prefix([logits, mean], 2)
     gumbel_key, noise_key = jax.random.split(key)
     y = gumbel_softmax(gumbel_key, logits, temperature, hard)
-    noise = jax.random.normal(noise_key, mean.shape, mean.dtype)
+    noise = draw_flat(jax.random.normal, noise_key, mean.shape, mean.dtype)
     components = mean + jnp.exp(0.5 * logvar) * noise
     return jnp.einsum("bk,bkd->bd", y, components)

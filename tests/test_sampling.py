@@ -238,3 +238,39 @@ def test_sample_latent_rejects_bad_shapes():
         sample_latent(jax.random.key(0), jnp.zeros((2, 4)), mean, logvar)
     with pytest.raises(AssertionError):
         sample_latent(jax.random.key(0), jnp.zeros((2, 3)), mean, logvar[..., :1])
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+@pytest.mark.parametrize(
+    "sampler,args",
+    [
+        (jax.random.normal, ()),
+        (jax.random.gumbel, ()),
+        (jax.random.uniform, (jnp.float32, -2.0, 3.0)),
+    ],
+)
+def test_draw_flat_equals_the_n_d_draw(sampler, args, partitionable):
+    """Drawn flat and reshaped, the values are jax.random's own n-D draw's, bit for bit."""
+    previous = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        key = jax.random.key(7)
+        for shape in [(5,), (64, 10), (8, 10, 3)]:
+            np.testing.assert_array_equal(
+                sampling.draw_flat(sampler, key, shape, *args), sampler(key, shape, *args)
+            )
+    finally:
+        jax.config.update("jax_threefry_partitionable", previous)
+
+
+def test_categorical_equals_jax_random_categorical():
+    """The flat Gumbel-max labels are jax.random.categorical's, and their frequencies follow
+    the weights (a binomial 5-sigma band)."""
+    key = jax.random.key(3)
+    logits = jnp.log(jnp.asarray([0.5, 0.2, 0.2, 0.1]))
+    labels = sampling.categorical(key, logits, 20000)
+    np.testing.assert_array_equal(labels, jax.random.categorical(key, logits, shape=(20000,)))
+    assert labels.dtype == jnp.int32
+    freq = np.bincount(np.asarray(labels), minlength=4) / 20000
+    p = np.asarray([0.5, 0.2, 0.2, 0.1])
+    assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / 20000))

@@ -258,11 +258,11 @@ def make_revision_train_step(
     def forward(module, xs, x_aug_l, x_mix_l, x_mix_u, gumbel_key, noise_key):
         logits, mean, logvar = module.encode_signed(xs, train=True)
         if rs.straight_through == "logits":
-            uniform = jax.random.uniform(gumbel_key, logits.shape)
+            uniform = sampling.draw_flat(jax.random.uniform, gumbel_key, logits.shape)
             y = mixup.gumbel_max_hard(jax.nn.softmax(logits, -1), uniform)
         else:
             y = sampling.gumbel_softmax(gumbel_key, logits, 1.0, hard=True)
-        eps = jax.random.normal(noise_key, mean.shape)
+        eps = sampling.draw_flat(jax.random.normal, noise_key, mean.shape)
         z = jnp.einsum("bk,bkd->bd", y, mean + jnp.exp(0.5 * logvar) * eps)
         x_hat = module.decode_signed(z, train=True)
         # Same call order as theirs: each train-mode call moves the BatchNorm averages.
