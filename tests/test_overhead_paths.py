@@ -28,21 +28,19 @@ def _dm_pix_pairwise(images):
             k2=metrics.SSIM_K2,
         )
 
-    return np.asarray(jax.vmap(lambda a: jax.vmap(lambda b: one(a, b))(images))(images))
+    pairs = jax.jit(lambda x: jax.vmap(lambda a: jax.vmap(lambda b: one(a, b))(x))(x))
+    return np.asarray(pairs(images))
 
 
-@pytest.mark.parametrize("shape", [(7, 28, 28, 1), (5, 32, 32, 3), (6, 11, 15, 2)])
+@pytest.mark.parametrize("shape", [(7, 28, 28, 1), (6, 11, 15, 2)])
 def test_pairwise_ssim_matches_dm_pix_on_every_pair(shape):
     images = jax.random.uniform(jax.random.key(3), shape)
     images = images.at[0].set(0.0).at[1].set(1.0)  # flat images: the clipped variances
     images = images.at[2].set(1.0 - images[3])  # a negative covariance: the clipped one
+    expected = _dm_pix_pairwise(images)
+    np.testing.assert_allclose(np.asarray(metrics.pairwise_ssim(images)), expected, atol=2e-6)
     np.testing.assert_allclose(
-        np.asarray(metrics.pairwise_ssim(images)), _dm_pix_pairwise(images), atol=2e-6
-    )
-    np.testing.assert_allclose(
-        np.asarray(metrics.pairwise_ssim(images, rows_per_block=4)),
-        _dm_pix_pairwise(images),
-        atol=2e-6,
+        np.asarray(metrics.pairwise_ssim(images, rows_per_block=4)), expected, atol=2e-6
     )
 
 

@@ -22,7 +22,8 @@ def _numpy_mixture_log_density(z, means, variances, weights):
     comps = np.stack(
         [
             stats.multivariate_normal(
-                mean=np.asarray(m, np.float64), cov=np.diag(np.asarray(v, np.float64))
+                mean=np.asarray(m, np.float64),
+                cov=stats.Covariance.from_diagonal(np.asarray(v, np.float64)),
             ).logpdf(z)
             for m, v in zip(means, variances)
         ],
