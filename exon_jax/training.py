@@ -167,14 +167,19 @@ def _write_run_files(
 
 
 def _check_memory(exp: experiment.Experiment, memory: dict[str, float], progress: bool) -> None:
-    """Logs the compiled epoch's memory; refuses a grid that would not fit the device."""
+    """Logs the compiled epoch's memory (unknown for a stepwise epoch: `memory` is {});
+    refuses a grid that would not fit the device."""
     limit = parallel.device_memory_limit_gib()
+    of_limit = f" of {limit:.1f}" if limit else ""
+    needs = (  # a stepwise epoch is not compiled ahead: its memory is not known
+        f"compiled epoch needs {memory['gib_per_device']:.2f} GiB per device{of_limit}"
+        if "gib_per_device" in memory
+        else "memory per device unknown"
+    )
     _log(
         progress,
         f"{exp.num_models} model(s) on {parallel.describe(exp.mesh)}; "
-        f"{exp.settings.steps_per_epoch} steps/epoch; "
-        f"compiled epoch needs {memory.get('gib_per_device', float('nan')):.2f} GiB per device"
-        + (f" of {limit:.1f}" if limit else ""),
+        f"{exp.settings.steps_per_epoch} steps/epoch; {needs}",
     )
     if limit and memory and memory["gib_per_device"] > 0.9 * limit:
         raise MemoryError(
