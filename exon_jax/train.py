@@ -348,6 +348,9 @@ class StoppedEpoch:
     per_step: list[dict[str, jax.Array]]
 
 
+STOP_RUN_AHEAD = 2  # steps a stoppable stepwise epoch may queue beyond the finished ones
+
+
 def make_stepwise_epoch(
     jitted_step: Callable, settings: TrainSettings, progress: Callable | None = None
 ) -> Callable:
@@ -366,7 +369,9 @@ def make_stepwise_epoch(
     state after that step, given the per-step metrics of the steps before it
     (`earlier`, `start` dicts), ends exactly as the uninterrupted epoch. `stop()`, when
     given, is called after every step but the last; when it returns True the epoch ends
-    there, returning `(state, StoppedEpoch)` instead of `(state, metrics)`.
+    there, returning `(state, StoppedEpoch)` instead of `(state, metrics)`. With `stop` the
+    host dispatches at most `STOP_RUN_AHEAD` steps ahead of the device (else it queues a
+    whole epoch at once, and the stop would come only at its end).
     """
     orders_fn = jax.jit(settings.batch_indices)
     summarise = jax.jit(summarise_steps)
@@ -385,8 +390,11 @@ def make_stepwise_epoch(
             per_step.append(metrics)
             if progress is not None:
                 progress(i + 1, metrics)
-            if stop is not None and i + 1 < total and stop():
-                return state, StoppedEpoch(i + 1, per_step)
+            if stop is not None and i + 1 < total:
+                if i - STOP_RUN_AHEAD >= start:
+                    jax.block_until_ready(per_step[i - STOP_RUN_AHEAD])
+                if stop():
+                    return state, StoppedEpoch(i + 1, per_step)
         return state, summarise(jax.tree.map(lambda *m: jnp.stack(m), *per_step))
 
     return stepwise_epoch

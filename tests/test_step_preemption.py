@@ -4,14 +4,19 @@ where (epoch and step) and how to resume, exits 75; the resumed run skips the st
 and ends bit for bit where an uninterrupted run ends (final states, metrics.jsonl,
 results.json). A second signal exits at once.
 
-Through the command line like tests/test_preemption.py; the epochs are long enough (many
-small steps) that a signal sent once the first epoch is logged lands inside the second.
+Through the command line like tests/test_preemption.py. The signal is sent once the
+progress bar (process 0's log) shows a few steps of the second epoch done, or, for the
+quick EXoN epochs, once the first epoch is logged (a single process goes straight on into
+the second epoch: the signal lands there, after its first step).
 """
 
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -54,6 +59,49 @@ STOPPED = re.compile(
 )
 
 
+def signal_at_step(processes, log_path, step: int) -> None:
+    """SIGTERM to the last of `processes` once the progress bar in `log_path` has counted
+    `step` steps (over the run, from 1)."""
+    deadline = time.monotonic() + test_faults.RUN_TIMEOUT
+    while True:
+        counts = re.findall(r"(\d+)/\d+ \[", read_log(log_path))
+        if counts and int(counts[-1]) >= step:
+            break
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.01)
+    processes[-1].send_signal(signal.SIGTERM)
+
+
+def start_pair(workdir, logs, args):
+    """Processes 0 and 1 of one run (as tests/test_agreement.py), process i's output in
+    logs[i]."""
+    from tests import test_agreement, test_multiprocess
+
+    port = test_multiprocess._free_port()
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(test_agreement.ROOT, "main.py"),
+                *args,
+                f"--workdir={workdir}",
+                f"--compilation_cache={test_faults.cache_dir('xla-agreement')}",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+                "--heartbeat_timeout=10",
+            ],
+            cwd=test_agreement.ROOT,
+            env=env,
+            stdout=open(logs[i], "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+
+
 def _stopped_line(log: str, workdir: str) -> tuple[int, int]:
     """(step, steps per epoch) of the one 'stopped by' line, checked."""
     lines = [line for line in log.splitlines() if line.startswith("stopped by")]
@@ -67,11 +115,27 @@ def _stopped_line(log: str, workdir: str) -> tuple[int, int]:
     return step, total
 
 
-def _assert_same_run(reference: str, resumed: str, monkeypatch) -> None:
-    """Final checkpoint, results.json and metrics.jsonl identical bit for bit; the partial
-    epoch is gone once the final checkpoint is saved."""
-    monkeypatch.setattr(test_faults, "EPOCHS", EPOCHS)
-    test_faults.assert_same_run(reference, resumed)
+def _final_meta(workdir: str) -> dict:
+    """The final checkpoint's meta record (its leaves' checksums included) without the
+    wall-time fields."""
+    with open(os.path.join(workdir, "checkpoints", str(EPOCHS), "meta", "metadata")) as f:
+        meta = json.load(f)
+    meta.pop("train_seconds")
+    meta["_integrity"].pop("meta_sha256")
+    return meta
+
+
+def _assert_same_run(reference: str, resumed: str, monkeypatch, arrays: bool = True) -> None:
+    """Final checkpoint (its arrays, or with `arrays` False, as a two-process checkpoint
+    restores only onto two processes, the 32-bit checksum of every leaf saved with it),
+    results.json and metrics.jsonl identical bit for bit; the partial epoch is gone once the
+    final checkpoint is saved."""
+    if arrays:
+        monkeypatch.setattr(test_faults, "EPOCHS", EPOCHS)
+        test_faults.assert_same_run(reference, resumed)
+    else:
+        assert _final_meta(resumed) == _final_meta(reference)
+        assert test_faults.results_numbers(resumed) == test_faults.results_numbers(reference)
     with (
         open(os.path.join(reference, "metrics.jsonl")) as a,
         open(os.path.join(resumed, "metrics.jsonl")) as b,
@@ -80,16 +144,24 @@ def _assert_same_run(reference: str, resumed: str, monkeypatch) -> None:
     assert not os.path.exists(os.path.join(resumed, "partial_epoch"))
 
 
-def _stop_resume_compare(tmp_path, monkeypatch, args, cache):
+def _stop_resume_compare(tmp_path, monkeypatch, args, cache, at_step=None):
+    """Reference run, a run stopped by SIGTERM in epoch 2 (once `at_step` steps are done, or
+    once epoch 1 is logged), resumed; checks and compares them."""
     reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
     ref = test_faults.start(reference, open(tmp_path / "reference.log", "w"), cache, args)
     assert test_faults.finish(ref) == 0, read_log(tmp_path / "reference.log")[-3000:]
     proc = test_faults.start(stopped, open(tmp_path / "stopped.log", "w"), cache, args)
-    status = test_preemption.signal_after_first_epoch(proc, stopped)
+    if at_step is None:
+        status = test_preemption.signal_after_first_epoch(proc, stopped)
+    else:
+        signal_at_step([proc], tmp_path / "stopped.log", at_step)
+        status = test_faults.finish(proc)
     log = read_log(tmp_path / "stopped.log")
     assert status == 75, log[-3000:]
     assert "Traceback" not in log and "error:" not in log, log[-3000:]
     step, total = _stopped_line(log, stopped)
+    if at_step is not None:
+        assert step >= at_step - total
     assert not os.listdir(os.path.join(stopped, "checkpoints"))  # checkpoint_every=100
     assert os.listdir(os.path.join(stopped, "partial_epoch")) == [str(total + step)]
 
@@ -148,13 +220,16 @@ def test_stepwise_epoch_stopped_and_resumed_equals_the_uninterrupted_one():
         epoch(resumed, hparams, data, key, start=2, earlier=earlier)
 
 
+@pytest.mark.slow  # three main.py runs: 20-37 s on 2 loaded cores; in process: the test above
 def test_sigterm_mid_epoch_saves_the_step_and_resumes_bit_identical(tmp_path, monkeypatch):
     _stop_resume_compare(tmp_path, monkeypatch, EXON_ARGS, "xla-step-preempt")
 
 
 @pytest.mark.slow  # the revision's conv classifier: ~1 min of XLA:CPU compilation a run
 def test_revision_sigterm_mid_epoch_resumes_bit_identical(tmp_path, monkeypatch):
-    _stop_resume_compare(tmp_path, monkeypatch, REVISION_ARGS, "xla-step-preempt-revision")
+    _stop_resume_compare(
+        tmp_path, monkeypatch, REVISION_ARGS, "xla-step-preempt-revision", at_step=8 + 3
+    )
 
 
 @pytest.mark.slow  # a main.py run (signal infrastructure)
@@ -175,32 +250,26 @@ def test_second_signal_mid_epoch_exits_at_once(tmp_path):
 
 @pytest.mark.slow  # three two-process runs
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(tmp_path, monkeypatch):
-    from tests import test_agreement
-
     reference, workdir = str(tmp_path / "reference"), str(tmp_path / "run")
-    for p in test_agreement.start_pair(reference, args=EXON_ARGS):
-        _, err = p.communicate(timeout=test_agreement.TIMEOUT)
-        assert p.returncode == 0, err[-3000:]
-    processes = test_agreement.start_pair(workdir, args=EXON_ARGS)
-    import time
-
-    deadline = time.monotonic() + test_agreement.TIMEOUT
-    while test_preemption.epochs_logged(workdir) < 1:
-        assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
-        time.sleep(0.01)
-    processes[1].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=test_agreement.TIMEOUT) for p in processes]
+    logs = [tmp_path / f"reference{i}.log" for i in range(2)]
+    for p, log in zip(start_pair(reference, logs, EXON_ARGS), logs):
+        assert test_faults.finish(p) == 0, read_log(log)[-3000:]
+    logs = [tmp_path / f"run{i}.log" for i in range(2)]
+    processes = start_pair(workdir, logs, EXON_ARGS)
+    signal_at_step(processes, logs[0], 100 + 5)  # 100 steps an epoch
     steps = []
-    for p, (_, err) in zip(processes, outputs):
-        assert p.returncode == 75, err[-3000:]
-        assert "Traceback" not in err, err[-3000:]
-        steps.append(_stopped_line(err, workdir))
-    assert "stopped by SIGTERM" in outputs[1][1]
-    assert "stopped by a signal to another process" in outputs[0][1]
+    for p, log in zip(processes, logs):
+        assert test_faults.finish(p) == 75, read_log(log)[-3000:]
+        assert "Traceback" not in read_log(log), read_log(log)[-3000:]
+        steps.append(_stopped_line(read_log(log), workdir))
+    assert "stopped by a signal to another process" in read_log(logs[0])
+    assert "stopped by SIGTERM" in read_log(logs[1])
     assert steps[0] == steps[1]
     step, total = steps[0]
+    assert step >= 5
     assert os.listdir(os.path.join(workdir, "partial_epoch")) == [str(total + step)]
-    for p in test_agreement.start_pair(workdir, args=EXON_ARGS):
-        _, err = p.communicate(timeout=test_agreement.TIMEOUT)
-        assert p.returncode == 0, err[-3000:]
-    _assert_same_run(reference, workdir, monkeypatch)
+    logs = [tmp_path / f"resumed{i}.log" for i in range(2)]
+    for p, log in zip(start_pair(workdir, logs, EXON_ARGS), logs):
+        assert test_faults.finish(p) == 0, read_log(log)[-3000:]
+    assert f"resumed from step {step} of {total} in epoch 2" in read_log(logs[0])
+    _assert_same_run(reference, workdir, monkeypatch, arrays=False)
