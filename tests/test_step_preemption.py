@@ -273,3 +273,51 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(tmp_path, mon
         assert test_faults.finish(p) == 0, read_log(log)[-3000:]
     assert f"resumed from step {step} of {total} in epoch 2" in read_log(logs[0])
     _assert_same_run(reference, workdir, monkeypatch, arrays=False)
+
+
+def test_a_partial_epoch_is_used_only_past_the_newest_epoch_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    """In process: stopped after step 3 of epoch 1 (partial epoch 0 + 3 steps), resumed to
+    the end, the partial one is removed with the first epoch checkpoint; put back beside the
+    finished run's checkpoints, an older partial epoch is ignored: the run ends as the
+    uninterrupted one."""
+    import shutil
+
+    from exon_jax import training
+    from exon_jax.ops import preemption
+    from tests.synthetic import small_mnist_config, synthetic_mnist
+
+    config = small_mnist_config(2, labelled_per_class=2)
+    config.train.batch_unlabelled, config.train.batch_labelled = 100, 10
+    config.train.epoch_loop = "python"
+    data = synthetic_mnist(num_train=620, num_test=20)
+    training.train_and_evaluate(config, str(tmp_path / "ref"), data, progress=False)
+    reference = test_faults.results_numbers(str(tmp_path / "ref"))
+
+    calls = []
+    agreed = preemption.agreed
+    monkeypatch.setattr(  # two setup safe points, then one call after each step
+        preemption, "agreed", lambda requested: len(calls.append(1) or calls) == 2 + 3
+    )
+    workdir = str(tmp_path / "run")
+    with pytest.raises(preemption.Preempted) as stopped:
+        training.train_and_evaluate(config, workdir, data, progress=False)
+    partial = os.path.join(workdir, "partial_epoch")
+    assert str(stopped.value) == (
+        f"stopped by a signal to another process at step 3 of 6 in epoch 1 of 2; saved in {partial}"
+    )
+    kept = str(tmp_path / "kept")
+    shutil.copytree(partial, kept)
+    monkeypatch.setattr(preemption, "agreed", agreed)
+    capsys.readouterr()
+    training.train_and_evaluate(config, workdir, data, progress=True)
+    assert f"resumed from step 3 of 6 in epoch 1 in {partial}" in capsys.readouterr().out
+    assert test_faults.results_numbers(workdir) == reference
+    assert not os.path.exists(partial)
+
+    shutil.copytree(kept, partial)  # epoch 0 + 3 steps, older than checkpoint 2
+    training.train_and_evaluate(config, workdir, data, progress=True)
+    out = capsys.readouterr().out
+    assert "resumed from epoch 2" in out and "resumed from step" not in out, out
+    assert test_faults.results_numbers(workdir) == reference
