@@ -335,6 +335,22 @@ def make_train_epoch(indexed_step: Callable, settings: TrainSettings) -> Callabl
     return train_epoch
 
 
+@dataclasses.dataclass(frozen=True)
+class StoppedEpoch:
+    """What a stepwise epoch ended early by its `stop` callback returns instead of metrics.
+
+    Attributes:
+      steps: the epoch's steps done, 1 <= steps < steps_per_epoch (resumed ones included).
+      per_step: their metrics, one dict of [G] device arrays per step, in order.
+    """
+
+    steps: int
+    per_step: list[dict[str, jax.Array]]
+
+
+STOP_RUN_AHEAD = 2  # steps a stoppable stepwise epoch may queue beyond the finished ones
+
+
 def make_stepwise_epoch(
     jitted_step: Callable, settings: TrainSettings, progress: Callable | None = None
 ) -> Callable:
@@ -346,21 +362,39 @@ def make_stepwise_epoch(
     batches of k sizes compile k programs (one per size). `progress(i, metrics)`, when
     given, is called after step i (1-based) is dispatched, with its metrics still on
     device (nothing waits for them).
+
+    The epoch `(state, hparams, data, epoch_key, start=0, earlier=(), stop=None)` can
+    resume and stop between steps: the batch order comes from `epoch_key` alone and each
+    step's random key from `state.step`, so an epoch resumed at step `start` from the
+    state after that step, given the per-step metrics of the steps before it
+    (`earlier`, `start` dicts), ends exactly as the uninterrupted epoch. `stop()`, when
+    given, is called after every step but the last; when it returns True the epoch ends
+    there, returning `(state, StoppedEpoch)` instead of `(state, metrics)`. With `stop` the
+    host dispatches at most `STOP_RUN_AHEAD` steps ahead of the device (else it queues a
+    whole epoch at once, and the stop would come only at its end).
     """
     orders_fn = jax.jit(settings.batch_indices)
     summarise = jax.jit(summarise_steps)
     sizes = settings.labelled_sizes
+    total = settings.steps_per_epoch
 
-    def stepwise_epoch(state, hparams, data, epoch_key):
+    def stepwise_epoch(state, hparams, data, epoch_key, start=0, earlier=(), stop=None):
+        if len(earlier) != start or not 0 <= start < total:
+            raise ValueError(f"resuming at step {start} of {total} with {len(earlier)} earlier")
         unlabelled, labelled = orders_fn(epoch_key)
-        per_step = []
-        for i in range(settings.steps_per_epoch):
+        per_step = list(earlier)
+        for i in range(start, total):
             size = sizes[i % len(sizes)]
             labelled_batch = labelled[i] if size == labelled.shape[1] else labelled[i, :size]
             state, metrics = jitted_step(state, hparams, data, unlabelled[i], labelled_batch)
             per_step.append(metrics)
             if progress is not None:
                 progress(i + 1, metrics)
+            if stop is not None and i + 1 < total:
+                if i - STOP_RUN_AHEAD >= start:
+                    jax.block_until_ready(per_step[i - STOP_RUN_AHEAD])
+                if stop():
+                    return state, StoppedEpoch(i + 1, per_step)
         return state, summarise(jax.tree.map(lambda *m: jnp.stack(m), *per_step))
 
     return stepwise_epoch

@@ -9,7 +9,9 @@ Between epochs the host also checks the run: before training, that every process
 the same config, data and code (`parallel.check_processes_agree`); after each epoch, that
 no model diverged (non-finite, or parameters above `evaluation.MAX_PARAMETER`), and
 whether any process was asked to stop (`preemption`: then the epoch is saved and
-`preemption.Preempted` raised).
+`preemption.Preempted` raised). A stepwise epoch also checks after each of its steps: a
+stop there saves a partial epoch in workdir/partial_epoch, from which the next run
+resumes at the next step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import shutil
 import sys
 import threading
 from typing import Any
@@ -92,8 +95,9 @@ def run(
 
     Raises:
       preemption.Preempted: SIGTERM or SIGINT reached a process (in the main thread):
-        the epoch it was in was finished and saved with every process; running the
-        same call again resumes from it. A second signal ends the process at once.
+        the epoch it was in (the step, in a stepwise epoch) was finished and saved with
+        every process; running the same call again resumes from it. A second signal ends
+        the process at once.
     """
     stopwatch = stopwatch or Stopwatch()
     with preemption.StopRequests() as stop:
@@ -130,6 +134,8 @@ class _Start:
     epoch: int  # epochs already trained
     train_seconds: float  # training time already spent
     last_good: int | None  # newest checkpoint known to restore
+    step: int = 0  # steps of epoch + 1 already trained (a partial epoch's)
+    earlier: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)  # their metrics
 
 
 def _restore(exp: experiment.Experiment, manager, workdir: str, progress: bool) -> _Start:
@@ -151,6 +157,93 @@ def _restore(exp: experiment.Experiment, manager, workdir: str, progress: bool) 
     return _Start(states, epoch, meta["train_seconds"], checkpoints.latest_epoch(manager))
 
 
+PARTIAL_DIR = "partial_epoch"  # a stepwise epoch stopped by a signal between two steps
+
+
+def _partial_number(exp: experiment.Experiment, epochs_done: int, steps: int) -> int:
+    """The partial checkpoint's step number: steps trained since the start."""
+    return epochs_done * exp.settings.steps_per_epoch + steps
+
+
+def _save_partial(
+    exp: experiment.Experiment, workdir: str, epochs_done: int, stopped, states, elapsed, last_good
+) -> str:
+    """Saves the states `stopped.steps` steps into epoch `epochs_done + 1` with those steps'
+    metrics (`train.StoppedEpoch`), in workdir/partial_epoch (one checkpoint kept); every
+    process. Returns the directory."""
+    directory = os.path.join(workdir, PARTIAL_DIR)
+    per_step = parallel.to_host(stopped.per_step)
+    meta = {
+        "epoch": epochs_done,
+        "step": stopped.steps,
+        "steps_per_epoch": exp.settings.steps_per_epoch,
+        "train_seconds": float(elapsed),
+        "per_step": {  # JSON floats hold float32 values exactly
+            name: {
+                "dtype": str(value.dtype),
+                "values": np.stack([r[name] for r in per_step]).tolist(),
+            }
+            for name, value in per_step[0].items()
+        },
+        **experiment.run_record_of(exp),
+    }
+    manager = checkpoints.make_manager(directory, 1)
+    try:
+        checkpoints.save(
+            manager, _partial_number(exp, epochs_done, stopped.steps), states, meta, last_good
+        )
+    finally:
+        manager.close()
+    return directory
+
+
+def _restore_partial(
+    exp: experiment.Experiment, workdir: str, start: _Start, progress: bool
+) -> _Start:
+    """The partial epoch of workdir/partial_epoch when it continues from `start` (the newest
+    epoch checkpoint that restored, or a fresh start): its epoch is at or past start's, its
+    steps per epoch are this run's, and the epoch is stepwise. Otherwise `start`."""
+    directory = os.path.join(workdir, PARTIAL_DIR)
+    found = checkpoints.newest_meta(directory)
+    if found is None or experiment.epoch_loop(exp) != "python":
+        return start
+    _, meta = found
+    if meta["epoch"] < start.epoch or meta["steps_per_epoch"] != exp.settings.steps_per_epoch:
+        return start
+    try:
+        states, meta, _, skipped = checkpoints.restore_latest(
+            directory, experiment.abstract_states(exp)
+        )
+    except checkpoints.CheckpointError as error:
+        _log(progress, f"the partial epoch is not used: {error}")
+        return start
+    for bad, reason in skipped:
+        _log(progress, f"skipped partial checkpoint {bad}: {reason}")
+    run_record.check_same_data(meta, exp.fingerprint)
+    if meta["epoch"] < start.epoch or meta["epoch"] >= exp.spec.options.epochs:
+        return start
+    earlier = [
+        {name: np.asarray(m["values"][i], m["dtype"]) for name, m in meta["per_step"].items()}
+        for i in range(meta["step"])
+    ]
+    _log(
+        progress,
+        f"resumed from step {meta['step']} of {meta['steps_per_epoch']} in epoch "
+        f"{meta['epoch'] + 1} in {directory}",
+    )
+    return _Start(
+        states, meta["epoch"], meta["train_seconds"], start.last_good, meta["step"], earlier
+    )
+
+
+def _drop_partial(workdir: str) -> None:
+    """Removes workdir/partial_epoch (process 0) once an epoch checkpoint is saved: a
+    partial epoch is saved only as a run stops, so any there is older than that epoch."""
+    directory = os.path.join(workdir, PARTIAL_DIR)
+    if jax.process_index() == 0 and os.path.isdir(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _write_run_files(
     exp: experiment.Experiment, workdir: str, resuming: bool, start_epoch: int, changes
 ) -> None:
@@ -167,14 +260,19 @@ def _write_run_files(
 
 
 def _check_memory(exp: experiment.Experiment, memory: dict[str, float], progress: bool) -> None:
-    """Logs the compiled epoch's memory; refuses a grid that would not fit the device."""
+    """Logs the compiled epoch's memory (unknown for a stepwise epoch: `memory` is {});
+    refuses a grid that would not fit the device."""
     limit = parallel.device_memory_limit_gib()
+    of_limit = f" of {limit:.1f}" if limit else ""
+    needs = (  # a stepwise epoch is not compiled ahead: its memory is not known
+        f"compiled epoch needs {memory['gib_per_device']:.2f} GiB per device{of_limit}"
+        if "gib_per_device" in memory
+        else "memory per device unknown"
+    )
     _log(
         progress,
         f"{exp.num_models} model(s) on {parallel.describe(exp.mesh)}; "
-        f"{exp.settings.steps_per_epoch} steps/epoch; "
-        f"compiled epoch needs {memory.get('gib_per_device', float('nan')):.2f} GiB per device"
-        + (f" of {limit:.1f}" if limit else ""),
+        f"{exp.settings.steps_per_epoch} steps/epoch; {needs}",
     )
     if limit and memory and memory["gib_per_device"] > 0.9 * limit:
         raise MemoryError(
@@ -294,7 +392,9 @@ def _train_locked(
     validation = _Validation(exp)
     try:
         with stopwatch.phase("setup"):
-            start = _restore(exp, manager, workdir, progress)
+            start = _restore_partial(
+                exp, workdir, _restore(exp, manager, workdir, progress), progress
+            )
             _write_run_files(exp, workdir, resuming, start.epoch, changes)
         pretrain = None
         if options.pretrain_epochs > 0 and exp.model.classifier is not None:
@@ -324,18 +424,46 @@ def _train_locked(
                 _point_hparams(exp),
                 [m for m in _HPARAM_METRICS if exp.validation is not None or "valid" not in m],
             )
-        bar.open(start.epoch, epochs)
+        bar.open(start.epoch, epochs, start.step)
         elapsed, last_good = start.train_seconds, start.last_good
+        stepwise = experiment.epoch_loop(exp) == "python"
         for epoch in range(start.epoch, epochs):
             done = epoch + 1
+            between_steps: dict[str, Any] = {}  # a stepwise epoch resumes, stops between steps
+            if stepwise:
+                between_steps["stop"] = lambda: preemption.agreed(stop.requested)
+                if epoch == start.epoch and start.step:
+                    between_steps["start"] = start.step
+                    between_steps["earlier"] = [
+                        parallel.global_tree(row, parallel.model_sharded(exp.mesh))
+                        for row in start.earlier
+                    ]
             with stopwatch.phase("train"):  # the epoch, and its metrics and checks on the host
                 states, train_metrics = epoch_fn(
-                    states, hparams, data, experiment.epoch_key(data_seed, epoch, exp.mesh)
+                    states,
+                    hparams,
+                    data,
+                    experiment.epoch_key(data_seed, epoch, exp.mesh),
+                    **between_steps,
                 )
-                train_metrics, health = parallel.to_host(
-                    (train_metrics, evaluation.parameter_health(states.params))
-                )
+                if not isinstance(train_metrics, train.StoppedEpoch):
+                    train_metrics, health = parallel.to_host(
+                        (train_metrics, evaluation.parameter_health(states.params))
+                    )
             elapsed = start.train_seconds + stopwatch.seconds["train"]
+            if isinstance(train_metrics, train.StoppedEpoch):
+                with stopwatch.phase("checkpoints"):
+                    directory = _save_partial(
+                        exp, workdir, epoch, train_metrics, states, elapsed, last_good
+                    )
+                raise preemption.Preempted(
+                    stop.signal_name or "a signal to another process",
+                    done,
+                    epochs,
+                    directory,
+                    step=train_metrics.steps,
+                    steps_per_epoch=exp.settings.steps_per_epoch,
+                )
             _check_finite(health, train_metrics, None, done, names, last_good, workdir)
             evaluated, validated = None, None
             if done % options.eval_every == 0 or done == epochs:
@@ -355,11 +483,13 @@ def _train_locked(
             if saved:
                 with stopwatch.phase("checkpoints"):
                     _save(manager, exp, done, states, elapsed, last_good)
+                    _drop_partial(workdir)
                 last_good = done
             if done < epochs and preemption.agreed(stop.requested):  # every process agrees
                 if not saved:
                     with stopwatch.phase("checkpoints"):
                         _save(manager, exp, done, states, elapsed, last_good)
+                        _drop_partial(workdir)
                 raise preemption.Preempted(
                     stop.signal_name or "a signal to another process",
                     done,
@@ -579,7 +709,8 @@ class _ProgressBar:
         self._steps: queue.Queue = queue.Queue()
         self._watcher: threading.Thread | None = None
 
-    def open(self, start: int, total: int) -> None:
+    def open(self, start: int, total: int, steps: int = 0) -> None:
+        """From `start` epochs and `steps` steps of the next one done, of `total` epochs."""
         if not self._show:
             return
         from tqdm import tqdm
@@ -588,7 +719,7 @@ class _ProgressBar:
         stepwise = self._per_epoch > 1
         self._bar = tqdm(
             total=total * self._per_epoch,
-            initial=start * self._per_epoch,
+            initial=start * self._per_epoch + steps,
             unit=self._unit,
             dynamic_ncols=True,
             desc=f"epoch {min(start + 1, total)}/{total}" if stepwise else None,

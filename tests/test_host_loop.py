@@ -226,3 +226,22 @@ def test_host_allocator_keeps_large_blocks_off_mmap(tuning):
         assert probe == {"tuned": True, "mmapped_bytes": 0}
     else:
         assert not probe["tuned"] and probe["mmapped_bytes"] >= 64 << 20
+
+
+def test_memory_line_says_unknown_for_a_stepwise_epoch(capsys):
+    """A stepwise epoch is not compiled ahead (`parallel.compile_ahead` returns {}): the log
+    line says its memory is unknown instead of printing nan; a known size is printed."""
+    import types
+
+    from exon_jax import training
+
+    exp = types.SimpleNamespace(
+        num_models=1,
+        mesh=parallel.make_mesh(1, jax.devices()[:1]),
+        settings=types.SimpleNamespace(steps_per_epoch=7),
+    )
+    training._check_memory(exp, {}, progress=True)
+    line = capsys.readouterr().out
+    assert "nan" not in line and "7 steps/epoch; memory per device unknown" in line, line
+    training._check_memory(exp, {"gib_per_device": 0.25, "temp_gib": 0.1}, progress=True)
+    assert "compiled epoch needs 0.25 GiB per device" in capsys.readouterr().out

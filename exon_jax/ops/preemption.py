@@ -1,12 +1,19 @@
-"""Preemption: SIGTERM / SIGINT end a training run at the next epoch boundary, saved.
+"""Preemption: SIGTERM / SIGINT end a training run at the next step or epoch boundary, saved.
 
 Clusters send SIGTERM before they take a machine back (SLURM, Kubernetes); Ctrl-C sends
 SIGINT. While `StopRequests` is active the first of either only sets a flag: the
-training loop finishes the compiled epoch it is in, every process agrees to stop
-(`agreed`, an all-reduce of the flag at each epoch boundary, so a signal to one
-process stops all of them at the same epoch), a checkpoint is saved and `Preempted` is
-raised; `main.py` prints where it stopped and how to resume, and exits with
-`PREEMPTED_STATUS`. A second signal ends the process at once (status 128 + signal).
+training loop finishes the step or the compiled epoch it is in, every process agrees to
+stop (`agreed`, an all-reduce of the flag after each step or at each epoch boundary, so
+a signal to one process stops all of them at the same point), a checkpoint is saved and
+`Preempted` is raised; `main.py` prints where it stopped and how to resume, and exits
+with `PREEMPTED_STATUS`. A second signal ends the process at once (status 128 + signal).
+
+Where it stops depends on the epoch loop (`experiment.epoch_loop`). A stepwise epoch
+('python': one compiled call per step; convolutional networks on CPU, e.g. the revision)
+stops after the step in progress and saves a partial-epoch checkpoint (states and the
+steps' metrics, `training.PARTIAL_DIR`) from which the run resumes at the next step. A
+scanned epoch ('scan': one compiled call per epoch; MLP networks on CPU, everything on
+GPU) cannot be interrupted inside: it stops at the epoch's end, saving an epoch checkpoint.
 
 The signal's arrival is seen by a watcher thread through `signal.set_wakeup_fd`, which
 Python's C-level handler writes to at once, even while the main thread is inside a
@@ -30,16 +37,19 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """Training stopped on a signal, after saving a checkpoint when it had trained an epoch;
-    running again resumes.
+    """Training stopped on a signal, after saving a checkpoint when it had trained a step
+    or an epoch; running again resumes.
 
     Attributes:
       signal_name: "SIGTERM" or "SIGINT" (the first one this process or a peer received;
         "a signal to another process" on a process that received none).
-      epoch: the epoch trained and saved (saved=True), or the epochs done before this
-        process started training (saved=False: stopped during setup, nothing new to save;
-        None when that was not known yet).
-      epochs: the run's total; checkpoint_dir: the run's checkpoints.
+      epoch: the epoch trained and saved (saved=True), or, with `step`, the epoch (1-based)
+        stopped in and saved after that step, or the epochs done before this process
+        started training (saved=False: stopped during setup, nothing new to save; None
+        when that was not known yet).
+      epochs: the run's total; checkpoint_dir: where the checkpoint is (or the run's
+        checkpoints when nothing was saved).
+      step, steps_per_epoch: the steps done of `epoch` when it stopped inside it, or None.
     """
 
     def __init__(
@@ -49,10 +59,18 @@ class Preempted(Exception):
         epochs: int,
         checkpoint_dir: str,
         saved: bool = True,
+        step: int | None = None,
+        steps_per_epoch: int | None = None,
     ):
         self.signal_name, self.epoch, self.epochs = signal_name, epoch, epochs
         self.checkpoint_dir, self.saved = checkpoint_dir, saved
-        if saved:
+        self.step, self.steps_per_epoch = step, steps_per_epoch
+        if saved and step is not None:
+            message = (
+                f"stopped by {signal_name} at step {step} of {steps_per_epoch} in epoch {epoch} "
+                f"of {epochs}; saved in {checkpoint_dir}"
+            )
+        elif saved:
             message = (
                 f"stopped by {signal_name} after epoch {epoch} of {epochs}; checkpoint {epoch} "
                 f"saved in {checkpoint_dir}"
@@ -128,8 +146,8 @@ class StopRequests:
                     self.signal_name = name
                     self._event.set()
                     _say(
-                        f"{name} received: stopping at the end of the current epoch (or setup "
-                        "step), saving what was trained (send it again to exit at once)"
+                        f"{name} received: stopping at the end of the current step, epoch or "
+                        "setup stage, saving what was trained (send it again to exit at once)"
                     )
                 else:
                     _say(f"second {name}: exiting at once, without saving")
