@@ -75,10 +75,15 @@ def main(command: Command) -> None:
 
         checkpoints.show_orbax_logs()
     from exon_jax.errors import EXPECTED_ERRORS
+    from exon_jax.ops import peer_watch
     from exon_jax.ops.preemption import PREEMPTED_STATUS, Preempted
 
     try:
-        run(command)
+        with peer_watch.PeerWatch(
+            peer_watch.watch_timeout(command.heartbeat_timeout),
+            checkpoint_dir=os.path.join(command.workdir, "checkpoints"),
+        ):
+            run(command)
     except Preempted as error:
         print(f"{error}; resume with: {shlex.join(command.argv)}", file=sys.stderr)
         sys.stderr.flush()

@@ -22,8 +22,9 @@ TIMEOUT = 300
 pytestmark = pytest.mark.skipif(not os.path.exists(MNIST_NPZ), reason="no data/mnist/mnist.npz")
 
 
-def start_pair(workdir, extra=((), ()), args=None):
-    """Processes 0 and 1 of one run; extra[i] are process i's own flags."""
+def start_pair(workdir, extra=((), ()), args=None, logs=None):
+    """Processes 0 and 1 of one run; extra[i] are process i's own flags. Their output is
+    piped (text), or with `logs` process i's stdout and stderr go to the file logs[i]."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
@@ -43,9 +44,11 @@ def start_pair(workdir, extra=((), ()), args=None):
             ],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            **(
+                dict(stdout=open(logs[i], "w"), stderr=subprocess.STDOUT)
+                if logs
+                else dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            ),
         )
         for i in range(2)
     ]
@@ -151,6 +154,32 @@ def test_a_dying_peer_ends_the_other_in_one_line(tmp_path):
         "error: another process of this run stopped or cannot be reached ("
     ), err[-3000:]
     assert f"resume from the last checkpoint in {workdir}/checkpoints" in lines[0]
+
+
+@pytest.mark.slow  # a two-process run to its first epoch: ~1 min on 2 cores
+def test_a_hung_peer_ends_the_other_in_one_line(tmp_path):
+    """SIGSTOP (a hung node): the other process ends in one line, naming the silent process,
+    before the coordination service's heartbeat timeout aborts it with a dump."""
+    workdir = str(tmp_path / "run")
+    processes = start_pair(workdir, args=test_preemption.ARGS)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while test_preemption.epochs_logged(workdir) < 1:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+            time.sleep(0.01)
+        processes[1].send_signal(signal.SIGSTOP)
+        _, err = processes[0].communicate(timeout=TIMEOUT)
+    finally:
+        processes[1].kill()
+        processes[1].communicate()
+    assert processes[0].returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "Terminating process" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
+    assert lines == [
+        "error: another process of this run stopped or cannot be reached (process 1: no sign "
+        "of life for 4 s: stopped, hung or gone); restart every process to resume from the "
+        f"last checkpoint in {workdir}/checkpoints"
+    ], err[-3000:]
 
 
 @pytest.mark.slow  # a one-epoch run, then a two-process evaluation: ~40 s on 2 cores

@@ -14,8 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -73,33 +71,10 @@ def signal_at_step(processes, log_path, step: int) -> None:
 
 
 def start_pair(workdir, logs, args):
-    """Processes 0 and 1 of one run (as tests/test_agreement.py), process i's output in
-    logs[i]."""
-    from tests import test_agreement, test_multiprocess
+    """Processes 0 and 1 of one run (tests/test_agreement.py), process i's output in logs[i]."""
+    from tests import test_agreement
 
-    port = test_multiprocess._free_port()
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                os.path.join(test_agreement.ROOT, "main.py"),
-                *args,
-                f"--workdir={workdir}",
-                f"--compilation_cache={test_faults.cache_dir('xla-agreement')}",
-                f"--coordinator_address=localhost:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-                "--heartbeat_timeout=10",
-            ],
-            cwd=test_agreement.ROOT,
-            env=env,
-            stdout=open(logs[i], "w"),
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(2)
-    ]
+    return test_agreement.start_pair(workdir, args=args, logs=logs)
 
 
 def _stopped_line(log: str, workdir: str) -> tuple[int, int]:
