@@ -201,14 +201,18 @@ def _restore_partial(
     exp: experiment.Experiment, workdir: str, start: _Start, progress: bool
 ) -> _Start:
     """The partial epoch of workdir/partial_epoch when it continues from `start` (the newest
-    epoch checkpoint that restored, or a fresh start): its epoch is at or past start's, its
-    steps per epoch are this run's, and the epoch is stepwise. Otherwise `start`."""
+    epoch checkpoint that restored, or a fresh start): its epoch is at or past start's and
+    before the run's last, its steps per epoch are this run's, and the epoch is stepwise.
+    Otherwise `start`."""
     directory = os.path.join(workdir, PARTIAL_DIR)
     found = checkpoints.newest_meta(directory)
     if found is None or experiment.epoch_loop(exp) != "python":
         return start
     _, meta = found
-    if meta["epoch"] < start.epoch or meta["steps_per_epoch"] != exp.settings.steps_per_epoch:
+    if (
+        not start.epoch <= meta["epoch"] < exp.spec.options.epochs
+        or meta["steps_per_epoch"] != exp.settings.steps_per_epoch
+    ):
         return start
     try:
         states, meta, _, skipped = checkpoints.restore_latest(
@@ -220,8 +224,6 @@ def _restore_partial(
     for bad, reason in skipped:
         _log(progress, f"skipped partial checkpoint {bad}: {reason}")
     run_record.check_same_data(meta, exp.fingerprint)
-    if meta["epoch"] < start.epoch or meta["epoch"] >= exp.spec.options.epochs:
-        return start
     earlier = [
         {name: np.asarray(m["values"][i], m["dtype"]) for name, m in meta["per_step"].items()}
         for i in range(meta["step"])

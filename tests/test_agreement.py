@@ -137,14 +137,20 @@ def test_sigterm_to_one_process_stops_both_at_one_epoch_and_resumes(tmp_path):
     assert test_faults.results_numbers(workdir) == test_faults.results_numbers(reference)
 
 
-@pytest.mark.slow  # a two-process run to its first epoch: ~1 min on 2 cores
-def test_a_dying_peer_ends_the_other_in_one_line(tmp_path):
-    workdir = str(tmp_path / "run")
+def _pair_past_one_epoch(workdir):
+    """Two processes of test_preemption's run, returned once one epoch is logged."""
     processes = start_pair(workdir, args=test_preemption.ARGS)
     deadline = time.monotonic() + TIMEOUT
     while test_preemption.epochs_logged(workdir) < 1:
         assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
         time.sleep(0.01)
+    return processes
+
+
+@pytest.mark.slow  # a two-process run to its first epoch: ~1 min on 2 cores
+def test_a_dying_peer_ends_the_other_in_one_line(tmp_path):
+    workdir = str(tmp_path / "run")
+    processes = _pair_past_one_epoch(workdir)
     processes[1].send_signal(signal.SIGKILL)
     _, err = processes[0].communicate(timeout=TIMEOUT)
     assert processes[0].returncode == 1, err[-3000:]
@@ -161,12 +167,8 @@ def test_a_hung_peer_ends_the_other_in_one_line(tmp_path):
     """SIGSTOP (a hung node): the other process ends in one line, naming the silent process,
     before the coordination service's heartbeat timeout aborts it with a dump."""
     workdir = str(tmp_path / "run")
-    processes = start_pair(workdir, args=test_preemption.ARGS)
+    processes = _pair_past_one_epoch(workdir)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while test_preemption.epochs_logged(workdir) < 1:
-            assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
-            time.sleep(0.01)
         processes[1].send_signal(signal.SIGSTOP)
         _, err = processes[0].communicate(timeout=TIMEOUT)
     finally:
