@@ -324,8 +324,8 @@ def shifted_conv_general_dilated(
     several times slower than the forward convolution; as k*k products of the shifted input
     [C, B*H*W] with the output cotangent [B*H*W, O] it runs at matmul speed (the
     revision's 32 -> 64 3x3 layer on 14x14 images: bench/revision_step.py). Same values.
-    Taken for float32, stride 1, undilated, ungrouped NHWC x HWIO products with explicit
-    padding (flax's SAME); anything else is the stock product.
+    Taken for float32, stride 1, undilated, ungrouped NHWC x HWIO products (padding
+    explicit or 'SAME' / 'VALID', as nn.Conv passes it); anything else is the stock product.
     """
     stock = functools.partial(
         jax.lax.conv_general_dilated,
@@ -349,12 +349,13 @@ def shifted_conv_general_dilated(
         and feature_group_count == 1
         and precision is None
         and not kwargs
-        and not isinstance(padding, str)
         and lhs.dtype == rhs.dtype == jnp.float32
         and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
     )
     if not plain:
         return stock()
+    if isinstance(padding, str):  # nn.Conv passes 'SAME' as it is
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
     return _shifted_conv(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding))
 
 

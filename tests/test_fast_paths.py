@@ -103,6 +103,19 @@ def test_shifted_conv_values_and_gradients():
     np.testing.assert_allclose(grads[0]["params"]["bias"], g.sum((0, 1, 2)), rtol=1e-5)
 
 
+def test_shifted_conv_is_taken_inside_nn_conv():
+    """nn.Conv passes padding as the string 'SAME': the shifted layout must still compute the
+    kernel gradient as matmuls (one per kernel offset), not fall back to XLA's convolution
+    (it did, silently, so 'shifted' timed the stock product)."""
+    x = jnp.ones((2, 7, 7, 4))
+    shifted = models.conv(8, 3, layout="shifted")
+    variables = shifted.init(jax.random.key(0), x)
+    kernel_grad = jax.jit(jax.grad(lambda v: jnp.sum(shifted.apply(v, x) ** 2)))
+    hlo = kernel_grad.lower(variables).as_text()
+    assert hlo.count("stablehlo.dot_general") == 9  # 3 x 3 offsets
+    assert hlo.count("stablehlo.convolution") == 1  # the forward product (x is a constant)
+
+
 def test_shifted_conv_falls_back_for_strided_products():
     x = jnp.ones((2, 8, 8, 3))
     stock, shifted = models.conv(4, 3, strides=2), models.conv(4, 3, strides=2, layout="shifted")
