@@ -10,6 +10,9 @@ difference of two calls of their `train` (n_long and n_short steps) divided by t
 difference in steps, so the per-call start of their data pipeline (a shuffle buffer of
 60 000 images) is not counted; the rounds alternate between the two programs.
 
+Also timed in the same rounds: our step with shifted conv weight gradients, and our step
+with XLA:CPU's own flags (convolutions in YNNPACK fusions; a child process started with
+EXON_XLA_CPU_TUNING=0, since XLA's flags are fixed per process: `exon_jax.ops.xla_flags`).
 Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this machine
 before and after the rounds (the higher kept), and where our step's time goes: the
 augmentation, the pseudo-label pass and the classifier forward+backward alone.
@@ -23,6 +26,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 
 from bench import common
@@ -91,25 +95,25 @@ def parts(exp, state, batch, augmentation: str = "mnist"):
     }
 
 
-class Official:
-    """Their step in a long-lived subprocess (bench/official_driver.py)."""
+class _LineServer:
+    """A long-lived subprocess answering "N" with {"seconds": s} for N steps (one JSON line each)."""
 
-    def __init__(self, python: str, official: str, dataset: str):
-        driver = os.path.join(common.BENCH_DIR, "official_driver.py")
-        mnist = os.path.join(common.REPO_ROOT, "data", "mnist", "mnist.npz")
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None):
         self.proc = subprocess.Popen(
-            [python, driver, "--official", official, "--mnist", mnist, "--dataset", dataset],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            env=env,
+            cwd=cwd,
         )
         self.ready = json.loads(self._line())
 
     def _line(self) -> str:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("bench/official_driver.py ended before answering")
+            raise RuntimeError(f"{self.proc.args[1:3]} ended before answering")
         return line
 
     def seconds(self, steps: int) -> float:
@@ -122,6 +126,44 @@ class Official:
         self.proc.wait(timeout=120)
 
 
+def official(python: str, clone: str, dataset: str) -> _LineServer:
+    """Their step in bench/official_driver.py under the TensorFlow reference venv."""
+    driver = os.path.join(common.BENCH_DIR, "official_driver.py")
+    mnist = os.path.join(common.REPO_ROOT, "data", "mnist", "mnist.npz")
+    return _LineServer(
+        [python, driver, "--official", clone, "--mnist", mnist, "--dataset", dataset]
+    )
+
+
+def stock_xla_flags(dataset: str) -> _LineServer:
+    """Our step in a child process with XLA:CPU's own flags (EXON_XLA_CPU_TUNING=0: its
+    convolutions in YNNPACK fusions, as before `exon_jax.ops.xla_flags`)."""
+    from exon_jax.ops import xla_flags
+
+    env = dict(os.environ, EXON_XLA_CPU_TUNING="0")
+    env["XLA_FLAGS"] = xla_flags.without(env.get("XLA_FLAGS", ""))
+    argv = [sys.executable, "-m", "bench.revision_step", "--serve", "--dataset", dataset]
+    return _LineServer(argv, env=env, cwd=common.REPO_ROOT)
+
+
+def serve(dataset: str) -> None:
+    """`--serve`: our step on stdin's requests (the `_LineServer` protocol)."""
+    common.tune_allocator()
+    _, compiled, state, hparams, batch = our_step(dataset)
+    holder = {"state": state}
+    for _ in range(2):
+        holder["state"], metrics = compiled(holder["state"], hparams, batch)
+    jax.block_until_ready(metrics)
+    print(json.dumps({"ready": True, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}), flush=True)
+    for line in sys.stdin:
+        steps = int(line)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            holder["state"], metrics = compiled(holder["state"], hparams, batch)
+        jax.block_until_ready(metrics)
+        print(json.dumps({"steps": steps, "seconds": time.perf_counter() - t0}), flush=True)
+
+
 def main():
     args = common.parse_args(
         __doc__.splitlines()[0],
@@ -129,8 +171,11 @@ def main():
             common.add_tf_options(p),
             p.add_argument("--official", default=os.environ.get("EXON_OFFICIAL")),
             p.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10")),
+            p.add_argument("--serve", action="store_true", help="(internal) stock_xla_flags"),
         ),
     )
+    if args.serve:
+        return serve(args.dataset)
     cifar = args.dataset == "cifar10"
     common.tune_allocator()
     # Their CIFAR-10 step runs eagerly for minutes on 2 cores: fewer rounds and steps there.
@@ -160,21 +205,25 @@ def main():
     theirs = None
     if why_not is None and args.official:
         common.log("starting the authors' step (bench/official_driver.py) ...")
-        theirs = Official(python, args.official, args.dataset)
+        theirs = official(python, args.official, args.dataset)
     elif why_not is None:
         why_not = "no clone of an-seunghwan/EXoN_official given (--official or $EXON_OFFICIAL)"
 
-    ours_times, shifted_times, their_steps = [], [], []
+    common.log("starting our step with XLA:CPU's own flags (a child process) ...")
+    stock = stock_xla_flags(args.dataset)
+    ours_times, shifted_times, stock_times, their_steps = [], [], [], []
     for r in range(rounds):
         for fn, times in ((ours, ours_times), (ours_shifted, shifted_times)):
             t0 = time.perf_counter()
             for _ in range(ours_per_round):
                 jax.block_until_ready(fn())
             times.append((time.perf_counter() - t0) / ours_per_round)
+        stock_times.append(stock.seconds(ours_per_round) / ours_per_round)
         if theirs is not None:
             short, long = theirs.seconds(n_short), theirs.seconds(n_long)
             their_steps.append((long - short) / (n_long - n_short))
         common.log(f"round {r}: ours {ours_times[-1]:.3f} s/step, theirs {their_steps[-1:]} s/step")
+    stock.close()
     if theirs is not None:
         theirs.close()
     breakdown = {
@@ -201,6 +250,12 @@ def main():
             "per_step": common.summarize(shifted_times),
             "speedup_of_default": statistics.median(shifted_times) / ours_s,
         },
+        "ours_xla_cpu_own_flags": {
+            "per_step": common.summarize(stock_times),
+            "XLA_FLAGS": stock.ready.get("XLA_FLAGS", ""),
+            "speedup_of_default": statistics.median(stock_times) / ours_s,
+        },
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "matmul": rates,
         "allocator": common.ALLOCATOR,
     }
@@ -209,6 +264,11 @@ def main():
         common.row(
             "  the same with shifted conv weight gradients (matmuls)",
             common.sig(statistics.median(shifted_times)),
+            "s",
+        ),
+        common.row(
+            "  the same with XLA:CPU's own flags (YNNPACK convolutions)",
+            common.sig(statistics.median(stock_times)),
             "s",
         ),
         common.row(

@@ -3,6 +3,10 @@
 import os as _os
 import re as _re
 
+from exon_jax.ops import xla_flags as _xla_flags
+
+_xla_flags.apply()  # XLA:CPU's flags are read when the first backend starts
+
 
 def _version() -> str:
     """pyproject.toml's version in a source checkout, else the installed distribution's."""

@@ -6,6 +6,8 @@ under .pytest_cache lets later tests and later runs reuse them.
 
 import os
 
+import exon_jax  # noqa: F401 - sets XLA:CPU flags (exon_jax.ops.xla_flags) before jax starts
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
