@@ -29,6 +29,12 @@ def test_apply_leaves_a_users_own_setting_a_started_backend_and_the_opt_out():
         assert "XLA_FLAGS" not in environ
 
 
+def test_importing_exon_jax_imports_no_jax():
+    code = "import sys, exon_jax; print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_without_takes_out_only_exon_jax_flags():
     flags = f"--xla_force_host_platform_device_count=2 {FLAG}"
     assert xla_flags.without(flags) == "--xla_force_host_platform_device_count=2"
