@@ -392,3 +392,32 @@ def test_every_single_bit_flip_changes_the_checksum():
             assert int(checksum(jnp.asarray(flipped.view(np.float32)))) != base, (i, b)
     # the same values elsewhere in the array are a different array
     assert int(checksum(jnp.asarray(x[::-1].copy()))) != base
+
+
+def test_inspect_state_of_a_local_state_is_numpy_and_compiles_nothing(monkeypatch):
+    """A state on this process is checked on the host (its save compiles no program: the
+    jitted reduction cost 1.1 s of XLA:CPU compilation a run); the values are the jitted
+    reduction's, the one that states sharded over processes still use."""
+    rng = np.random.default_rng(5)
+    state = {
+        "w": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32),
+        "nan": jnp.asarray([1.0, np.nan, 2.0], jnp.float32),
+        "inf": jnp.asarray([np.inf], jnp.bfloat16),
+        "step": jnp.int32(7),
+        "key": jax.random.key(3),
+    }
+    jitted = ckpt._inspect
+    calls = []
+    monkeypatch.setattr(ckpt, "_inspect", lambda leaves: calls.append(1) or jitted(leaves))
+    finite, sums = ckpt.inspect_state(state)
+    assert calls == []
+    expected_finite, expected_sums = jitted(
+        [jnp.asarray(x) for x in jax.tree.leaves(ckpt._keys_to_data(state))]
+    )
+    names = ckpt.leaf_names(ckpt._keys_to_data(state))
+    assert list(finite) == names and list(sums) == names
+    assert [finite[n] for n in names] == [bool(f) for f in np.asarray(expected_finite)]
+    assert [sums[n] for n in names] == [int(s) for s in np.asarray(expected_sums)]
+    non_finite = sorted(n for n in names if "nan" in n or "inf" in n)
+    assert len(non_finite) == 2
+    assert sorted(n for n in names if not finite[n]) == non_finite

@@ -94,3 +94,41 @@ def test_model_figure_arrays_equal_the_one_model_computations():
     # the two models differ, so the batch did not repeat model 0
     assert not np.allclose(batched["manifold"][0], batched["manifold"][1])
     assert jnp.asarray(batched["label_map"]).dtype == jnp.int32
+
+
+def test_parameter_health_of_local_parameters_is_numpy_and_matches_the_jitted_one(monkeypatch):
+    """Parameters on this process are checked on the host (no compiled reduction), with
+    the values of the jitted reduction that parameters sharded over processes use, and
+    of a hand count: model 0 sound, 1 with a NaN, 2 with |parameter| 3e8."""
+    from exon_jax import evaluation
+
+    rng = np.random.default_rng(2)
+    params = {
+        "dense": {"kernel": rng.normal(size=(3, 4, 5)).astype(np.float32)},
+        "bias": rng.normal(size=(3, 5)).astype(np.float32),
+        "half": np.asarray(rng.normal(size=(3, 2)), jnp.bfloat16),
+        "count": np.arange(3, dtype=np.int32),  # not floating: ignored
+    }
+    params["dense"]["kernel"][1, 2, 3] = np.nan
+    params["bias"][2, 4] = -3e8
+    device_params = jax.tree.map(jnp.asarray, params)
+    jitted = evaluation._sharded_parameter_health
+    calls = []
+    monkeypatch.setattr(
+        evaluation, "_sharded_parameter_health", lambda x: calls.append(1) or jitted(x)
+    )
+    finite, largest = evaluation.parameter_health(device_params)
+    assert calls == []
+    np.testing.assert_array_equal(finite, [True, False, True])
+    floating = [params["dense"]["kernel"], params["bias"], params["half"].astype(np.float32)]
+    for g in (0, 2):
+        assert largest[g] == max(np.abs(x[g]).max() for x in floating)
+    assert largest[2] == np.float32(3e8)
+    expected = jitted([x for x in jax.tree.leaves(device_params) if x.dtype != jnp.int32])
+    np.testing.assert_array_equal(finite, np.asarray(expected[0]))
+    np.testing.assert_array_equal(largest, np.asarray(expected[1]))
+    assert evaluation.unsound_models(finite, largest, None) == {
+        "non-finite parameters": [1],
+        "parameters out of range (largest |parameter| 3e+08 > 1e+08: the learning rate is "
+        "likely too high)": [2],
+    }

@@ -177,7 +177,7 @@ def leaf_names(state) -> list[str]:
     return [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
 
 
-# --- finiteness and checksums: one jitted reduction, two small vectors to the host ---------
+# --- finiteness and checksums: NumPy on the host, or one jitted reduction when sharded ---
 
 
 def _words(x: jax.Array) -> jax.Array:
@@ -222,17 +222,28 @@ def _inspect(leaves: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
 def inspect_state(state) -> tuple[dict[str, bool], dict[str, int]]:
     """({leaf path: all finite}, {leaf path: checksum}) of a state (keys as key data).
 
-    Runs one jitted reduction over all leaves; only the two [L] vectors reach the host.
-    With several processes this is a collective: every process must call it.
+    A state whose leaves are all on this process is read on the host with NumPy
+    (`_host_checksum`: the same values, nothing compiled); one sharded over processes
+    runs one jitted reduction over all leaves, and only the two [L] vectors reach the
+    host. That is a collective: every process must call it.
     """
     state = _keys_to_data(state)
     names = leaf_names(state)
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(state)]
+    leaves = jax.tree.leaves(state)
     if not leaves:
         return {}, {}
-    finite, sums = _inspect(leaves)
-    finite, sums = _to_host(finite), _to_host(sums)
-    return (dict(zip(names, (bool(f) for f in finite))), dict(zip(names, (int(s) for s in sums))))
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        host = [np.asarray(x) for x in jax.device_get(leaves)]
+        finite = [
+            not jnp.issubdtype(x.dtype, jnp.inexact) or bool(np.isfinite(x).all()) for x in host
+        ]
+        return dict(zip(names, finite)), dict(zip(names, (_host_checksum(x) for x in host)))
+    finite_v, sums_v = _inspect([jnp.asarray(x) for x in leaves])
+    finite_v, sums_v = _to_host(finite_v), _to_host(sums_v)
+    return (
+        dict(zip(names, (bool(f) for f in finite_v))),
+        dict(zip(names, (int(s) for s in sums_v))),
+    )
 
 
 def _host_checksum(x: np.ndarray) -> int:
@@ -254,16 +265,6 @@ def _host_checksum(x: np.ndarray) -> int:
     index = np.arange(words.size, dtype=np.uint32)
     with np.errstate(over="ignore"):
         return int(np.sum(mix(words ^ mix(index + np.uint32(0x9E3779B9))), dtype=np.uint32))
-
-
-def _host_checksums(state) -> dict[str, int] | None:
-    """{leaf path: checksum} of a state whose leaves are all on this process (restores
-    then compile nothing), or None when one is sharded over processes."""
-    state = _keys_to_data(state)
-    leaves = jax.tree.leaves(state)
-    if any(not getattr(x, "is_fully_addressable", True) for x in leaves):
-        return None
-    return dict(zip(leaf_names(state), (_host_checksum(np.asarray(x)) for x in leaves)))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -581,9 +582,7 @@ def _restore_verified(manager: ocp.CheckpointManager, abstract_state, epoch: int
     if integrity is not None:  # checkpoints of earlier versions carry none
         if _meta_digest(meta) != integrity.get("meta_sha256"):
             raise _Unusable("meta record does not match its sha256 (corrupt meta file)")
-        sums = _host_checksums(state)
-        if sums is None:  # sharded over processes: the jitted collective
-            _, sums = inspect_state(state)
+        _, sums = inspect_state(state)  # on the host unless sharded over processes
         wrong = [name for name, value in sums.items() if integrity["leaves"].get(name) != value]
         if wrong:
             raise _Unusable(
