@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from exon_jax import analysis, configuration, metrics, plots, priors, train
+from exon_jax import analysis, configuration, metrics, priors, train
 from exon_jax.ops import figure_workers
 from exon_jax import batching
 
@@ -633,7 +633,7 @@ def write_run_figures(
         jobs += grid_figure_jobs(exp, states, evaluated, directory, fns, panel_codes)
     written = figure_workers.save_all(jobs, workers, pool)
     earlier = EARLIER_FIGURES[2 if exp.analysis.latent_dim == 2 else 0] + EARLIER_GRID_FIGURES
-    replace_written(directory, [f for j in jobs for f in job_files(j)], earlier)
+    replace_written(directory, [f for j in jobs for f in figure_workers.job_files(j)], earlier)
     return written
 
 
@@ -651,11 +651,6 @@ EARLIER_GRID_FIGURES = (
     "heatmap_classification_error",
     "predesign_interpolation",
 )
-
-
-def job_files(job: figure_workers.FigureJob) -> list[str]:
-    """The files a job writes: its PNG, and the PDF beside it when the job asks for one."""
-    return [job.path, plots.pdf_path(job.path)] if job.pdf else [job.path]
 
 
 def replace_written(directory: str, files: Sequence[str], earlier: Sequence[str] = ()) -> list[str]:

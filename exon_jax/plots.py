@@ -33,6 +33,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
+from exon_jax.ops.figure_workers import pdf_path
+
 SAVE_DPI = 120
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -101,11 +103,6 @@ def save(fig: Figure, path: str, pdf: bool = True) -> str:
     if pyplot is not None:
         pyplot.close(fig)
     return path
-
-
-def pdf_path(path: str) -> str:
-    """The PDF written beside the PNG `path` by `save`."""
-    return os.path.splitext(path)[0] + ".pdf"
 
 
 def _wrap(text: str | None, width_inches: float, fontsize: float = 12.0) -> str | None:

@@ -420,7 +420,7 @@ def _with(settings, **changes):
 
 def _fake_draw(job):
     """Writes a job's files without drawing (the wiring under test, not Matplotlib)."""
-    for path in figures.job_files(job):
+    for path in figure_workers.job_files(job):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(b"figure")

@@ -99,7 +99,8 @@ def split_validation(split: ImageSplit, num: int, seed: int) -> tuple[ImageSplit
 
 
 def _array_digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    """sha256 of the C-order bytes, read in place (no copy of the array)."""
+    return hashlib.sha256(np.ascontiguousarray(array).reshape(-1).data).hexdigest()
 
 
 def dataset_fingerprint(dataset: ImageDataset) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """Figures drawn in worker processes: `FigureJob`s (a `plots` function's name and host
 arrays) drawn by a `FigurePool` of spawned, warmed-up Matplotlib processes, started ahead
-of the figures (e.g. while the model trains)."""
+of the figures (e.g. while the model trains).
+
+Only the processes that draw import Matplotlib (`plots`): the process that builds the jobs
+(the training run) does not, unless it draws itself (one worker)."""
 
 from __future__ import annotations
 
@@ -12,10 +15,6 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from exon_jax import plots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +32,20 @@ class FigureJob:
     pdf: bool = True
 
 
+def pdf_path(path: str) -> str:
+    """The PDF written beside the PNG `path` (`plots.save`)."""
+    return os.path.splitext(path)[0] + ".pdf"
+
+
+def job_files(job: FigureJob) -> list[str]:
+    """The files a job writes: its PNG, and the PDF beside it when the job asks for one."""
+    return [job.path, pdf_path(job.path)] if job.pdf else [job.path]
+
+
 def draw_job(job: FigureJob) -> str:
     """Draws and saves one `FigureJob`; returns its PNG path."""
+    from exon_jax import plots
+
     return plots.save(getattr(plots, job.draw)(*job.args, **job.kwargs), job.path, job.pdf)
 
 
@@ -64,6 +75,9 @@ def _array_bytes(tree: Any) -> int:
 def _warm_up() -> None:
     """Run by each new worker: loads Matplotlib's Agg and PDF backends and its fonts (what
     the first figure of a process otherwise pays for)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(1, 1))
     FigureCanvasAgg(fig)
     fig.text(0.5, 0.5, "warm-up $x$")
