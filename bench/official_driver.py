@@ -48,6 +48,18 @@ def _their_modules(folder: str):
         os.chdir, sys.argv = chdir, argv
 
 
+# What their modules import beyond TensorFlow (module -> pip package); tf_keras for CIFAR-10.
+THEIR_IMPORTS = {"tqdm": "tqdm", "yaml": "pyyaml", "matplotlib": "matplotlib", "scipy": "scipy"}
+
+
+def missing_packages(cifar: bool) -> list[str]:
+    """The pip packages their code needs that this interpreter cannot import."""
+    import importlib.util
+
+    needed = dict(THEIR_IMPORTS, **({"tf_keras": "tf_keras"} if cifar else {}))
+    return [pkg for module, pkg in needed.items() if importlib.util.find_spec(module) is None]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--official", required=True, help="root of a clone of EXoN_official")
@@ -55,6 +67,12 @@ def main():
     ap.add_argument("--mnist", help="exon_jax's data/mnist/mnist.npz (MNIST)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    missing = missing_packages(args.dataset == "cifar10")
+    if missing:
+        sys.exit(
+            f"error: their code needs {', '.join(missing)} in this venv "
+            f"({sys.executable}): pip install {' '.join(missing)}"
+        )
     if args.dataset == "cifar10":
         # Their CIFAR-10 step under Keras 3 gets no gradients ("No gradients provided for any
         # variable" at their optimizer.apply_gradients); Keras 2 (pip install tf_keras) runs it.

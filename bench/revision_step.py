@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from bench import common
@@ -99,11 +100,12 @@ class _LineServer:
     """A long-lived subprocess answering "N" with {"seconds": s} for N steps (one JSON line each)."""
 
     def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None):
+        self.stderr = tempfile.TemporaryFile("w+")  # TensorFlow logs plenty there
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             text=True,
             env=env,
             cwd=cwd,
@@ -113,7 +115,13 @@ class _LineServer:
     def _line(self) -> str:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.proc.args[1:3]} ended before answering")
+            self.proc.wait(timeout=60)
+            self.stderr.seek(0)
+            last = [x for x in self.stderr.read().splitlines() if x.strip()][-1:]
+            raise RuntimeError(
+                f"{self.proc.args[1:3]} ended before answering (status "
+                f"{self.proc.returncode}): {last[0] if last else 'nothing on stderr'}"
+            )
         return line
 
     def seconds(self, steps: int) -> float:
@@ -124,6 +132,7 @@ class _LineServer:
     def close(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=120)
+        self.stderr.close()
 
 
 def official(python: str, clone: str, dataset: str) -> _LineServer:

@@ -306,3 +306,31 @@ def test_overhead_figure_format_replaces_only_the_pdf_flag():
             for f in dataclasses.fields(exp.spec)
             if f.name != "analysis"
         )
+
+
+def test_official_driver_names_the_packages_their_code_lacks(tmp_path):
+    """The authors' step runs in another venv: a package their modules import but that venv
+    lacks is named in one line with its pip command (it ended silently before, and the
+    benchmark said only that the driver 'ended before answering')."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "yaml.py").write_text("raise ImportError('stub')\n")  # found, so not missing
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda m, *a: None if m in ('tqdm', 'tf_keras') else real(m, *a)\n"
+        f"sys.argv = ['official_driver.py', '--official', {str(tmp_path)!r}, '--dataset', 'cifar10']\n"
+        f"sys.path.insert(0, {str(stub)!r})\n"
+        "import runpy\n"
+        f"runpy.run_path({os.path.join(root, 'bench', 'official_driver.py')!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: their code needs tqdm, tf_keras in this venv (")
+    assert lines[0].endswith("pip install tqdm tf_keras")
