@@ -84,7 +84,10 @@ def test_second_signal_exits_at_once(tmp_path):
     assert status == 128 + signal.SIGINT, log[-3000:]
     assert "second SIGINT: exiting at once, without saving" in log, log[-3000:]
     assert "Traceback" not in log
-    assert not os.listdir(os.path.join(workdir, "checkpoints"))
+    # nothing saved; the second signal may land inside the save it cut short, whose
+    # unfinished orbax tmp directory the next start removes (checkpoints.make_manager)
+    left = os.listdir(os.path.join(workdir, "checkpoints"))
+    assert all(name.endswith(".orbax-checkpoint-tmp") for name in left), left
 
 
 def _signal_self_after(monkeypatch, module, name):
