@@ -220,35 +220,25 @@ def measure(quick: bool, scratch: str) -> dict:
         "tiny_warm", "configs/mnist.py:tiny", [], os.path.join(scratch, "tiny_warm"), tiny_cache
     )
     prior_dir = os.path.join(scratch, "own_prior")
-    cases["own_prior"] = run_main(
-        "own_prior",
-        "configs/mnist_custom_prior.py",
-        ["--config.train.epochs=3"],
-        prior_dir,
-        os.path.join(scratch, "cache_own_prior"),
-    )
-    cases["grid_2x2"] = run_main(
-        "grid_2x2",
-        "configs/mnist_sweep.py",
-        GRID,
-        os.path.join(scratch, "grid_2x2"),
-        os.path.join(scratch, "cache_grid"),
-    )
-    # the everyday second run of a config: a new workdir, the compilation cache now warm
-    cases["own_prior_warm"] = run_main(
-        "own_prior_warm",
-        "configs/mnist_custom_prior.py",
-        ["--config.train.epochs=3"],
-        os.path.join(scratch, "own_prior_warm"),
-        os.path.join(scratch, "cache_own_prior"),
-    )
-    cases["grid_2x2_warm"] = run_main(
-        "grid_2x2_warm",
-        "configs/mnist_sweep.py",
-        GRID,
-        os.path.join(scratch, "grid_2x2_warm"),
-        os.path.join(scratch, "cache_grid"),
-    )
+    # each config first with an empty compilation cache, then its everyday second run: a
+    # new workdir, the same (now warm) cache
+    runs = {
+        "own_prior": (
+            "configs/mnist_custom_prior.py",
+            ["--config.train.epochs=3"],
+            "cache_own_prior",
+        ),
+        "grid_2x2": ("configs/mnist_sweep.py", GRID, "cache_grid"),
+    }
+    for suffix in ("", "_warm"):
+        for name, (config, overrides, cache) in runs.items():
+            cases[name + suffix] = run_main(
+                name + suffix,
+                config,
+                overrides,
+                os.path.join(scratch, name + suffix),
+                os.path.join(scratch, cache),
+            )
     load_cache = os.path.join(scratch, "cache_load_run")
     load_cold = load_run_to_encode(prior_dir, load_cache)
     load_warm = [load_run_to_encode(prior_dir, load_cache) for _ in range(1 if quick else 3)]
