@@ -13,7 +13,10 @@ difference in steps, so the per-call start of their data pipeline (a shuffle buf
 Also timed in the same rounds: our step with shifted conv weight gradients, and our step
 with XLA:CPU's own flags (convolutions in YNNPACK fusions; a child process started with
 EXON_XLA_CPU_TUNING=0, since XLA's flags are fixed per process: `exon_jax.ops.xla_flags`).
-Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this machine
+Also timed in the same rounds: the products floor (bench/products.py), every convolution
+and dot of our step (gradients included) run as one bare matmul of equal work each, so
+the authors' time over it is the largest speed-up that products at this machine's matmul
+speed for their shapes allow. Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this machine
 before and after the rounds (the higher kept), and where our step's time goes: the
 augmentation, the pseudo-label pass and the classifier forward+backward alone.
 
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from bench import common
+from bench import common, products
 
 import jax
 import jax.numpy as jnp
@@ -208,8 +211,11 @@ def main():
         holder["shifted"], metrics = compiled_shifted(holder["shifted"], hparams, batch)
         return metrics
 
+    found = products.matmul_shapes(exp.spec.train_step, state, hparams, batch)
+    floor = products.floor_program(found)
     jax.block_until_ready(ours())
     jax.block_until_ready(ours_shifted())
+    jax.block_until_ready(floor())
     python, _, why_not = common.tf_reference(args)
     theirs = None
     if why_not is None and args.official:
@@ -220,9 +226,13 @@ def main():
 
     common.log("starting our step with XLA:CPU's own flags (a child process) ...")
     stock = stock_xla_flags(args.dataset)
-    ours_times, shifted_times, stock_times, their_steps = [], [], [], []
+    ours_times, shifted_times, floor_times, stock_times, their_steps = [], [], [], [], []
     for r in range(rounds):
-        for fn, times in ((ours, ours_times), (ours_shifted, shifted_times)):
+        for fn, times in (
+            (ours, ours_times),
+            (ours_shifted, shifted_times),
+            (floor, floor_times),
+        ):
             t0 = time.perf_counter()
             for _ in range(ours_per_round):
                 jax.block_until_ready(fn())
@@ -264,6 +274,13 @@ def main():
             "XLA_FLAGS": stock.ready.get("XLA_FLAGS", ""),
             "speedup_of_default": statistics.median(stock_times) / ours_s,
         },
+        "products_floor": {
+            "per_step": common.summarize(floor_times),
+            "products": len(found),
+            "flop": sum(p.flop for p in found),
+            "flops_per_s": sum(p.flop for p in found) / statistics.median(floor_times),
+            "shapes_batch_m_k_n_count": [tuple(p) for p in found],
+        },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "matmul": rates,
         "allocator": common.ALLOCATOR,
@@ -290,6 +307,13 @@ def main():
             if achieved
             else "",
         ),
+        common.row(
+            "  its products alone, each a bare matmul of equal work (floor)",
+            common.sig(statistics.median(floor_times)),
+            "s",
+            f"{len(found)} products, "
+            f"{common.sig(payload['products_floor']['flops_per_s'] / 1e9, 3)} GFLOP/s",
+        ),
     ]
     if their_steps:
         theirs_s = statistics.median(their_steps)
@@ -300,9 +324,17 @@ def main():
             "driver": theirs.ready,
         }
         payload["speedup"] = theirs_s / ours_s
+        payload["speedup_ceiling_of_products"] = theirs_s / statistics.median(floor_times)
         table.append(common.row("authors' step (eager TF, their train)", common.sig(theirs_s), "s"))
         table.append(
             common.row("speed-up over the authors' step", common.sig(theirs_s / ours_s, 3), "x")
+        )
+        table.append(
+            common.row(
+                "  the most the products floor allows",
+                common.sig(payload["speedup_ceiling_of_products"], 3),
+                "x",
+            )
         )
         summary = (
             f"ours {ours_s:.3f} s/step, theirs {theirs_s:.3f} s/step: {theirs_s / ours_s:.1f}x"

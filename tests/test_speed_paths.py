@@ -330,3 +330,43 @@ def test_official_driver_names_the_packages_their_code_lacks(tmp_path):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: their code needs tqdm, tf_keras in this venv (")
     assert lines[0].endswith("pip install tqdm tf_keras")
+
+
+def test_products_floor_counts_each_convolution_and_its_gradients_in_closed_form():
+    """bench/products.py: a SAME 3x3 convolution of [B, H, W, C] to O features does
+    2 B H W 9 C O FLOP forward, and as much again for each gradient (input and kernel);
+    a dense [B, n] x [n, o] does 2 B n o; einsum 'bn,knd->bkd' is K products [B, n] x [n, d];
+    a scan's body counts `length` times; the floor program returns every product."""
+    from bench import products
+
+    b, h, w, c, o = 4, 8, 6, 3, 5
+    x = jnp.ones((b, h, w, c))
+    kernel = jnp.ones((3, 3, c, o))
+
+    def conv_sum(x, kernel):
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=dims).sum()
+
+    closed_form = 2.0 * b * h * w * 9 * c * o
+    found = products.matmul_shapes(jax.grad(conv_sum, argnums=(0, 1)), x, kernel)
+    assert [p.flop for p in found] == [closed_form] * 3
+    assert products.matmul_shapes(jax.grad(conv_sum, argnums=1), x, kernel)[1].m == 9 * c
+
+    heads = jnp.ones((10, 7, 2))
+    found = products.matmul_shapes(
+        lambda a, k: jnp.einsum("bn,knd->bkd", a, k), jnp.ones((b, 7)), heads
+    )
+    assert sum(p.flop for p in found) == 2.0 * b * 10 * 7 * 2
+    found = products.matmul_shapes(jnp.matmul, jnp.ones((10, b, 7)), heads)
+    assert [(p.batch, p.m, p.k, p.n) for p in found] == [(10, b, 7, 2)]
+
+    def scanned(a, m):
+        return jax.lax.scan(lambda carry, _: (carry @ m, None), a, None, length=6)[0]
+
+    found = products.matmul_shapes(scanned, jnp.ones((b, 7)), jnp.ones((7, 7)))
+    assert [p.count for p in found] == [6] and found[0].flop == 6 * 2.0 * b * 7 * 7
+
+    shapes = [products.Product(1, 3, 4, 5), products.Product(2, 2, 3, 1)]
+    outputs = products.floor_program(shapes)()
+    assert [out.shape for out in outputs] == [(1, 3, 5), (2, 2, 1)]
+    assert np.all(np.isfinite(np.concatenate([np.ravel(out) for out in outputs])))
