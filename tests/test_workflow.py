@@ -260,6 +260,19 @@ def test_tensorboard_is_pinned_and_installed():
     assert os.path.exists(os.path.join(os.path.dirname(sys.executable), "tensorboard"))
 
 
+def test_ml_dtypes_is_the_pinned_version():
+    """requirements.txt and pyproject.toml pin ml_dtypes (jax's dtypes) to the version
+    installed here: 0.7.0's extension took 0.47 s to load on the 2-core Xeon, a third of
+    every run's start-up (bench/results/*/overhead.json, before/after)."""
+    from importlib import metadata
+
+    version = metadata.version("ml_dtypes")
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        assert f"ml_dtypes=={version}" in f.read().split()
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert f'"ml_dtypes=={version}"' in f.read()
+
+
 def test_grid_points_compare_by_lambda_in_hparams(tmp_path):
     """Each grid point's TensorBoard run carries its own λ1 in the HParams plugin's session
     (read with TensorBoard's own reader), and the experiment names the eval metrics."""
