@@ -5,18 +5,20 @@ this machine while each product runs no faster than XLA's own matmul of the same
 (nested jaxprs included; a scan's body counted `length` times, each branch of a cond
 counted) and gives each as the matmul of equal work: a convolution is the
 im2col product [M, K] x [K, N] with M = output batch x output pixels, K = kernel pixels x
-kernel input features, N = output features (zeros of padding and dilation counted, as in
-XLA's cost analysis); a dot_general is a batched [b, M, K] x [b, K, N]. The gradients of a
+kernel input features, N = output features (zeros of padding and dilation counted, which
+XLA's cost analysis leaves out: 15.0 against its 13.8 GFLOP for the MNIST-100 step); a dot_general is a batched [b, M, K] x [b, K, N]. The gradients of a
 convolution are convolutions in the jaxpr of a function that takes `jax.grad`, so they
 are counted with their own shapes.
 
-`floor_program` builds one jitted program that runs all those matmuls on random float32
-operands (no fusion, pooling, normalisation or memory traffic between them): its time is
-what the products alone cost when each runs as XLA:CPU's (or the accelerator's) matmul.
+`floor_seconds` times those matmuls bare, one distinct shape at a time (no fusion, pooling,
+normalisation or memory traffic between them): what the products alone cost when each
+runs as XLA:CPU's (or the accelerator's) matmul of its shape.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -25,17 +27,17 @@ import jax.numpy as jnp
 
 
 class Product(NamedTuple):
-    """A batched matmul [batch, m, k] x [batch, k, n], `count` times."""
+    """A batched matmul [batch, m, k] x [batch, k, n], `occurrences` times."""
 
     batch: int
     m: int
     k: int
     n: int
-    count: int = 1
+    occurrences: int = 1
 
     @property
     def flop(self) -> float:
-        return 2.0 * self.count * self.batch * self.m * self.k * self.n
+        return 2.0 * self.occurrences * self.batch * self.m * self.k * self.n
 
 
 def _conv(eqn) -> Product:
@@ -80,9 +82,9 @@ def _walk(jaxpr, count: int, found: list[Product]) -> None:
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         if name == "conv_general_dilated":
-            found.append(_conv(eqn)._replace(count=count))
+            found.append(_conv(eqn)._replace(occurrences=count))
         elif name == "dot_general":
-            found.append(_dot(eqn)._replace(count=count))
+            found.append(_dot(eqn)._replace(occurrences=count))
         inner = count * eqn.params["length"] if name == "scan" else count
         for value in eqn.params.values():
             for sub in _sub_jaxprs(value):
@@ -96,17 +98,29 @@ def matmul_shapes(fn: Callable, *args) -> list[Product]:
     return found
 
 
-def floor_program(products: list[Product]) -> Callable[[], list[jax.Array]]:
-    """A zero-argument call running each product as one jitted batched matmul (float32)."""
-    key = jax.random.key(0)
-    operands = []
-    for i, p in enumerate(products):
-        a_key, b_key = jax.random.split(jax.random.fold_in(key, i))
-        operands.append(
-            (
-                jax.random.normal(a_key, (p.count * p.batch, p.m, p.k), jnp.float32),
-                jax.random.normal(b_key, (p.count * p.batch, p.k, p.n), jnp.float32),
-            )
+def distinct_shapes(products: list[Product]) -> dict[tuple[int, int, int, int], int]:
+    """(batch, m, k, n) -> how many times the step runs a product of that shape."""
+    counts: collections.Counter = collections.Counter()
+    for p in products:
+        counts[(p.batch, p.m, p.k, p.n)] += p.occurrences
+    return dict(counts)
+
+
+_matmul = jax.jit(jnp.matmul)
+
+
+def floor_seconds(products: list[Product], repeats: int = 3) -> float:
+    """Seconds `products` take as bare jitted float32 matmuls, one after the other: each
+    distinct shape timed on its own (median of `repeats` calls after a warm-up; operands of
+    ones, passed as arguments so nothing is folded), times how often it occurs. Only one
+    shape's operands exist at a time (a CIFAR-10 kernel gradient's are over 1 GB)."""
+    from bench import common
+
+    total = 0.0
+    for (batch, m, k, n), times in distinct_shapes(products).items():
+        product = functools.partial(
+            _matmul, jnp.ones((batch, m, k), jnp.float32), jnp.ones((batch, k, n), jnp.float32)
         )
-    run = jax.jit(lambda ops: [jnp.matmul(a, b) for a, b in ops])
-    return lambda: run(operands)
+        total += times * common.timeit(product, repeats=repeats, warmup=1)["median_s"]
+        product = None  # its operands go before the next shape's are made
+    return total
