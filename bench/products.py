@@ -6,9 +6,10 @@ this machine while each product runs no faster than XLA's own matmul of the same
 counted) and gives each as the matmul of equal work: a convolution is the
 im2col product [M, K] x [K, N] with M = output batch x output pixels, K = kernel pixels x
 kernel input features, N = output features (zeros of padding and dilation counted, which
-XLA's cost analysis leaves out: 15.0 against its 13.8 GFLOP for the MNIST-100 step); a dot_general is a batched [b, M, K] x [b, K, N]. The gradients of a
-convolution are convolutions in the jaxpr of a function that takes `jax.grad`, so they
-are counted with their own shapes.
+XLA's cost analysis leaves out: 15.0 against its 13.8 GFLOP for the MNIST-100 step); a
+dot_general is a batched [b, M, K] x [b, K, N]. The gradients of a convolution are
+convolutions in the jaxpr of a function that takes `jax.grad`, so they are counted with
+their own shapes.
 
 `floor_seconds` times those matmuls bare, one distinct shape at a time (no fusion, pooling,
 normalisation or memory traffic between them): what the products alone cost when each

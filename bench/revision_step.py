@@ -16,9 +16,10 @@ EXON_XLA_CPU_TUNING=0, since XLA's flags are fixed per process: `exon_jax.ops.xl
 Also timed in the same rounds: the products floor (bench/products.py), every convolution
 and dot of our step (gradients included) timed as a bare matmul of equal work each, so
 the authors' time over it is the largest speed-up that products at this machine's matmul
-speed for their shapes allow. Also recorded: XLA's FLOP count of our step, the float32 matmul rate of this machine
-before and after the rounds (the higher kept), and where our step's time goes: the
-augmentation, the pseudo-label pass and the classifier forward+backward alone.
+speed for their shapes allow. Also recorded: XLA's FLOP count of our step, the float32
+matmul rate of this machine before and after the rounds (the higher kept), and where our
+step's time goes: the augmentation, the pseudo-label pass and the classifier
+forward+backward alone.
 
   TFREF=<venv> EXON_OFFICIAL=<clone> python -m bench.revision_step [--quick] [--dataset cifar10]
 """
