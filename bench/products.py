@@ -42,10 +42,9 @@ class Product(NamedTuple):
 
 
 def _conv(eqn) -> Product:
-    lhs, rhs = (v.aval.shape for v in eqn.invars)
-    (out,) = (v.aval.shape for v in eqn.outvars)
+    rhs = eqn.invars[1].aval.shape
+    out = eqn.outvars[0].aval.shape
     dims = eqn.params["dimension_numbers"]
-    del lhs
     out_batch, out_feature, *out_spatial = dims.out_spec
     _, rhs_in_feature, *rhs_spatial = dims.rhs_spec
     return Product(
