@@ -184,7 +184,11 @@ REVISION = Method(
     network_kind=lambda config: "conv",  # its classifier is a CNN
     build_model=lambda config, num_classes, image_shape, layouts: (
         revision_step.build_revision_model(
-            revision_step.revision_settings(config), num_classes, image_shape, layouts.conv
+            revision_step.revision_settings(config),
+            num_classes,
+            image_shape,
+            layouts.conv,
+            backend.transposed_conv_patch_size(),
         )
     ),
     build_optimizer=_revision_optimizer,

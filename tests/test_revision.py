@@ -233,6 +233,52 @@ def test_mnist_networks_shapes_and_parameter_counts():
     )
 
 
+def test_cifar_decoder_patch_matmuls_equal_flax_conv_transpose():
+    """The CIFAR-10 decoder with its small transposed convolutions as patch matmuls (CPU:
+    `backend.transposed_conv_patch_size`) has flax nn.ConvTranspose's parameters and, with
+    the same parameters, its outputs and gradients to float32 rounding; the initial
+    parameters are the same draws."""
+    z = jax.random.normal(jax.random.key(0), (3, 256))
+    stock = networks.CIFARDecoder()
+    patched = networks.CIFARDecoder(patch_max_size=16)
+    variables = stock.init(jax.random.key(1), z)
+    patched_init = patched.init(jax.random.key(1), z)
+    assert jax.tree.structure(patched_init) == jax.tree.structure(variables)
+    for a, b in zip(jax.tree.leaves(patched_init), jax.tree.leaves(variables)):
+        np.testing.assert_array_equal(a, b)
+    g = jax.random.normal(jax.random.key(2), (3, 32, 32, 3))
+
+    def loss(module):
+        def value(params):
+            out, _ = module.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                z,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(out * g)
+
+        return jax.jit(jax.value_and_grad(value))
+
+    (value, grads), (ref_value, ref_grads) = (
+        loss(patched)(variables["params"]),
+        loss(stock)(variables["params"]),
+    )
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for name, ref_layer in ref_grads.items():
+        # A bias before BatchNorm has a true gradient of 0: its rounding is judged against
+        # the layer's largest gradient.
+        scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(ref_layer))
+        for a, b in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(ref_layer)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * scale, err_msg=name)
+    # The 4 -> 8 and 8 -> 16 layers become matmuls; 16 -> 32, 32 -> 32 and the output
+    # convolution stay XLA's convolutions.
+    for module, dilated, convolutions in ((stock, 3, 5), (patched, 1, 3)):
+        hlo = jax.jit(module.apply).lower(variables, z).as_text()
+        assert hlo.count("lhs_dilate = [2, 2]") == dilated
+        assert hlo.count("stablehlo.convolution") == convolutions
+
+
 def test_cifar_networks_parameter_counts():
     model = networks.cifar_revision_model()
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 32, 32, 3)))
