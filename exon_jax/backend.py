@@ -5,13 +5,10 @@ XLA:CPU runs three things of EXoN far slower than other backends do, so on CPU:
   one `lax.scan` (25.7 s vs 1.9 s per CIFAR-10 step inside a loop);
 - a grid of convolutional networks runs its models with `lax.map` instead of `vmap`
   (vmapped convolutions become slow grouped convolutions);
-- transposed convolutions with outputs up to 32 pixels a side (every layer of the paper's
-  and the revision's CIFAR-10 decoders) run as one matmul over explicit patches
+- transposed convolutions with small outputs (up to 16 pixels a side, the 2x2 -> 16x16
+  layers of the paper's decoder) run as one matmul over explicit patches
   (`models.PatchConvTranspose`): XLA:CPU's path for kernels larger than their input is
-  ~45x slower, and its strided transposed convolutions slow at any size (forward and
-  backward of the revision's decoder on 128 codes: 36.1 s stock, 16.7 s with outputs up
-  to 16 as patches, 5.8 s up to 32; the paper's on 160 codes 4.30 s up to 16, 3.18 s up
-  to 32; 2-core Intel Xeon);
+  ~45x slower;
 - dense layers compute their weight gradient from a transposed copy of the smaller operand
   (`models.dense`, layout "smaller"): XLA:CPU's own x^T.g kernel is slower (bench/speed_paths.py).
 Everywhere else the plain programs run: a scanned, vmapped epoch, flax's stock
@@ -23,7 +20,7 @@ from __future__ import annotations
 
 import jax
 
-CPU_PATCH_MAX_SIZE = 32
+CPU_PATCH_MAX_SIZE = 16
 DENSE_LAYOUTS = ("auto", "xla", "transpose_x", "transpose_g", "smaller")
 CONV_LAYOUTS = ("auto", "xla", "shifted")
 

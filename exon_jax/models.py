@@ -401,11 +401,10 @@ class PatchConvTranspose(nn.Module):
 
     The same function and parameters ('kernel' [k, k, Cin, features], 'bias') as
     `nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")`. Where the
-    output is at most `patch_max_size` pixels a side (on CPU every layer of the CIFAR-10
-    decoders, `exon_jax.backend`) it is computed as one matmul over explicit k x k patches:
+    output is small (at most `patch_max_size` pixels a side: the 2x2 -> 16x16 layers of
+    the paper's decoder) it is computed as one matmul over explicit k x k patches:
     XLA:CPU runs convolutions whose kernel is larger than their input on a slow
-    path (3.2 s vs 0.07 s for the 4x4, 256-channel, 5x5 layer at batch 66), and its
-    strided transposed convolutions slowly at any size. With
+    path (3.2 s vs 0.07 s for the 4x4, 256-channel, 5x5 layer at batch 66). With
     `patch_max_size` 0 it is `lax.conv_transpose` with the operands in `compute_dtype`.
     """
 
