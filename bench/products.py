@@ -26,6 +26,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bench import common
+
 
 class Product(NamedTuple):
     """A batched matmul [batch, m, k] x [batch, k, n], `occurrences` times."""
@@ -114,8 +116,6 @@ def floor_seconds(products: list[Product], repeats: int = 3) -> float:
     distinct shape timed on its own (median of `repeats` calls after a warm-up; operands of
     ones, passed as arguments so nothing is folded), times how often it occurs. Only one
     shape's operands exist at a time (a CIFAR-10 kernel gradient's are over 1 GB)."""
-    from bench import common
-
     total = 0.0
     for (batch, m, k, n), times in distinct_shapes(products).items():
         product = functools.partial(

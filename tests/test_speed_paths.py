@@ -335,8 +335,9 @@ def test_official_driver_names_the_packages_their_code_lacks(tmp_path):
 def test_products_floor_counts_each_convolution_and_its_gradients_in_closed_form():
     """bench/products.py: a SAME 3x3 convolution of [B, H, W, C] to O features does
     2 B H W 9 C O FLOP forward, and as much again for each gradient (input and kernel);
-    a dense [B, n] x [n, o] does 2 B n o; einsum 'bn,knd->bkd' is K products [B, n] x [n, d];
-    a scan's body counts `length` times; the floor program returns every product."""
+    einsum 'bn,knd->bkd' does 2 B K n d however JAX lays it out; a batched matmul keeps its
+    batch; a scan's body counts `length` times; equal shapes are timed once with their
+    occurrences summed (floor_seconds itself only runs here: its times are the bench's)."""
     from bench import products
 
     b, h, w, c, o = 4, 8, 6, 3, 5

@@ -26,8 +26,6 @@ from flax import linen as nn
 
 from exon_jax.models import batch_norm, conv, conv_transpose, dense, max_pool_2x2
 
-_GLOROT = nn.initializers.glorot_uniform()
-
 
 def _head_init(key, shape, dtype=jnp.float32):
     """Glorot-uniform for each of K separate [n, d] kernels stacked as [K, n, d]."""
