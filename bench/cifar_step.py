@@ -8,7 +8,7 @@ balanced labels (content does not change a step's speed), 1 000 labelled per cla
 same gathered batch every call.
 
 Figures: median step time, the step's useful FLOPs (XLA's count of the same step on
-the same networks with stock convolutions only (`patch_max_size=0`); exon_jax's own
+the same networks with stock convolutions only (`transposed_conv="xla"`); exon_jax's own
 compiled count is recorded too and may include zeros of explicit-patch convolutions),
 achieved FLOP/s as a fraction of this machine's 2048^3 float32 (and bf16-input) matmul
 rate measured in the same run; the 200-epoch projection on this CPU (200 x 313 x median step); and, from the
@@ -43,10 +43,10 @@ GPU_ASSUMPTIONS = {
 
 def stock_step_flops(exp, batch) -> float | None:
     """XLA's FLOPs (lowered only, never run) of the train step with stock convolutions
-    (`ConvDecoder(patch_max_size=0)`): XLA counts a plain convolution's taps on real input
+    (`ConvDecoder(transposed_conv="xla")`): XLA counts a plain convolution's taps on real input
     only, not the zeros that patch matmuls multiply, so this is the step's useful arithmetic."""
 
-    model = exp.spec.model.clone(decoder=exp.spec.model.decoder.clone(patch_max_size=0))
+    model = exp.spec.model.clone(decoder=exp.spec.model.decoder.clone(transposed_conv="xla"))
     hparams = train.unstack_tree(exp.spec.hparams, 0)
     create = lambda key: train.create_train_state(
         key, model, exp.spec.optimizer, hparams, exp.spec.settings, exp.spec.image_shape

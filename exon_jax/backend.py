@@ -5,14 +5,14 @@ XLA:CPU runs three things of EXoN far slower than other backends do, so on CPU:
   one `lax.scan` (25.7 s vs 1.9 s per CIFAR-10 step inside a loop);
 - a grid of convolutional networks runs its models with `lax.map` instead of `vmap`
   (vmapped convolutions become slow grouped convolutions);
-- transposed convolutions with small outputs (up to 16 pixels a side, the 2x2 -> 16x16
-  layers of the paper's decoder) run as one matmul over explicit patches
-  (`models.PatchConvTranspose`): XLA:CPU's path for kernels larger than their input is
-  ~45x slower;
+- transposed convolutions run in sub-pixel form (`models.phase_conv_transpose`: one
+  stride-1 convolution of the undilated input, or a patch matmul where its kernel is larger
+  than its input): XLA:CPU's stock transposed convolution runs 4-40x slower, the more so
+  the smaller its input;
 - dense layers compute their weight gradient from a transposed copy of the smaller operand
   (`models.dense`, layout "smaller"): XLA:CPU's own x^T.g kernel is slower (bench/speed_paths.py).
 Everywhere else the plain programs run: a scanned, vmapped epoch, flax's stock
-`nn.ConvTranspose` and `nn.Dense` (layout "xla"). The networks take these choices as
+`nn.ConvTranspose` (path "xla") and `nn.Dense` (layout "xla"). The networks take these choices as
 module fields (`exon_jax.methods` passes them); nothing here is global state.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import jax
 
-CPU_PATCH_MAX_SIZE = 16
 DENSE_LAYOUTS = ("auto", "xla", "transpose_x", "transpose_g", "smaller")
 CONV_LAYOUTS = ("auto", "xla", "shifted")
 
@@ -43,9 +42,9 @@ def model_axis(requested: str, network: str, backend: str | None = None) -> str:
     return "map" if _conv_on_cpu(network, backend) else "vmap"
 
 
-def transposed_conv_patch_size(backend: str | None = None) -> int:
-    """The output size up to which transposed convolutions run as patch matmuls (0 = never)."""
-    return CPU_PATCH_MAX_SIZE if (backend or jax.default_backend()) == "cpu" else 0
+def transposed_conv_path(backend: str | None = None) -> str:
+    """The transposed convolutions' path (`models.conv_transpose`): "phases" on CPU, else "xla"."""
+    return "phases" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 def dense_weight_gradient(requested: str = "auto", backend: str | None = None) -> str:

@@ -123,7 +123,7 @@ def _exon_model(
         ),
         decoder=models.ConvDecoder(
             compute_dtype=dtype,
-            patch_max_size=backend.transposed_conv_patch_size(),
+            transposed_conv=backend.transposed_conv_path(),
             dense_layout=layout,
         ),
         classifier=models.Classifier(
@@ -188,7 +188,7 @@ REVISION = Method(
             num_classes,
             image_shape,
             layouts.conv,
-            backend.transposed_conv_patch_size(),
+            backend.transposed_conv_path(),
         )
     ),
     build_optimizer=_revision_optimizer,

@@ -12,8 +12,8 @@ Matmul precision. Every module takes `compute_dtype`:
   returns float32 (`preferred_element_type=jnp.float32`). Parameters, biases,
   BatchNorm, activations and outputs stay float32. The hooks used:
   `nn.Dense(dot_general=...)`, `nn.Conv(conv_general_dilated=...)`; `nn.ConvTranspose`
-  has no such hook in flax 0.12, so bfloat16 transposed convolutions use
-  `PatchConvTranspose`, which casts input and kernel (not the bias) itself.
+  has no such hook in flax 0.12, so bfloat16 transposed convolutions use our
+  `ConvTranspose`, which casts input and kernel (not the bias) itself.
 
 Initialisation follows Keras defaults (the authors' code is Keras): Glorot-uniform
 kernels, zero biases; BatchNorm with momentum 0.99 and epsilon 1e-3, its running
@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 __all__ = [
@@ -39,7 +40,9 @@ __all__ = [
     "MLPEncoder",
     "batch_norm",
     "conv",
+    "ConvTranspose",
     "conv_transpose",
+    "phase_conv_transpose",
     "dense",
 ]
 
@@ -396,23 +399,113 @@ def conv(
     )
 
 
-class PatchConvTranspose(nn.Module):
+TRANSPOSED_CONV_PATHS = ("xla", "phases")
+
+
+def _same_transpose_padding(kernel_size: int, stride: int) -> int:
+    """The low padding of the dilated input in lax.conv_transpose's SAME padding."""
+    pad_total = kernel_size + stride - 2
+    return kernel_size - 1 if stride > kernel_size - 1 else -(-pad_total // 2)
+
+
+def _phase_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, int, int]:
+    """Where the taps of a SAME transposed convolution fall in its sub-pixel form.
+
+    lax.conv_transpose(x, w, (s,), "SAME") dilates x by s, pads it low by a and correlates
+    with w, so output pixel s*m + r sums w[i] x[m + (r + i - a) / s] over the taps i with
+    r + i = a (mod s): for each phase r, a stride-1 correlation of the undilated x. All the
+    phases are read through one window of L input pixels, m - lo ... m - lo + L - 1.
+
+    Returns:
+      selection [L, s, k]: 1 where window position u of phase r takes tap i; lo, hi: the
+      padding of x, below and above.
+    """
+    k, s = kernel_size, stride
+    pad_low = _same_transpose_padding(k, s)
+    taps = [list(range((pad_low - r) % s, k, s)) for r in range(s)]
+    offsets = [
+        (r + phase_taps[0] - pad_low) // s if phase_taps else 0 for r, phase_taps in enumerate(taps)
+    ]
+    first = min(offsets)
+    window = max(o + len(t) for o, t in zip(offsets, taps)) - first
+    selection = np.zeros((window, s, k), np.float32)
+    for r, (offset, phase_taps) in enumerate(zip(offsets, taps)):
+        for j, tap in enumerate(phase_taps):
+            selection[offset - first + j, r, tap] = 1.0
+    return selection, -first, first + window - 1
+
+
+def phase_conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """lax.conv_transpose(x, kernel, (s, s), "SAME") as s*s phases of one stride-1 convolution.
+
+    Sub-pixel form: one correlation of the undilated input with an [L, L, C, s*s*F] kernel
+    (each output phase's taps, zeros elsewhere), the phases then interleaved into the
+    output's pixels. The stock product correlates a dilated input that is (s*s - 1)/(s*s)
+    zeros. Where L exceeds the input (the 2 x 2 and 4 x 4 inputs of the paper's decoder)
+    the correlation is one matmul over explicit L x L patches: XLA:CPU's convolution path
+    for kernels larger than their input is ~40x slower.
+
+    Args:
+      x: [B, H, W, C].
+      kernel: [k, k, C, F] (HWIO), same dtype as x.
+      stride: s.
+
+    Returns:
+      [B, H*s, W*s, F], float32.
+    """
+    batch, height, width, channels = x.shape
+    features = kernel.shape[-1]
+    selection, lo, hi = _phase_taps(kernel.shape[0], stride)
+    window = selection.shape[0]
+    taps = jnp.asarray(selection, kernel.dtype)
+    phase_kernel = jnp.einsum("uri,vqj,ijco->uvcrqo", taps, taps, kernel).reshape(
+        window, window, channels, stride * stride * features
+    )
+    if window > min(height, width):
+        padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+        patches = jnp.stack(
+            [
+                padded[:, u : u + height, v : v + width, :]
+                for u in range(window)
+                for v in range(window)
+            ],
+            axis=3,
+        )
+        phases = jnp.einsum(
+            "bhwpc,pco->bhwo",
+            patches,
+            phase_kernel.reshape(window * window, channels, -1),
+            preferred_element_type=jnp.float32,
+        )
+    else:
+        phases = jax.lax.conv_general_dilated(
+            x,
+            phase_kernel,
+            (1, 1),
+            ((lo, hi), (lo, hi)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=jnp.float32,
+        )
+    phases = phases.reshape(batch, height, width, stride, stride, features)
+    return phases.transpose(0, 1, 3, 2, 4, 5).reshape(
+        batch, height * stride, width * stride, features
+    )
+
+
+class ConvTranspose(nn.Module):
     """Square transposed convolution, padding SAME: [B, H, W, Cin] -> [B, H*s, W*s, features].
 
-    The same function and parameters ('kernel' [k, k, Cin, features], 'bias') as
-    `nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")`. Where the
-    output is small (at most `patch_max_size` pixels a side: the 2x2 -> 16x16 layers of
-    the paper's decoder) it is computed as one matmul over explicit k x k patches:
-    XLA:CPU runs convolutions whose kernel is larger than their input on a slow
-    path (3.2 s vs 0.07 s for the 4x4, 256-channel, 5x5 layer at batch 66). With
-    `patch_max_size` 0 it is `lax.conv_transpose` with the operands in `compute_dtype`.
+    The function and parameters ('kernel' [k, k, Cin, features], 'bias') of
+    `nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")`, with the input
+    and kernel cast to `compute_dtype`, computed by `path`: "xla" is `lax.conv_transpose`,
+    "phases" is `phase_conv_transpose` (the CPU workaround `exon_jax.backend` asks for).
     """
 
     features: int
     kernel_size: int
     strides: int = 1
     compute_dtype: Any = jnp.float32
-    patch_max_size: int = 0
+    path: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -422,32 +515,14 @@ class PatchConvTranspose(nn.Module):
         reduced = _is_reduced(self.compute_dtype)
         lhs = x.astype(self.compute_dtype) if reduced else x
         rhs = kernel.astype(self.compute_dtype) if reduced else kernel
-        out_h, out_w = x.shape[1] * s, x.shape[2] * s
-        if max(out_h, out_w) > self.patch_max_size:
-            y = jax.lax.conv_transpose(
-                lhs,
-                rhs,
-                (s, s),
-                "SAME",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                preferred_element_type=jnp.float32,
-            )
-            return y + bias
-        # lax.conv_transpose's SAME padding: dilate the input by s, pad (a, b), correlate.
-        pad_total = k + s - 2
-        pad_a = k - 1 if s > k - 1 else -(-pad_total // 2)
-        pad_b = pad_total - pad_a
-        zero = jnp.zeros((), lhs.dtype)
-        padded = jax.lax.pad(
-            lhs, zero, ((0, 0, 0), (pad_a, pad_b, s - 1), (pad_a, pad_b, s - 1), (0, 0, 0))
-        )
-        patches = jnp.stack(
-            [padded[:, i : i + out_h, j : j + out_w, :] for i in range(k) for j in range(k)], axis=3
-        )
-        y = jnp.einsum(
-            "bhwpc,pco->bhwo",
-            patches,
-            rhs.reshape(k * k, *rhs.shape[2:]),
+        if self.path == "phases":
+            return phase_conv_transpose(lhs, rhs, s) + bias
+        y = jax.lax.conv_transpose(
+            lhs,
+            rhs,
+            (s, s),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
             preferred_element_type=jnp.float32,
         )
         return y + bias
@@ -458,19 +533,22 @@ def conv_transpose(
     kernel_size: int,
     strides: int = 1,
     compute_dtype: Any = jnp.float32,
-    patch_max_size: int = 0,
+    path: str = "xla",
     name: Optional[str] = None,
 ) -> nn.Module:
     """Square transposed conv, padding SAME, Keras initialisation, matmul precision.
 
-    Flax's stock `nn.ConvTranspose` for float32 compute; the same function with bfloat16
-    operands, or (`patch_max_size` > 0, a workaround `exon_jax.backend` asks for on CPU)
-    as a patch matmul for outputs up to that size (`PatchConvTranspose`).
+    Flax's stock `nn.ConvTranspose` for float32 compute on path "xla"; `ConvTranspose`
+    for bfloat16 operands or path "phases" (`phase_conv_transpose`).
 
     Returns:
       A module mapping [B, H, W, C] -> [B, H*strides, W*strides, features].
     """
-    if patch_max_size == 0 and not _is_reduced(compute_dtype):
+    if path not in TRANSPOSED_CONV_PATHS:
+        raise ValueError(
+            f"transposed conv path must be one of {TRANSPOSED_CONV_PATHS}, got {path!r}"
+        )
+    if path == "xla" and not _is_reduced(compute_dtype):
         return nn.ConvTranspose(
             features,
             (kernel_size, kernel_size),
@@ -479,9 +557,7 @@ def conv_transpose(
             kernel_init=_KERNEL_INIT,
             name=name,
         )
-    return PatchConvTranspose(
-        features, kernel_size, strides, compute_dtype, patch_max_size, name=name
-    )
+    return ConvTranspose(features, kernel_size, strides, compute_dtype, path, name=name)
 
 
 def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
@@ -647,14 +723,14 @@ class ConvDecoder(nn.Module):
     Attributes:
       output_channels: image channels (3 for CIFAR-10).
       compute_dtype: matmul operand dtype (module docstring).
-      patch_max_size: transposed convolutions with outputs up to this size run as patch
-        matmuls (`exon_jax.backend`: XLA:CPU's slow path); 0 = stock convolutions.
+      transposed_conv: path of its transposed convolutions (`conv_transpose`): "xla"
+        (stock) or "phases" (`exon_jax.backend`'s choice on CPU).
     """
 
     output_channels: int = 3
     compute_dtype: Any = jnp.float32
     dense_layout: str = "xla"  # weight-gradient layout of its dense layers (`dense`)
-    patch_max_size: int = 0
+    transposed_conv: str = "xla"
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -676,11 +752,11 @@ class ConvDecoder(nn.Module):
         layers = ((256, 2), (256, 1), (128, 2), (64, 2), (32, 2))
         for i, (features, stride) in enumerate(layers):
             h = conv_transpose(
-                features, 5, stride, self.compute_dtype, self.patch_max_size, name=f"deconv_{i}"
+                features, 5, stride, self.compute_dtype, self.transposed_conv, name=f"deconv_{i}"
             )(h)
             h = batch_norm(train, name=f"norm_{i}")(nn.relu(h))
         h = conv_transpose(
-            self.output_channels, 1, 1, self.compute_dtype, self.patch_max_size, name="output"
+            self.output_channels, 1, 1, self.compute_dtype, self.transposed_conv, name="output"
         )(h)
         return nn.sigmoid(h)
 

@@ -295,20 +295,56 @@ def test_bad_arguments_raise():
 
 
 @pytest.mark.parametrize(
-    "size, stride, cin, cout, kernel",
-    [(2, 2, 16, 8, 5), (4, 1, 8, 8, 5), (4, 2, 8, 4, 5), (8, 2, 4, 4, 5), (3, 1, 4, 3, 1)],
+    "height, width, stride, cin, cout, kernel",
+    [
+        (2, 2, 2, 16, 8, 5),  # the paper decoder's first layer: patch matmul
+        (4, 4, 1, 8, 8, 5),  # kernel larger than the input at stride 1: patch matmul
+        (4, 4, 2, 8, 4, 5),
+        (8, 8, 2, 4, 4, 5),
+        (3, 3, 1, 4, 3, 1),
+        (6, 5, 2, 3, 2, 4),  # even kernel, rectangular input
+        (5, 7, 3, 3, 2, 5),  # stride 3
+        (7, 6, 3, 2, 3, 2),  # kernel smaller than the stride: phases without taps
+        (6, 6, 2, 3, 2, 3),
+    ],
 )
-def test_conv_transpose_matches_flax(size, stride, cin, cout, kernel):
-    """Oracle: flax's nn.ConvTranspose (padding SAME) with the same parameters, both paths."""
-    from exon_jax.models import PatchConvTranspose as ConvTranspose
-
-    x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
+def test_conv_transpose_matches_flax(height, width, stride, cin, cout, kernel):
+    """Oracle: flax's nn.ConvTranspose (padding SAME) with the same parameters; both paths,
+    outputs and the gradients of input and parameters."""
+    x = jax.random.normal(jax.random.key(0), (3, height, width, cin))
     reference = nn.ConvTranspose(cout, (kernel, kernel), strides=(stride, stride), padding="SAME")
     variables = reference.init(jax.random.key(1), x)
     variables = jax.tree.map(
         lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables
     )
+    g = jax.random.normal(jax.random.key(3), (3, height * stride, width * stride, cout))
+
+    def value_and_grads(module):
+        return jax.value_and_grad(lambda v, x: jnp.sum(module.apply(v, x) * g), argnums=(0, 1))(
+            variables, x
+        )
+
     expected = reference.apply(variables, x)
-    for patch_max_size in (0, 64):  # 0: lax.conv_transpose path; 64: patch-matmul path
-        ours = ConvTranspose(cout, kernel, stride, patch_max_size=patch_max_size)
+    expected_value, expected_grads = value_and_grads(reference)
+    for path in models.TRANSPOSED_CONV_PATHS:
+        ours = models.ConvTranspose(cout, kernel, stride, path=path)
         np.testing.assert_allclose(ours.apply(variables, x), expected, rtol=1e-4, atol=1e-4)
+        value, grads = value_and_grads(ours)
+        np.testing.assert_allclose(value, expected_value, rtol=1e-4)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, stride, window", [(5, 2, 3), (4, 2, 3), (5, 1, 5), (3, 2, 2)])
+def test_phase_conv_transpose_reads_a_small_window_of_the_undilated_input(kernel, stride, window):
+    """The sub-pixel form's kernel: every tap used exactly once, in a window of the stated
+    size (worked by hand from the SAME padding), and no dilated input in the program."""
+    selection, _, _ = models._phase_taps(kernel, stride)
+    assert selection.shape == (window, stride, kernel)
+    np.testing.assert_array_equal(selection.sum(axis=(0, 1)), np.ones(kernel))
+    x = jnp.zeros((2, 8, 8, 3))
+    w = jnp.zeros((kernel, kernel, 3, 4))
+    text = jax.jit(models.phase_conv_transpose, static_argnums=2).lower(x, w, stride).as_text()
+    assert text.count("stablehlo.convolution") == 1
+    assert text.count("lhs_dilate = [1, 1]") == 1
+    assert f"tensor<{window}x{window}x3x{stride * stride * 4}xf32>) -> tensor<2x8x8x" in text

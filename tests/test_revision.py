@@ -233,14 +233,14 @@ def test_mnist_networks_shapes_and_parameter_counts():
     )
 
 
-def test_cifar_decoder_patch_matmuls_equal_flax_conv_transpose():
-    """The CIFAR-10 decoder with its small transposed convolutions as patch matmuls (CPU:
-    `backend.transposed_conv_patch_size`) has flax nn.ConvTranspose's parameters and, with
-    the same parameters, its outputs and gradients to float32 rounding; the initial
-    parameters are the same draws."""
+def test_cifar_decoder_phases_equal_flax_conv_transpose():
+    """The CIFAR-10 decoder with its transposed convolutions in sub-pixel form (CPU:
+    `backend.transposed_conv_path`) has flax nn.ConvTranspose's parameters and, with the
+    same parameters, its outputs and gradients to float32 rounding; the initial parameters
+    are the same draws."""
     z = jax.random.normal(jax.random.key(0), (3, 256))
     stock = networks.CIFARDecoder()
-    patched = networks.CIFARDecoder(patch_max_size=16)
+    patched = networks.CIFARDecoder(transposed_conv="phases")
     variables = stock.init(jax.random.key(1), z)
     patched_init = patched.init(jax.random.key(1), z)
     assert jax.tree.structure(patched_init) == jax.tree.structure(variables)
@@ -271,9 +271,9 @@ def test_cifar_decoder_patch_matmuls_equal_flax_conv_transpose():
         scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(ref_layer))
         for a, b in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(ref_layer)):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * scale, err_msg=name)
-    # The 4 -> 8 and 8 -> 16 layers become matmuls; 16 -> 32, 32 -> 32 and the output
-    # convolution stay XLA's convolutions.
-    for module, dilated, convolutions in ((stock, 3, 5), (patched, 1, 3)):
+    # In sub-pixel form no layer convolves a dilated input; every input is at least as
+    # large as its (phase) kernel, so all five stay convolutions.
+    for module, dilated, convolutions in ((stock, 3, 5), (patched, 0, 5)):
         hlo = jax.jit(module.apply).lower(variables, z).as_text()
         assert hlo.count("lhs_dilate = [2, 2]") == dilated
         assert hlo.count("stablehlo.convolution") == convolutions

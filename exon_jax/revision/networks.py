@@ -145,16 +145,16 @@ class CIFARDecoder(nn.Module):
     `output_channels` SAME -> tanh."""
 
     output_channels: int = 3
-    patch_max_size: int = 0  # `models.conv_transpose`: outputs up to this size as patch matmuls
+    transposed_conv: str = "xla"  # path of the transposed convolutions (`models.conv_transpose`)
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
         h = dense(4 * 4 * 512, name="hidden")(z.astype(jnp.float32))
         h = jnp.reshape(nn.relu(batch_norm(train, name="norm_hidden")(h)), (-1, 4, 4, 512))
         for i, (features, stride) in enumerate(((256, 2), (128, 2), (64, 2), (32, 1))):
-            h = conv_transpose(
-                features, 5, stride, patch_max_size=self.patch_max_size, name=f"deconv_{i}"
-            )(h)
+            h = conv_transpose(features, 5, stride, path=self.transposed_conv, name=f"deconv_{i}")(
+                h
+            )
             h = nn.relu(batch_norm(train, name=f"norm_{i}")(h))
         return jnp.tanh(conv(self.output_channels, 4, 1, name="output")(h))
 
@@ -262,12 +262,12 @@ def cifar_revision_model(
     output_channels: int = 3,
     dropout_rate: float = 0.1,
     conv_layout: str = "xla",
-    patch_max_size: int = 0,
+    transposed_conv: str = "xla",
 ) -> RevisionModel:
     """The CIFAR-10 network of model.py (`conv_layout` of the classifier: `models.conv`;
-    `patch_max_size` of the decoder's transposed convolutions: `models.conv_transpose`)."""
+    `transposed_conv` the decoder's transposed-convolution path: `models.conv_transpose`)."""
     return RevisionModel(
         encoder=CIFAREncoder(num_classes, latent_dim),
-        decoder=CIFARDecoder(output_channels, patch_max_size),
+        decoder=CIFARDecoder(output_channels, transposed_conv),
         classifier=CIFARClassifier(num_classes, dropout_rate, conv_layout),
     )

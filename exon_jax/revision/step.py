@@ -155,12 +155,11 @@ def build_revision_model(
     num_classes: int,
     image_shape: tuple[int, ...],
     conv_layout: str = "xla",
-    patch_max_size: int = 0,
+    transposed_conv: str = "xla",
 ) -> networks.RevisionModel:
     """The revised network for images [H, W, C] (MNIST: any H, W, C; CIFAR: 32 x 32);
-    `conv_layout` is its classifier's convolution path (`models.conv`), `patch_max_size`
-    the output size up to which the CIFAR decoder's transposed convolutions run as patch
-    matmuls (`models.conv_transpose`)."""
+    `conv_layout` is its classifier's convolution path (`models.conv`), `transposed_conv`
+    the path of the CIFAR decoder's transposed convolutions (`models.conv_transpose`)."""
     if rs.network == "mnist":
         return networks.mnist_revision_model(
             num_classes, rs.latent_dim, image_shape, rs.dropout_rate, conv_layout
@@ -168,7 +167,7 @@ def build_revision_model(
     if tuple(image_shape[:2]) != (32, 32):
         raise ValueError(f"config.revision.network 'cifar' needs 32x32 images, got {image_shape}")
     return networks.cifar_revision_model(
-        num_classes, rs.latent_dim, image_shape[2], rs.dropout_rate, conv_layout, patch_max_size
+        num_classes, rs.latent_dim, image_shape[2], rs.dropout_rate, conv_layout, transposed_conv
     )
 
 
