@@ -335,6 +335,22 @@ def test_conv_transpose_matches_flax(height, width, stride, cin, cout, kernel):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("path", models.TRANSPOSED_CONV_PATHS)
+@pytest.mark.parametrize("size", [2, 8])  # patch matmul / convolution in the "phases" path
+def test_bfloat16_conv_transpose_matches_float32(path, size):
+    """bfloat16 operands on either path: float32 output within bfloat16 rounding of flax's
+    float32 nn.ConvTranspose, and the products take bfloat16 operands."""
+    x = jax.random.normal(jax.random.key(0), (3, size, size, 16))
+    reference = nn.ConvTranspose(8, (5, 5), strides=(2, 2), padding="SAME")
+    variables = reference.init(jax.random.key(1), x)
+    ours = models.ConvTranspose(8, 5, 2, compute_dtype=jnp.bfloat16, path=path)
+    low = ours.apply(variables, x)
+    assert low.dtype == jnp.float32
+    assert relative_error(low, reference.apply(variables, x)) < 3e-2
+    jaxpr = str(jax.make_jaxpr(lambda v: ours.apply(v, x))(variables))
+    assert "bf16" in jaxpr and "preferred_element_type=float32" in jaxpr
+
+
 @pytest.mark.parametrize("kernel, stride, window", [(5, 2, 3), (4, 2, 3), (5, 1, 5), (3, 2, 2)])
 def test_phase_conv_transpose_reads_a_small_window_of_the_undilated_input(kernel, stride, window):
     """The sub-pixel form's kernel: every tap used exactly once, in a window of the stated
