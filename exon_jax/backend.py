@@ -7,8 +7,8 @@ XLA:CPU runs three things of EXoN far slower than other backends do, so on CPU:
   (vmapped convolutions become slow grouped convolutions);
 - transposed convolutions run in sub-pixel form (`models.phase_conv_transpose`: one
   stride-1 convolution of the undilated input, or a patch matmul where its kernel is larger
-  than its input): XLA:CPU's stock transposed convolution runs 4-40x slower, the more so
-  the smaller its input;
+  than its input): XLA:CPU's own strided transposed convolutions ran 17-43x slower (the
+  CIFAR-10 decoders' layers, forward and backward on 128 codes, 2-core Intel Xeon);
 - dense layers compute their weight gradient from a transposed copy of the smaller operand
   (`models.dense`, layout "smaller"): XLA:CPU's own x^T.g kernel is slower (bench/speed_paths.py).
 Everywhere else the plain programs run: a scanned, vmapped epoch, flax's stock
