@@ -1,6 +1,6 @@
 """Workarounds for one backend's slow paths, chosen once, by backend, in one place.
 
-XLA:CPU runs three things of EXoN far slower than other backends do, so on CPU:
+XLA:CPU runs four things of EXoN far slower than other backends do, so on CPU:
 - a convolutional network's epoch runs one compiled step per Python call instead of
   one `lax.scan` (25.7 s vs 1.9 s per CIFAR-10 step inside a loop);
 - a grid of convolutional networks runs its models with `lax.map` instead of `vmap`
