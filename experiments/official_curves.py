@@ -1,13 +1,13 @@
 """Test error by epoch: our revision runs beside the authors' logged curves.
 
   python -m experiments.official_curves --official=<clone of an-seunghwan/EXoN_official> \
-      --workdirs=workdirs/mnist100_revision[,more runs] --out=docs/results
+      --workdirs=workdirs/mnist100_revision[,more runs] --out=docs/results [--lines=0.1,0.25]
 
 Reads their TensorBoard event files (`logs/mnist_100/beta_*/test/events.*`, tag `accuracy`,
 one value per epoch, step 0 = after epoch 1) and our runs' metrics.jsonl
 (`eval/classification_error`, epochs counted from 1), and draws test error (%) by epoch:
-their eight betas as a band (min to max) with their beta = 0.1 as a line, each of our runs
-as a line. Writes `official_curves.png` and `official_curves.json` (every value plotted).
+their eight betas as a band (min to max) with the betas of `--lines` (default 0.1) as
+lines, each of our runs as a line. Writes `official_curves.png` and `official_curves.json` (every value plotted).
 """
 
 from __future__ import annotations
@@ -103,8 +103,11 @@ def our_test_errors(workdir: str, model: int = 0) -> tuple[np.ndarray, np.ndarra
     return np.asarray(epochs), np.asarray(errors)
 
 
-def main(official: str, workdirs: str, out: str, experiment: str = "mnist_100") -> str:
-    """Draws the figure; returns the PNG's path."""
+def main(
+    official: str, workdirs: str, out: str, experiment: str = "mnist_100", lines: str = "0.1"
+) -> str:
+    """Draws the figure (their betas in `lines`, comma-separated, as lines over the band);
+    returns the PNG's path."""
     import matplotlib
     import matplotlib.ticker
 
@@ -112,6 +115,13 @@ def main(official: str, workdirs: str, out: str, experiment: str = "mnist_100") 
     import matplotlib.pyplot as plt
 
     theirs = official_test_errors(official, experiment)
+    line_betas = [b for b in lines.split(",") if b]
+    missing = [b for b in line_betas if b not in theirs]
+    if missing:
+        raise ValueError(
+            f"--lines: no logs/{experiment}/beta_<b> for {', '.join(missing)}; "
+            f"their betas: {', '.join(theirs)}"
+        )
     length = min(len(c) for c in theirs.values())
     stacked = np.stack([c[:length] for c in theirs.values()])
     their_epochs = np.arange(1, length + 1)
@@ -123,9 +133,14 @@ def main(official: str, workdirs: str, out: str, experiment: str = "mnist_100") 
         color="0.8",
         label=f"EXoN_official, beta in {{{', '.join(theirs)}}}",
     )
-    if "0.1" in theirs:
+    for beta, style in zip(line_betas, ["-", "--", ":", "-."] * len(line_betas)):
         ax.plot(
-            their_epochs, theirs["0.1"][:length], color="0.4", lw=1, label="EXoN_official, beta 0.1"
+            their_epochs,
+            theirs[beta][:length],
+            color="0.4",
+            ls=style,
+            lw=1,
+            label=f"EXoN_official, beta {beta}",
         )
     record = {"official": {b: c.tolist() for b, c in theirs.items()}, "ours": {}}
     for workdir in [w for w in workdirs.split(",") if w]:
@@ -158,5 +173,6 @@ if __name__ == "__main__":
     parser.add_argument("--workdirs", default="", help="comma-separated run directories")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--experiment", default="mnist_100")
+    parser.add_argument("--lines", default="0.1", help="their betas drawn as lines, e.g. 0.1,0.25")
     args = parser.parse_args()
-    print(main(args.official, args.workdirs, args.out, args.experiment))
+    print(main(args.official, args.workdirs, args.out, args.experiment, args.lines))

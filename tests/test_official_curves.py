@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from tensorboardX.event_file_writer import EventFileWriter
 from tensorboardX.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 
@@ -66,3 +67,18 @@ def test_figure_and_record_from_both_sources(tmp_path):
     record = json.loads((tmp_path / "out" / "official_curves.json").read_text())
     assert record["ours"]["run"] == {"epochs": [1, 2], "error_percent": [30.0, 10.0]}
     np.testing.assert_allclose(record["official"]["0.1"], [40.0, 10.0, 5.0], rtol=1e-5)
+
+
+def test_their_lines_are_chosen_and_an_absent_beta_is_named(tmp_path):
+    for beta, accuracies in (("0.1", [0.6, 0.9]), ("0.25", [0.5, 0.8])):
+        _write(
+            str(tmp_path / "official" / "logs" / "mnist_100" / f"beta_{beta}" / "test"),
+            [_tensor_event(s, "accuracy", a) for s, a in enumerate(accuracies)],
+        )
+    out = str(tmp_path / "out")
+    png = official_curves.main(str(tmp_path / "official"), "", out, lines="0.1,0.25")
+    assert os.path.getsize(png) > 0
+    with pytest.raises(
+        ValueError, match="no logs/mnist_100/beta_<b> for 0.5; their betas: 0.1, 0.25"
+    ):
+        official_curves.main(str(tmp_path / "official"), "", out, lines="0.1,0.5")
