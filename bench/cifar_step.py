@@ -9,7 +9,8 @@ same gathered batch every call.
 
 Figures: median step time, the step's useful FLOPs (XLA's count of the same step on
 the same networks with stock convolutions only (`transposed_conv="xla"`); exon_jax's own
-compiled count is recorded too and may include zeros of explicit-patch convolutions),
+compiled count is recorded too and may include zeros: of explicit patches and of the
+sub-pixel transposed convolutions' phase kernels),
 achieved FLOP/s as a fraction of this machine's 2048^3 float32 (and bf16-input) matmul
 rate measured in the same run; the 200-epoch projection on this CPU (200 x 313 x median step); and, from the
 FLOP count alone, on one modern GPU at an assumed sustained rate (stated in the JSON,
@@ -44,7 +45,8 @@ GPU_ASSUMPTIONS = {
 def stock_step_flops(exp, batch) -> float | None:
     """XLA's FLOPs (lowered only, never run) of the train step with stock convolutions
     (`ConvDecoder(transposed_conv="xla")`): XLA counts a plain convolution's taps on real input
-    only, not the zeros that patch matmuls multiply, so this is the step's useful arithmetic."""
+    only, not the zeros that patch matmuls or phase kernels multiply, so this is the step's
+    useful arithmetic."""
 
     model = exp.spec.model.clone(decoder=exp.spec.model.decoder.clone(transposed_conv="xla"))
     hparams = train.unstack_tree(exp.spec.hparams, 0)

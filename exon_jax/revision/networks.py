@@ -152,10 +152,10 @@ class CIFARDecoder(nn.Module):
         h = dense(4 * 4 * 512, name="hidden")(z.astype(jnp.float32))
         h = jnp.reshape(nn.relu(batch_norm(train, name="norm_hidden")(h)), (-1, 4, 4, 512))
         for i, (features, stride) in enumerate(((256, 2), (128, 2), (64, 2), (32, 1))):
-            h = conv_transpose(features, 5, stride, path=self.transposed_conv, name=f"deconv_{i}")(
-                h
+            deconv = conv_transpose(
+                features, 5, stride, path=self.transposed_conv, name=f"deconv_{i}"
             )
-            h = nn.relu(batch_norm(train, name=f"norm_{i}")(h))
+            h = nn.relu(batch_norm(train, name=f"norm_{i}")(deconv(h)))
         return jnp.tanh(conv(self.output_channels, 4, 1, name="output")(h))
 
 
