@@ -517,6 +517,10 @@ class ConvTranspose(nn.Module):
         rhs = kernel.astype(self.compute_dtype) if reduced else kernel
         if self.path == "phases":
             return phase_conv_transpose(lhs, rhs, s) + bias
+        if self.path != "xla":
+            raise ValueError(
+                f"transposed conv path must be one of {TRANSPOSED_CONV_PATHS}, got {self.path!r}"
+            )
         y = jax.lax.conv_transpose(
             lhs,
             rhs,

@@ -335,6 +335,16 @@ def test_conv_transpose_matches_flax(height, width, stride, cin, cout, kernel):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_unknown_transposed_conv_path_is_one_error():
+    x = jnp.zeros((1, 2, 2, 3))
+    for make in (
+        lambda: models.conv_transpose(4, 3, 2, path="phase"),
+        lambda: models.ConvTranspose(4, 3, 2, path="phase").init(jax.random.key(0), x),
+    ):
+        with pytest.raises(ValueError, match="path must be one of .*got 'phase'"):
+            make()
+
+
 @pytest.mark.parametrize("path", models.TRANSPOSED_CONV_PATHS)
 @pytest.mark.parametrize("size", [2, 8])  # patch matmul / convolution in the "phases" path
 def test_bfloat16_conv_transpose_matches_float32(path, size):

@@ -240,11 +240,11 @@ def test_cifar_decoder_phases_equal_flax_conv_transpose():
     are the same draws."""
     z = jax.random.normal(jax.random.key(0), (3, 256))
     stock = networks.CIFARDecoder()
-    patched = networks.CIFARDecoder(transposed_conv="phases")
+    phases = networks.CIFARDecoder(transposed_conv="phases")
     variables = stock.init(jax.random.key(1), z)
-    patched_init = patched.init(jax.random.key(1), z)
-    assert jax.tree.structure(patched_init) == jax.tree.structure(variables)
-    for a, b in zip(jax.tree.leaves(patched_init), jax.tree.leaves(variables)):
+    phases_init = phases.init(jax.random.key(1), z)
+    assert jax.tree.structure(phases_init) == jax.tree.structure(variables)
+    for a, b in zip(jax.tree.leaves(phases_init), jax.tree.leaves(variables)):
         np.testing.assert_array_equal(a, b)
     g = jax.random.normal(jax.random.key(2), (3, 32, 32, 3))
 
@@ -261,7 +261,7 @@ def test_cifar_decoder_phases_equal_flax_conv_transpose():
         return jax.jit(jax.value_and_grad(value))
 
     (value, grads), (ref_value, ref_grads) = (
-        loss(patched)(variables["params"]),
+        loss(phases)(variables["params"]),
         loss(stock)(variables["params"]),
     )
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
@@ -273,7 +273,7 @@ def test_cifar_decoder_phases_equal_flax_conv_transpose():
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * scale, err_msg=name)
     # In sub-pixel form no layer convolves a dilated input; every input is at least as
     # large as its (phase) kernel, so all five stay convolutions.
-    for module, dilated, convolutions in ((stock, 3, 5), (patched, 0, 5)):
+    for module, dilated, convolutions in ((stock, 3, 5), (phases, 0, 5)):
         hlo = jax.jit(module.apply).lower(variables, z).as_text()
         assert hlo.count("lhs_dilate = [2, 2]") == dilated
         assert hlo.count("stablehlo.convolution") == convolutions
