@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 
-from bench import common
+from bench import common, products
 
 common.tune_allocator()
 
@@ -61,6 +61,7 @@ class JaxVariant:
         config.train.epoch_loop = loop
         config.train.dense_layout = self.layout
         exp = experiment.build_experiment(config, common.mnist_dataset())
+        self.exp = exp
         self.steps = exp.spec.settings.steps_per_epoch
         placed = experiment.place(exp)  # main.py's path (a scanned epoch compiled ahead)
         self.data, self.hparams, self.states = placed.data, placed.hparams, placed.states
@@ -73,6 +74,26 @@ class JaxVariant:
         self.states, metrics = self.epoch(self.states, self.hparams, self.data, self.key)
         jax.block_until_ready((self.states, metrics))
         return time.perf_counter() - t0
+
+
+def step_costs(exp, data, rounds: int) -> dict:
+    """The float32 step of `exp` (one model, the first batch of epoch 0): XLA's FLOPs of the
+    compiled step, and its products floor (`bench/products.py`: every dot of the step and
+    of its gradient run as a bare matmul of its shape, median of `rounds` timings)."""
+    state, hparams = common.single_model(exp)
+    batch = common.first_batch(exp, data)
+    compiled = jax.jit(exp.spec.train_step).lower(state, hparams, batch).compile()
+    found = products.matmul_shapes(exp.spec.train_step, state, hparams, batch)
+    floor = [products.floor_seconds(found, repeats=3) for _ in range(rounds)]
+    return {
+        "xla_flops_per_step": common.xla_flops(compiled),
+        "products": len(found),
+        "products_flop": sum(p.flop for p in found),
+        "products_floor_s": common.summarize(floor),
+        "shapes_batch_m_k_n_count": [
+            list(k) + [v] for k, v in products.distinct_shapes(found).items()
+        ],
+    }
 
 
 class TfVariant:
@@ -147,6 +168,11 @@ def main():
             + ", ".join(f"{n} {steps / s[-1]:.2f}" for n, s in seconds.items())
             + f" steps/s; load {loads[-1]}"
         )
+    f32 = next((n for n in names if runners[n].dtype == "float32"), None)
+    costs = None
+    if f32 is not None:  # after the rounds: the floor's operands are made one shape at a time
+        common.log("speed_paths: the float32 step's FLOPs and products floor")
+        costs = step_costs(runners[f32].exp, runners[f32].data, rounds)
     rates = common.bracket_rates(rates_before, args.quick)
     bf16_over_f32 = rates["bfloat16"]["flops_per_s"] / rates["float32"]["flops_per_s"]
     tf_info = {n: runners[n].info for n in runners if n.startswith("tf_")}
@@ -167,6 +193,18 @@ def main():
             "ratio_median": statistics.median(per_round[n]),
             "ratio_best": max(speed[n]) / max(speed["tf_xla"]),
         }
+    fp32_rate = rates["float32"]["flops_per_s"]
+    if costs is not None and costs["xla_flops_per_step"]:
+        flops = costs["xla_flops_per_step"]
+        floor_s = costs["products_floor_s"]["median_s"]
+        costs["products_flops_per_s"] = costs["products_flop"] / floor_s
+        # the step run at nothing but its products' speed: the most its FLOP rate can be
+        costs["fraction_of_fp32_matmul_at_products_floor"] = flops / floor_s / fp32_rate
+        for n in names:
+            if results[n]["dtype"] == "float32":
+                achieved = flops * results[n]["steps_per_s_median"]
+                results[n]["achieved_flops_per_s"] = achieved
+                results[n]["fraction_of_fp32_matmul"] = achieved / fp32_rate
     targets = {
         n: {
             "target": f">= {t}",
@@ -177,6 +215,13 @@ def main():
         for n, t in TARGETS.items()
         if n in results
     }
+    if "fraction_of_fp32_matmul" in results.get("f32_scan", {}):
+        targets["f32_scan_fraction_of_fp32_matmul"] = {
+            "target": ">= 0.85",
+            "measured_median": results["f32_scan"]["fraction_of_fp32_matmul"],
+            "at_products_floor": costs["fraction_of_fp32_matmul_at_products_floor"],
+            "met": results["f32_scan"]["fraction_of_fp32_matmul"] >= 0.85,
+        }
     for a, b in (("f32_scan", "f32_scan_stock"), ("bf16_scan", "bf16_scan_stock")):
         if a in results and b in results:
             results[a]["over_stock_layout_per_round"] = [x / y for x, y in zip(speed[a], speed[b])]
@@ -223,6 +268,11 @@ def main():
             note += f"; target >= {TARGETS[n]}"
         if "over_stock_layout_median" in res:
             note += f"; x{common.sig(res['over_stock_layout_median'], 3)} over stock layout"
+        if "fraction_of_fp32_matmul" in res:
+            note += (
+                f"; {common.sig(res['achieved_flops_per_s'] / 1e9, 3)} GFLOP/s = "
+                f"{common.sig(res['fraction_of_fp32_matmul'], 2)} of the float32 matmul rate"
+            )
         table.append(
             common.row(
                 f"exon_jax {res['dtype']} {what}, weight grad '{res['layout']}' / TF+XLA "
@@ -230,6 +280,19 @@ def main():
                 common.sig(res["ratio_median"], 3),
                 "x speed",
                 note,
+            )
+        )
+    if costs is not None and "products_flops_per_s" in costs:
+        table.append(
+            common.row(
+                "the float32 step's products alone, each a bare matmul of its shape "
+                "(bench/products.py): the most the step's FLOP rate can reach",
+                common.sig(costs["fraction_of_fp32_matmul_at_products_floor"], 2),
+                "of matmul rate",
+                f"{costs['products']} products, "
+                f"{common.sig(costs['products_floor_s']['median_s'] * 1e3, 3)} ms a step at "
+                f"{common.sig(costs['products_flops_per_s'] / 1e9, 3)} GFLOP/s; step "
+                f"{common.sig(costs['xla_flops_per_step'] / 1e9, 3)} GFLOP (XLA)",
             )
         )
     summary = (
@@ -249,6 +312,7 @@ def main():
             "untimed warm-up epoch each",
             "allocator": common.ALLOCATOR,
             "matmul_rates": rates,
+            "float32_step": costs,
             "bf16_over_f32_matmul_rate": bf16_over_f32,
             "tf": {"python": tf_python, "script": script, **tf_info},
             "loadavg_per_round": loads,
