@@ -9,6 +9,8 @@ on one device. `jax.jit` + `NamedSharding`, no pmap.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import os
 from typing import Callable, Sequence
@@ -70,13 +72,17 @@ def global_array(value, sharding: NamedSharding) -> jax.Array:
     arrays keep their key type.
     """
     if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-        impl = jax.random.key_impl(value)
         data = global_array(jax.random.key_data(value), sharding)
-        return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding)(
-            data
-        )
+        return _key_wrapper(jax.random.key_impl(value), sharding)(data)
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+@functools.cache
+def _key_wrapper(impl, sharding: NamedSharding):
+    """The jitted key-data -> key program of `global_array`, made once per key kind and
+    sharding (a new function each call was lowered again every epoch)."""
+    return jax.jit(lambda data: jax.random.wrap_key_data(data, impl=impl), out_shardings=sharding)
 
 
 def global_tree(tree, sharding: NamedSharding):

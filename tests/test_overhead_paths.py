@@ -164,3 +164,32 @@ print("matplotlib" in sys.modules)
     for name in ("grid.png", "grid.pdf", "b.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert not (tmp_path / "b.pdf").exists()
+
+
+def test_epoch_keys_of_later_epochs_lower_no_new_program():
+    """Each epoch's batch-order key is placed on the mesh by the same compiled program: the
+    key's wrapper used to be a new jitted lambda per call, lowered (and looked up in the
+    compilation cache) again every epoch."""
+    from exon_jax import experiment, parallel
+
+    mesh = parallel.make_mesh(1)
+    lowered = []
+
+    def listen(event, *_, **__):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    first = experiment.epoch_key(0, 0, mesh)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        later = [experiment.epoch_key(0, epoch, mesh) for epoch in (1, 2, 3)]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert lowered == []
+    expected = [
+        jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 1), e) for e in (0, 1, 2, 3)
+    ]
+    for key, want in zip([first, *later], expected):
+        assert jax.random.key_impl(key) == jax.random.key_impl(want)
+        np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))
+        assert key.sharding == parallel.replicated(mesh)
