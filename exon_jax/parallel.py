@@ -10,7 +10,6 @@ on one device. `jax.jit` + `NamedSharding`, no pmap.
 from __future__ import annotations
 
 import functools
-
 import math
 import os
 from typing import Callable, Sequence

@@ -47,6 +47,7 @@ def signal_after_first_epoch(proc, workdir, signals=(signal.SIGTERM,), gap=0.0):
         proc.send_signal(s)
         while proc.poll() is None and pending(proc.pid, s):
             assert time.monotonic() < deadline, f"{s.name} stayed pending"
+            time.sleep(0.001)
         time.sleep(gap)
     return test_faults.finish(proc)
 
