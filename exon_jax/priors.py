@@ -57,19 +57,21 @@ def make_prior(means, variances, weights=None) -> MixturePrior:
     Returns:
       A float32 MixturePrior.
     """
-    means = jnp.asarray(means, jnp.float32)
+    # float32 conversions and broadcasts on the host (the same rounding as XLA's, and no
+    # program to compile for each); only the normalisation of given weights runs in XLA
+    means = np.asarray(means, np.float32)
     if means.ndim != 2:
         raise ValueError(f"prior means must be [K, d], got shape {means.shape}")
-    variances = jnp.broadcast_to(jnp.asarray(variances, jnp.float32), means.shape)
+    variances = np.broadcast_to(np.asarray(variances, np.float32), means.shape)
     num_classes = means.shape[0]
     if weights is None:
-        log_weights = jnp.full((num_classes,), -math.log(num_classes), jnp.float32)
+        log_weights = jax.device_put(np.full((num_classes,), -math.log(num_classes), np.float32))
     else:
-        weights = jnp.asarray(weights, jnp.float32)
+        weights = jax.device_put(np.asarray(weights, np.float32))
         if weights.shape != (num_classes,):
             raise ValueError(f"prior weights must be [{num_classes}], got shape {weights.shape}")
         log_weights = jnp.log(weights) - jnp.log(jnp.sum(weights))
-    return MixturePrior(means, variances, log_weights)
+    return MixturePrior(jax.device_put(means), jax.device_put(variances), log_weights)
 
 
 def circle_prior(

@@ -127,6 +127,36 @@ def test_make_prior_normalises_weights():
         priors.make_prior(np.zeros(3), 1.0)
 
 
+def test_make_prior_converts_on_the_host_as_xla_would_and_compiles_nothing():
+    """Oracle: XLA's own float64 -> float32 conversion of the same arrays (bit for bit); a
+    prior without weights is built without compiling a program."""
+    rng = np.random.default_rng(3)
+    means, variances = rng.normal(size=(7, 5)) * 10, rng.uniform(0.1, 9.0, size=(7, 5))
+    compiled = []
+
+    def listen(event, *_, **__):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        prior = priors.make_prior(means, variances)
+        scalar = priors.make_prior(means, 2.5)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []
+    to_f32 = jax.jit(lambda a: a.astype(jnp.float32))
+    with jax.enable_x64(True):
+        want_means = np.asarray(to_f32(jnp.asarray(means, jnp.float64)))
+        want_variances = np.asarray(to_f32(jnp.asarray(variances, jnp.float64)))
+    assert np.asarray(prior.means).tobytes() == want_means.tobytes()
+    assert np.asarray(prior.variances).tobytes() == want_variances.tobytes()
+    assert np.asarray(scalar.variances).shape == (7, 5)
+    np.testing.assert_array_equal(np.asarray(scalar.variances), np.float32(2.5))
+    np.testing.assert_array_equal(np.asarray(prior.log_weights), np.float32(-np.log(7)))
+    assert all(isinstance(leaf, jax.Array) for leaf in prior)
+
+
 # ---------------------------------------------------------------- pytree / vmap
 
 
