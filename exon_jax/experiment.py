@@ -200,7 +200,9 @@ def run_record_of(exp: Experiment) -> dict[str, Any]:
         },
         "points": exp.points,
         "priors": [
-            priors.prior_to_arrays(train.unstack_tree(exp.hparams.prior, i))
+            priors.prior_to_arrays(
+                jax.tree.map(lambda leaf: np.asarray(leaf)[i], exp.hparams.prior)
+            )
             for i in range(exp.num_models)
         ],
     }

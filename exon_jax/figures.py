@@ -268,12 +268,12 @@ def model_figure_arrays(
         "prior": prior
         if prior is not None
         else jax.tree.map(lambda leaf: leaf[:count], exp.hparams.prior),
-        "codes": jnp.asarray(np.asarray(codes)[:count]),
-        "extent": jnp.asarray(extents, jnp.float32),
-        "index": jnp.asarray(indices if indices is not None else range(count), jnp.int32),
+        "codes": np.asarray(codes, np.float32)[:count],  # host arrays: nothing to compile
+        "extent": np.asarray(extents, np.float32),
+        "index": np.asarray(indices if indices is not None else range(count), np.int32),
     }
     compute = jax.jit(train.over_models(one, count, mode))  # images an argument, not a constant
-    return {k: np.asarray(v) for k, v in compute(first, per_model, jnp.asarray(images)).items()}
+    return {k: np.asarray(v) for k, v in compute(first, per_model, np.asarray(images)).items()}
 
 
 def _one_model_arrays(exp, fns, state, index: int, codes, prior, extent: float):
