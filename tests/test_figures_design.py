@@ -435,13 +435,16 @@ def test_analyze_replaces_what_it_wrote_before(run_wide, tmp_path, monkeypatch):
     monkeypatch.setattr(figure_workers, "draw_job", _fake_draw)
     exp, states, evaluated = run_wide
     directory = tmp_path / "figures"
-    first = figures.write_run_figures(exp, states, evaluated, str(directory), workers=1)
+    with_pdf, no_pdf = (
+        dataclasses.replace(
+            exp, spec=dataclasses.replace(exp.spec, analysis=_with(exp.analysis, pdf=pdf))
+        )
+        for pdf in (True, False)
+    )
+    first = figures.write_run_figures(with_pdf, states, evaluated, str(directory), workers=1)
     assert len(first) == 6
     assert all(os.path.exists(plots.pdf_path(p)) for p in first)
     (directory / "curves.png").write_bytes(b"not ours")
-    no_pdf = dataclasses.replace(
-        exp, spec=dataclasses.replace(exp.spec, analysis=_with(exp.analysis, pdf=False))
-    )
     second = figures.write_run_figures(no_pdf, states, evaluated, str(directory), workers=1)
     assert sorted(second) == sorted(first)
     assert sorted(os.listdir(directory)) == sorted(
