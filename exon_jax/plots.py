@@ -58,7 +58,9 @@ def fit_canvas(fig: Figure, pad: float = 0.04, tries: int = 4) -> Figure:
 
     Draws without rendering, compares the tight bounding box with the figure and
     widens/heightens the figure by the overflow (the layout engine then re-places
-    the axes); repeats until nothing sticks out, at most `tries` times.
+    the axes); repeats until nothing sticks out, at most `tries` times. A layout found to
+    fit is kept as it is (the layout engine is switched off), so saving draws what was
+    checked without laying the figure out again.
 
     Returns:
       `fig`.
@@ -70,6 +72,7 @@ def fit_canvas(fig: Figure, pad: float = 0.04, tries: int = 4) -> Figure:
         grow_x = max(0.0, -box.x0) + max(0.0, box.x1 - width)
         grow_y = max(0.0, -box.y0) + max(0.0, box.y1 - height)
         if grow_x <= 0.0 and grow_y <= 0.0:
+            fig.set_layout_engine("none")  # laid out at this size: savefig need not again
             break
         fig.set_size_inches(
             width + grow_x + (pad if grow_x else 0.0), height + grow_y + (pad if grow_y else 0.0)

@@ -1,5 +1,6 @@
 """Tests for exon_jax.plots: every figure draws on small inputs and saves a PNG."""
 
+import io
 import sys
 
 import matplotlib.colors
@@ -253,6 +254,28 @@ def test_fit_canvas_grows_a_clipped_figure():
     fig.set_size_inches(2.0, 2.0)
     assert not _inside_canvas(fig)
     assert _inside_canvas(plots.fit_canvas(fig))
+
+
+def test_fit_canvas_keeps_the_layout_it_checked(rng):
+    """`save` writes the layout `fit_canvas` checked: saving lays nothing out again (the
+    layout engine ran once more at save time before, and moved the axes)."""
+    codes = rng.normal(size=(200, 2)) * 5
+    labels = rng.integers(0, NUM_CLASSES, size=200)
+    means = rng.normal(size=(NUM_CLASSES, 2)) * 10
+    fig = plots.figure3(
+        codes,
+        labels,
+        rng.uniform(size=(16, 8, 8, 1)),
+        rng.integers(0, NUM_CLASSES, (10, 10)),
+        15.0,
+        means,
+        NAMES,
+    )
+    plots.fit_canvas(fig)
+    checked = [ax.get_position().bounds for ax in fig.axes]
+    fig.savefig(io.BytesIO(), dpi=plots.SAVE_DPI, format="png")
+    assert [ax.get_position().bounds for ax in fig.axes] == checked
+    assert _inside_canvas(fig)
 
 
 def test_activation_bars_threshold_line_and_axis_labels(rng):
