@@ -25,6 +25,7 @@ and `imshow` with its default `origin='upper'` shows the map the right way up.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import chex
@@ -84,6 +85,11 @@ def latent_grid(extent, size: int) -> jax.Array:
     """
     _check_extent(extent)
     _check_positive_int(size, "size", minimum=2)
+    return _latent_grid(extent, size)
+
+
+@functools.partial(jax.jit, static_argnums=1)  # one program, not one per jnp call
+def _latent_grid(extent, size: int) -> jax.Array:
     extent = jnp.asarray(extent, jnp.float32)
     ticks = jnp.linspace(-extent, extent, size, dtype=jnp.float32)
     first = jnp.broadcast_to(ticks[None, :], (size, size))  # varies along columns

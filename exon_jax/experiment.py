@@ -221,7 +221,12 @@ def device_data(exp: Experiment) -> train.DeviceData:
 
 def model_keys(spec: configuration.RunSpec) -> jax.Array:
     """One PRNG key per model, from its seed (a sweep may vary the seed)."""
-    return jnp.stack([jax.random.fold_in(jax.random.key(seed), 0) for seed in spec.point_seeds])
+    return _model_keys(tuple(spec.point_seeds))
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one program, not one per jax.random call
+def _model_keys(seeds: tuple[int, ...]) -> jax.Array:
+    return jnp.stack([jax.random.fold_in(jax.random.key(seed), 0) for seed in seeds])
 
 
 def data_key(data_seed: int) -> jax.Array:

@@ -101,7 +101,8 @@ def point_title(point: dict) -> str:
 
 
 def prior_of(exp, index: int) -> priors.MixturePrior:
-    return train.unstack_tree(exp.hparams.prior, index)
+    """Model `index`'s prior as host arrays (indexed in NumPy: nothing to compile)."""
+    return jax.tree.map(lambda leaf: np.asarray(leaf)[index], exp.hparams.prior)
 
 
 def scatter_codes(exp, fns: ModelFunctions, state, index: int, mean_codes) -> np.ndarray:

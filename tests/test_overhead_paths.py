@@ -8,6 +8,7 @@
 """
 
 import os
+import types
 
 import dm_pix
 import jax
@@ -193,3 +194,50 @@ def test_epoch_keys_of_later_epochs_lower_no_new_program():
         assert jax.random.key_impl(key) == jax.random.key_impl(want)
         np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))
         assert key.sharding == parallel.replicated(mesh)
+
+
+def _lowerings(fn):
+    """(fn(), the number of programs lowered while it ran, from empty in-memory caches)."""
+    jax.clear_caches()
+    lowered = []
+
+    def listen(event, *_, **__):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        out = fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return out, len(lowered)
+
+
+@pytest.mark.parametrize("extent,size", [(15.0, 13), (30.0, 200), (4.7, 9), (0.3, 2)])
+def test_latent_grid_is_one_program_bit_equal_to_op_by_op(extent, size):
+    """The grid is one compiled program (it was nine, one per jnp call, at every run's
+    set-up); oracle: the same jnp calls dispatched one at a time, bit for bit."""
+    from exon_jax import analysis
+
+    ticks = jnp.linspace(-jnp.float32(extent), jnp.float32(extent), size, dtype=jnp.float32)
+    first = jnp.broadcast_to(ticks[None, :], (size, size))
+    second = jnp.broadcast_to(ticks[::-1, None], (size, size))
+    want = np.asarray(jnp.stack([first, second], axis=-1).reshape(size * size, 2))
+    _, lowered = _lowerings(lambda: np.asarray(analysis.latent_grid(extent, size)))
+    assert lowered == 1
+    assert np.asarray(analysis.latent_grid(extent, size)).tobytes() == want.tobytes()
+
+
+def test_model_keys_are_one_program_bit_equal_to_op_by_op():
+    """Oracle: fold_in(key(seed), 0) per seed, dispatched one call at a time."""
+    from exon_jax import experiment
+
+    seeds = (0, 7, 2**31 - 1, 123456789)
+    want = [
+        np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(s), 0))) for s in seeds
+    ]
+    spec = types.SimpleNamespace(point_seeds=seeds)
+    keys, lowered = _lowerings(lambda: experiment.model_keys(spec))
+    assert lowered == 1
+    got = np.asarray(jax.random.key_data(keys))
+    assert got.tobytes() == np.stack(want).tobytes()
