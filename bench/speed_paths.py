@@ -17,9 +17,9 @@ exon_jax faster): `ratio_median` is the median over rounds of the ratio within a
 `ratio_best` the ratio of the fastest epoch of each over all rounds (on a shared machine
 other load only slows a run, so the best of each is the least disturbed).
 
-The process applies the glibc allocator settings main.py applies (`exon_jax.ops.host_allocator`
-via `common.tune_allocator`; see `allocator` in the JSON): without them every per-call step
-page-faults its fresh XLA buffers.
+The process keeps the glibc allocator as main.py does (`exon_jax.ops.host_allocator` via
+`common.tune_allocator`: glibc's defaults unless EXON_MALLOC_TUNING=1; see `allocator` in the
+JSON; bench/allocator.py compares the settings).
 
   TFREF=<venv> python -m bench.speed_paths [--quick] [--repeats ROUNDS] [--variants a,b]
   python -m bench.speed_paths --tf-python <venv>/bin/python [--refbench tf_keras_step.py]

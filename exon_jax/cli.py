@@ -57,7 +57,7 @@ def main(command: Command) -> None:
     """Runs `command`; exits the process with its status on a failure (see the module)."""
     from exon_jax.ops import host_allocator
 
-    host_allocator.tune()  # before XLA allocates: freed buffers' pages are reused, not re-faulted
+    host_allocator.tune()  # glibc's defaults unless EXON_MALLOC_TUNING=1 (before XLA allocates)
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO

@@ -228,6 +228,60 @@ def test_host_allocator_keeps_large_blocks_off_mmap(tuning):
         assert not probe["tuned"] and probe["mmapped_bytes"] >= 64 << 20
 
 
+_ARENA_PROBE = """
+import ctypes, json, os, tempfile, threading
+from exon_jax.ops import host_allocator
+host_allocator.tune()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+started = threading.Barrier(4)
+done = threading.Barrier(4)
+def allocate():
+    started.wait()
+    block = libc.malloc(1 << 16)  # a new thread's first malloc takes an arena
+    done.wait()
+    libc.free(block)
+threads = [threading.Thread(target=allocate) for _ in range(3)]
+for thread in threads:
+    thread.start()
+started.wait()
+done.wait()
+path = os.path.join(tempfile.mkdtemp(), "info.xml")
+stream = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+for thread in threads:
+    thread.join()
+print(json.dumps({"heaps": open(path).read().count("<heap nr=")}))
+"""
+
+
+@pytest.mark.parametrize("tuning", [None, "1"])
+@pytest.mark.slow  # malloc tuning (infrastructure), two process starts
+def test_host_allocator_keeps_glibcs_arenas_unless_asked(tuning):
+    """glibc's own malloc_info, three threads allocating at once beside the main one: by
+    default each gets its own arena (the single arena main.py used to set made XLA's
+    threads queue for its lock: compiling 1.55x slower here, bench/allocator.py); with
+    EXON_MALLOC_TUNING=1 they share one."""
+    env = dict(os.environ)
+    env.pop("EXON_MALLOC_TUNING", None)
+    if tuning is not None:
+        env["EXON_MALLOC_TUNING"] = tuning
+    out = subprocess.run(
+        [sys.executable, "-c", _ARENA_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert json.loads(out.stdout)["heaps"] == (4 if tuning is None else 1)
+
+
 def test_memory_line_says_unknown_for_a_stepwise_epoch(capsys):
     """A stepwise epoch is not compiled ahead (`parallel.compile_ahead` returns {}): the log
     line says its memory is unknown instead of printing nan; a known size is printed."""
