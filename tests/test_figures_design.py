@@ -17,6 +17,7 @@ import pytest
 
 from exon_jax import analysis, configuration, evaluation, figures, plots, priors
 from exon_jax.ops import figure_workers
+from tests.lowerings import count_lowerings
 
 NAMES = ("zero", "one", "two", "three")
 
@@ -491,21 +492,8 @@ def test_replace_written_keeps_other_files_and_point_directories(tmp_path):
 def test_prior_of_is_the_models_prior_indexed_on_the_host(run_wide):
     """Oracle: the stacked prior's row, read on the host; taking it compiles nothing (it
     was two small programs, one per leaf shape)."""
-    import jax
-
     exp, _, _ = run_wide
-    lowered = []
-
-    def listen(event, *_, **__):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            lowered.append(event)
-
-    jax.clear_caches()
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        prior = figures.prior_of(exp, 0)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert lowered == []
+    prior, lowered = count_lowerings(lambda: figures.prior_of(exp, 0), clear_caches=True)
+    assert lowered == 0
     for got, stacked in zip(prior, exp.hparams.prior):
         np.testing.assert_array_equal(got, np.asarray(stacked)[0])

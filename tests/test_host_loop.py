@@ -207,21 +207,20 @@ print(json.dumps({"tuned": done["tuned"], "mmapped_bytes": libc.mallinfo2().hblk
 """
 
 
+def _probe(code: str, env: dict) -> dict:
+    """The JSON a fresh `python -c code` process prints (allocator settings are per process)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+    )
+    return json.loads(out.stdout)
+
+
 @pytest.mark.parametrize("tuning", ["1", "0"])
 @pytest.mark.slow  # malloc tuning (infrastructure), two process starts
 def test_host_allocator_keeps_large_blocks_off_mmap(tuning):
     """glibc's own statistics: after `tune()` a 64 MiB malloc comes from the heap (no mmap'd
     bytes); untouched (EXON_MALLOC_TUNING=0), glibc mmaps it."""
-    env = dict(os.environ, EXON_MALLOC_TUNING=tuning)
-    out = subprocess.run(
-        [sys.executable, "-c", _MMAP_PROBE],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=env,
-    )
-    probe = json.loads(out.stdout)
+    probe = _probe(_MMAP_PROBE, dict(os.environ, EXON_MALLOC_TUNING=tuning))
     if tuning == "1":
         assert probe == {"tuned": True, "mmapped_bytes": 0}
     else:
@@ -271,15 +270,7 @@ def test_host_allocator_keeps_glibcs_arenas_unless_asked(tuning):
     env.pop("EXON_MALLOC_TUNING", None)
     if tuning is not None:
         env["EXON_MALLOC_TUNING"] = tuning
-    out = subprocess.run(
-        [sys.executable, "-c", _ARENA_PROBE],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=env,
-    )
-    assert json.loads(out.stdout)["heaps"] == (4 if tuning is None else 1)
+    assert _probe(_ARENA_PROBE, env)["heaps"] == (4 if tuning is None else 1)
 
 
 def test_memory_line_says_unknown_for_a_stepwise_epoch(capsys):

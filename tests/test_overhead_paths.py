@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from exon_jax import analysis, figures, metrics, priors
+from tests.lowerings import count_lowerings
 
 
 def _dm_pix_pairwise(images):
@@ -174,19 +175,11 @@ def test_epoch_keys_of_later_epochs_lower_no_new_program():
     from exon_jax import experiment, parallel
 
     mesh = parallel.make_mesh(1)
-    lowered = []
-
-    def listen(event, *_, **__):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            lowered.append(event)
-
     first = experiment.epoch_key(0, 0, mesh)
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        later = [experiment.epoch_key(0, epoch, mesh) for epoch in (1, 2, 3)]
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert lowered == []
+    later, lowered = count_lowerings(
+        lambda: [experiment.epoch_key(0, epoch, mesh) for epoch in (1, 2, 3)]
+    )
+    assert lowered == 0
     expected = [
         jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 1), e) for e in (0, 1, 2, 3)
     ]
@@ -194,23 +187,6 @@ def test_epoch_keys_of_later_epochs_lower_no_new_program():
         assert jax.random.key_impl(key) == jax.random.key_impl(want)
         np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))
         assert key.sharding == parallel.replicated(mesh)
-
-
-def _lowerings(fn):
-    """(fn(), the number of programs lowered while it ran, from empty in-memory caches)."""
-    jax.clear_caches()
-    lowered = []
-
-    def listen(event, *_, **__):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            lowered.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        out = fn()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    return out, len(lowered)
 
 
 @pytest.mark.parametrize("extent,size", [(15.0, 13), (30.0, 200), (4.7, 9), (0.3, 2)])
@@ -223,7 +199,9 @@ def test_latent_grid_is_one_program_bit_equal_to_op_by_op(extent, size):
     first = jnp.broadcast_to(ticks[None, :], (size, size))
     second = jnp.broadcast_to(ticks[::-1, None], (size, size))
     want = np.asarray(jnp.stack([first, second], axis=-1).reshape(size * size, 2))
-    _, lowered = _lowerings(lambda: np.asarray(analysis.latent_grid(extent, size)))
+    _, lowered = count_lowerings(
+        lambda: np.asarray(analysis.latent_grid(extent, size)), clear_caches=True
+    )
     assert lowered == 1
     assert np.asarray(analysis.latent_grid(extent, size)).tobytes() == want.tobytes()
 
@@ -237,7 +215,7 @@ def test_model_keys_are_one_program_bit_equal_to_op_by_op():
         np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(s), 0))) for s in seeds
     ]
     spec = types.SimpleNamespace(point_seeds=seeds)
-    keys, lowered = _lowerings(lambda: experiment.model_keys(spec))
+    keys, lowered = count_lowerings(lambda: experiment.model_keys(spec), clear_caches=True)
     assert lowered == 1
     got = np.asarray(jax.random.key_data(keys))
     assert got.tobytes() == np.stack(want).tobytes()

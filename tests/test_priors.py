@@ -11,6 +11,7 @@ from scipy.special import logsumexp
 
 from exon_jax import priors
 from exon_jax.priors import MixturePrior
+from tests.lowerings import count_lowerings
 
 # Jitted entry point keeps the number of XLA compilations (the test runtime) small.
 prior_log_density = jax.jit(priors.prior_log_density)
@@ -132,19 +133,10 @@ def test_make_prior_converts_on_the_host_as_xla_would_and_compiles_nothing():
     prior without weights is built without compiling a program."""
     rng = np.random.default_rng(3)
     means, variances = rng.normal(size=(7, 5)) * 10, rng.uniform(0.1, 9.0, size=(7, 5))
-    compiled = []
-
-    def listen(event, *_, **__):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            compiled.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        prior = priors.make_prior(means, variances)
-        scalar = priors.make_prior(means, 2.5)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert compiled == []
+    (prior, scalar), compiled = count_lowerings(
+        lambda: (priors.make_prior(means, variances), priors.make_prior(means, 2.5))
+    )
+    assert compiled == 0
     to_f32 = jax.jit(lambda a: a.astype(jnp.float32))
     with jax.enable_x64(True):
         want_means = np.asarray(to_f32(jnp.asarray(means, jnp.float64)))
