@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
+from exon_jax.ops.host_allocator import M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD
+
 VARIANTS = ("glibc", "one_arena", "per_core", "no_arena_limit")
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # <malloc.h>
 
 
 def _set_malloc(variant: str) -> None:
@@ -142,14 +144,6 @@ def main() -> None:
             common.log(f"[allocator] round {r + 1}/{rounds}: {variant}")
             runs[variant].append(_run_child(variant, steps))
 
-    def median(variant: str, field: str) -> float:
-        values = sorted(run[field] for run in runs[variant])
-        return (
-            values[len(values) // 2]
-            if len(values) % 2
-            else sum(values[len(values) // 2 - 1 : len(values) // 2 + 1]) / 2
-        )
-
     fields = (
         "mnist_epoch_compile_s",
         "revision_first_s",
@@ -158,7 +152,7 @@ def main() -> None:
         "system_ms_per_step",
         "user_ms_per_step",
     )
-    medians = {v: {f: median(v, f) for f in fields} for v in VARIANTS}
+    medians = {v: {f: statistics.median(r[f] for r in runs[v]) for f in fields} for v in VARIANTS}
     table = [
         common.row(
             f"{variant}: MNIST epoch compile / revision first 5 steps / a step",

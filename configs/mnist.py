@@ -132,7 +132,7 @@ def get_config(arg=None):
     config.analysis.interpolations = ()
     config.analysis.figures = True
     config.analysis.figure_workers = 0  # processes drawing figures: 0 = one per core, at most 8
-    config.analysis.pdf = False  # True: a PDF beside each PNG too (about half of the drawing time)
+    config.analysis.pdf = False  # True: a PDF beside each PNG too (drawing ~1.5x as long)
     config.analysis.tensorboard_images = True  # reconstructions and decoded grid every eval_every
     if variant == "tiny":
         config.data.labelled_per_class = 50

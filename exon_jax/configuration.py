@@ -429,7 +429,7 @@ class AnalysisSettings:
       figures: draw the run's figures after training.
       figure_workers: processes drawing the figures (0 = one per CPU core, at most 8;
         1 = in-process).
-      pdf: a PDF beside each figure's PNG (about half of the drawing time).
+      pdf: a PDF beside each figure's PNG (drawing takes ~1.5x as long; False in configs/mnist.py).
       tensorboard_images: reconstructions and the decoded probe in TensorBoard.
       seed: the run's seed (prior samples and posterior draws of the figures).
       latent_dim: d.

@@ -490,10 +490,12 @@ def test_replace_written_keeps_other_files_and_point_directories(tmp_path):
 
 
 def test_prior_of_is_the_models_prior_indexed_on_the_host(run_wide):
-    """Oracle: the stacked prior's row, read on the host; taking it compiles nothing (it
-    was two small programs, one per leaf shape)."""
+    """Oracle: the run's design (the 2 x 5 centres, variance 4, equal weights); taking it
+    compiles nothing (it was two small programs, one per leaf shape)."""
     exp, _, _ = run_wide
     prior, lowered = count_lowerings(lambda: figures.prior_of(exp, 0), clear_caches=True)
     assert lowered == 0
-    for got, stacked in zip(prior, exp.hparams.prior):
-        np.testing.assert_array_equal(got, np.asarray(stacked)[0])
+    assert all(isinstance(leaf, np.ndarray) for leaf in prior)
+    np.testing.assert_array_equal(prior.means, np.asarray(_wide_prior().means))
+    np.testing.assert_array_equal(prior.variances, np.full((10, 2), 4.0, np.float32))
+    np.testing.assert_allclose(prior.log_weights, np.full(10, -np.log(10.0)), rtol=1e-6)

@@ -193,8 +193,6 @@ def test_epoch_keys_of_later_epochs_lower_no_new_program():
 def test_latent_grid_is_one_program_bit_equal_to_op_by_op(extent, size):
     """The grid is one compiled program (it was nine, one per jnp call, at every run's
     set-up); oracle: the same jnp calls dispatched one at a time, bit for bit."""
-    from exon_jax import analysis
-
     ticks = jnp.linspace(-jnp.float32(extent), jnp.float32(extent), size, dtype=jnp.float32)
     first = jnp.broadcast_to(ticks[None, :], (size, size))
     second = jnp.broadcast_to(ticks[::-1, None], (size, size))
